@@ -1,0 +1,200 @@
+"""One Klaviyo connection: headers, credentials, pacing, retries and error mapping.
+
+The tap's streams plug these into the Singer SDK's request hooks; the target calls
+``KlaviyoConnection.request`` directly. Either way a request is paced by the
+endpoint's limiter, retried on transient failures (honouring ``Retry-After``),
+re-sent once after a 401 when the credentials can be renewed, and any final
+failure becomes a one-line ``KlaviyoError`` naming the endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import typing as t
+from urllib.parse import urljoin, urlsplit
+
+import backoff
+import requests
+
+from klaviyo_core import endpoints
+from klaviyo_core.auth import KlaviyoAuth, auth_from_config
+from klaviyo_core.errors import (
+    KlaviyoAPIError,
+    KlaviyoError,
+    KlaviyoRetriableError,
+    json_document,
+    raise_for_response,
+)
+from klaviyo_core.ratelimit import EndpointLimiter, RateLimiters
+from klaviyo_core.retry import DEFAULT_MAX_TRIES, RETRIABLE_EXCEPTIONS, wait_generator
+from klaviyo_core.settings import DEFAULT_BASE_URL, DEFAULT_REVISION
+
+JSONAPI = "application/vnd.api+json"
+#: (connect, read) seconds: fail fast on a dead host, allow Klaviyo's slow pages.
+DEFAULT_TIMEOUT = (10.0, 120.0)
+
+Send = t.Callable[..., requests.Response]
+
+
+class KlaviyoConnection:
+    """Everything requests to one Klaviyo account share."""
+
+    def __init__(
+        self,
+        config: t.Mapping[str, t.Any],
+        *,
+        logger: logging.Logger | None = None,
+        auth: KlaviyoAuth | None = None,
+        max_tries: int = DEFAULT_MAX_TRIES,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.base_url = str(config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        self.revision = str(config.get("revision") or DEFAULT_REVISION)
+        self.auth = auth or auth_from_config(config)
+        self.limiters = RateLimiters(float(config.get("rate_limit_share") or 1.0))
+        self.logger = logger or logging.getLogger("klaviyo")
+        self.max_tries = max_tries
+        self.timeout = timeout
+        self.user_agent = str(config.get("user_agent") or "klaviyo-singer")
+        self._session: requests.Session | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"revision": self.revision, "Accept": JSONAPI, "User-Agent": self.user_agent}
+
+    def url(self, path_or_url: str) -> str:
+        return urljoin(self.base_url + "/", path_or_url)
+
+    # -- the request policy, shared with the SDK's hooks -------------------------
+
+    def limiter_for(self, request: requests.PreparedRequest) -> EndpointLimiter | None:
+        parts = urlsplit(request.url or "")
+        endpoint = endpoints.match(request.method or "GET", parts.path)
+        if endpoint is None:
+            return None
+        return self.limiters.get(*endpoint.limits_for(parts.query))
+
+    def wrap(self, send: Send) -> Send:
+        """Wrap ``send(prepared_request, ...)`` with pacing, retries and one re-auth."""
+
+        def paced(request: requests.PreparedRequest, *args: t.Any, **kwargs: t.Any) -> requests.Response:
+            limiter = self.limiter_for(request)
+            if limiter:
+                limiter.acquire()
+            try:
+                response = send(request, *args, **kwargs)
+            except KlaviyoRetriableError as exc:
+                if limiter and exc.retry_after is not None:
+                    limiter.pause(exc.retry_after)
+                raise
+            if limiter:
+                limiter.observe(response.headers)
+            return response
+
+        retried = backoff.on_exception(
+            wait_generator,
+            RETRIABLE_EXCEPTIONS,
+            max_tries=self.max_tries,
+            jitter=None,
+            on_backoff=self._log_backoff,
+            logger=None,
+        )(paced)
+
+        def guarded(request: requests.PreparedRequest, *args: t.Any, **kwargs: t.Any) -> requests.Response:
+            try:
+                try:
+                    return retried(request, *args, **kwargs)
+                except KlaviyoAPIError as exc:
+                    if exc.status == 401 and self.auth.renew_after_unauthorized():
+                        return retried(request, *args, **kwargs)
+                    raise
+            except RETRIABLE_EXCEPTIONS as exc:
+                raise self._gave_up(request, exc) from exc
+
+        return guarded
+
+    def _log_backoff(self, details: t.Mapping[str, t.Any]) -> None:
+        request = details["args"][0]
+        reason = details.get("exception")
+        self.logger.warning(
+            "Retrying %s %s in %.1f s (try %d of %d): %s",
+            request.method,
+            urlsplit(request.url).path,
+            details.get("wait") or 0.0,
+            details["tries"] + 1,
+            self.max_tries,
+            _one_line(reason),
+        )
+
+    def _gave_up(self, request: requests.PreparedRequest, exc: Exception) -> KlaviyoError:
+        where = f"{request.method} {urlsplit(request.url).path}"
+        if isinstance(exc, KlaviyoRetriableError):
+            return KlaviyoError(f"{exc} (gave up after {self.max_tries} tries)")
+        return KlaviyoError(
+            f"{where}: could not reach Klaviyo at {self.base_url} after {self.max_tries} tries "
+            f"({_root_cause(exc)}). Check the network and the base_url setting."
+        )
+
+    # -- direct use (target, connection checks) -------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = requests.Session()
+            self._send = self.wrap(self._send_once)
+        return self._session
+
+    def _send_once(self, request: requests.PreparedRequest) -> requests.Response:
+        self.auth(request)  # re-applied on every try: credentials may have been renewed
+        response = self.session.send(request, timeout=self.timeout)
+        endpoint = endpoints.match(request.method or "GET", urlsplit(request.url).path)
+        raise_for_response(response, required_scopes=endpoint.scopes if endpoint else ())
+        json_document(response)
+        return response
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: t.Mapping[str, t.Any] | None = None,
+        json: t.Any = None,
+    ) -> requests.Response:
+        headers = dict(self.headers)
+        if json is not None:
+            headers["Content-Type"] = JSONAPI
+        prepared = requests.Request(
+            method, self.url(path_or_url), params=params, json=json, headers=headers
+        ).prepare()
+        self.session  # noqa: B018 - creates the session and the wrapped sender
+        return self._send(prepared)
+
+    def get(self, path_or_url: str, params: t.Mapping[str, t.Any] | None = None) -> dict:
+        return json_document(self.request("GET", path_or_url, params=params))
+
+    def paginate(self, path: str, params: t.Mapping[str, t.Any] | None = None) -> t.Iterator[dict]:
+        """Every resource of a collection, following ``links.next`` verbatim."""
+        document = self.get(path, params)
+        while True:
+            yield from document.get("data") or []
+            next_url = (document.get("links") or {}).get("next")
+            if not next_url:
+                return
+            document = self.get(next_url)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a network failure, without urllib3's wrapping noise."""
+    reason: t.Any = exc
+    while True:
+        inner = getattr(reason, "reason", None) or (reason.args[0] if getattr(reason, "args", None) else None)
+        if not isinstance(inner, BaseException) or inner is reason:
+            break
+        reason = inner
+    text = _one_line(reason)
+    return re.sub(r"^<[^>]+>:\s*|^\w+Connection\([^)]*\):\s*", "", text)
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())[:300]

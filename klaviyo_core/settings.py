@@ -1,0 +1,216 @@
+"""Settings tap and target share, and the checks that turn bad values into one-line errors."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from urllib.parse import urlsplit
+
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
+
+DEFAULT_BASE_URL = "https://a.klaviyo.com"
+DEFAULT_REVISION = "2026-07-15"
+DEFAULT_TOKEN_URL = "https://a.klaviyo.com/oauth/token"
+DEFAULT_AUTHORIZE_URL = "https://www.klaviyo.com/oauth/authorize"
+#: Settings that mean "authenticate with OAuth"; any of them next to api_key is ambiguous.
+OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token", "access_token")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+CONNECTION_SETTINGS = th.PropertiesList(
+    th.Property(
+        "api_key",
+        th.StringType,
+        secret=True,
+        title="Private API key",
+        description=(
+            "Klaviyo private API key (starts with `pk_`). Needs read scopes for the tap, "
+            "`lists:write` and `profiles:write` for the target. Leave it out to use OAuth."
+        ),
+    ),
+    th.Property(
+        "client_id",
+        th.StringType,
+        title="OAuth client ID",
+        description=(
+            "Client ID of your Klaviyo OAuth app. OAuth replaces api_key: set client_id, "
+            "client_secret and refresh_token (get one with `klaviyo-oauth authorize`)."
+        ),
+    ),
+    th.Property(
+        "client_secret",
+        th.StringType,
+        secret=True,
+        title="OAuth client secret",
+        description="Client secret of your Klaviyo OAuth app.",
+    ),
+    th.Property(
+        "refresh_token",
+        th.StringType,
+        secret=True,
+        title="OAuth refresh token",
+        description=(
+            "Refresh token from `klaviyo-oauth authorize`. May be left out when token_file "
+            "already holds one. Tokens Klaviyo rotates are kept in token_file, never here."
+        ),
+    ),
+    th.Property(
+        "access_token",
+        th.StringType,
+        secret=True,
+        title="OAuth access token",
+        description="Optional current access token; used until Klaviyo rejects it, then refreshed.",
+    ),
+    th.Property(
+        "token_file",
+        th.StringType,
+        title="OAuth token file",
+        description=(
+            "Where rotated OAuth tokens are kept (owner-only, mode 0600) and read first on the "
+            "next run. Default: $XDG_CONFIG_HOME (or ~/.config)/klaviyo-singer/"
+            "oauth-<hash of client_id>.json."
+        ),
+    ),
+    th.Property(
+        "token_url",
+        th.StringType,
+        default=DEFAULT_TOKEN_URL,
+        title="OAuth token URL",
+        description="Klaviyo's OAuth token endpoint. Change it only for a local sandbox or tests.",
+    ),
+    th.Property(
+        "authorize_url",
+        th.StringType,
+        default=DEFAULT_AUTHORIZE_URL,
+        title="OAuth authorize URL",
+        description="Klaviyo's OAuth consent page, used by `klaviyo-oauth`. Change it only for a sandbox.",
+    ),
+    th.Property(
+        "base_url",
+        th.StringType,
+        default=DEFAULT_BASE_URL,
+        title="Base URL",
+        description="Klaviyo API root. Change it only to use a local sandbox or a proxy.",
+    ),
+    th.Property(
+        "revision",
+        th.StringType,
+        default=DEFAULT_REVISION,
+        title="API revision",
+        description="Value of Klaviyo's `revision` header (YYYY-MM-DD), pinned for stable schemas.",
+    ),
+    th.Property(
+        "rate_limit_share",
+        th.NumberType,
+        default=1.0,
+        title="Share of the rate limit",
+        description=(
+            "Fraction (0-1] of each endpoint's Klaviyo rate limit this run may use, "
+            "so that several pipelines can share one account."
+        ),
+    ),
+)
+
+_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
+
+
+def config_error(message: str) -> ConfigValidationError:
+    """A ConfigValidationError the SDK's CLI prints as one line before exiting 1."""
+    return ConfigValidationError(message, errors=[message])
+
+
+def setting_text(config: t.Mapping[str, t.Any], name: str) -> str:
+    """A string setting, whitespace trimmed; '' when unset (Meltano passes unset as '')."""
+    return str(config.get(name) or "").strip()
+
+
+def api_key(config: t.Mapping[str, t.Any]) -> str:
+    """The configured private key, whitespace trimmed."""
+    return setting_text(config, "api_key")
+
+
+def uses_oauth(config: t.Mapping[str, t.Any]) -> bool:
+    """True when the config authenticates with OAuth rather than a private key."""
+    return not api_key(config) and any(setting_text(config, name) for name in OAUTH_SETTINGS)
+
+
+def check_connection_settings(config: t.Mapping[str, t.Any]) -> None:
+    """Raise a one-line ConfigValidationError naming the setting and the fix."""
+    _check_credentials(config)
+    base = str(config.get("base_url") or DEFAULT_BASE_URL)
+    if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).netloc:
+        raise config_error(f"Setting base_url must be an http(s) URL such as {DEFAULT_BASE_URL}.")
+    if not _REVISION.match(str(config.get("revision") or DEFAULT_REVISION)):
+        raise config_error(f"Setting revision must look like YYYY-MM-DD, e.g. {DEFAULT_REVISION}.")
+    share = config.get("rate_limit_share", 1.0)
+    if not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise config_error("Setting rate_limit_share must be a number above 0 and at most 1, e.g. 0.5.")
+
+
+def _check_credentials(config: t.Mapping[str, t.Any]) -> None:
+    """Exactly one way to authenticate: a private key, or an OAuth app's tokens."""
+    oauth = [name for name in OAUTH_SETTINGS if setting_text(config, name)]
+    if api_key(config) and oauth:
+        raise config_error(
+            f"Both api_key and OAuth settings ({', '.join(oauth)}) are set: use one way to authenticate "
+            "(remove api_key to use OAuth, or the OAuth settings to use the private key)."
+        )
+    if api_key(config):
+        _check_api_key(api_key(config))
+    elif not oauth:
+        raise config_error(
+            "Setting api_key is missing or empty: set it to a Klaviyo private API key (pk_...), "
+            "or authenticate an OAuth app with client_id, client_secret and refresh_token instead."
+        )
+    else:
+        _check_oauth(config)
+
+
+def _check_api_key(key: str) -> None:
+    if not key.startswith("pk_"):
+        shape = "a public (site) key" if re.fullmatch(r"[A-Za-z0-9]{6}", key) else "not a private key"
+        raise config_error(
+            f"Setting api_key is {shape}: use a private API key, which starts with pk_ "
+            "(Klaviyo > Settings > API keys)."
+        )
+    if any(ch.isspace() for ch in key):
+        raise config_error("Setting api_key contains whitespace inside the key: paste the key again.")
+
+
+def _check_oauth(config: t.Mapping[str, t.Any]) -> None:
+    missing = [name for name in ("client_id", "client_secret") if not setting_text(config, name)]
+    if not setting_text(config, "refresh_token") and not _stored_refresh_token(config):
+        missing.append("refresh_token")
+    if missing:
+        names = " and ".join(filter(None, [", ".join(missing[:-1]), missing[-1]]))
+        raise config_error(
+            f"OAuth setting{'s' if len(missing) > 1 else ''} {names} "
+            f"{'are' if len(missing) > 1 else 'is'} missing: OAuth needs client_id, client_secret "
+            "and refresh_token (`klaviyo-oauth authorize` gets a refresh token)."
+        )
+    for name in OAUTH_SETTINGS:
+        if any(ch.isspace() for ch in setting_text(config, name)):
+            raise config_error(f"Setting {name} contains whitespace: paste the value again.")
+    _check_url(config, "token_url", DEFAULT_TOKEN_URL, https_only=True)
+    _check_url(config, "authorize_url", DEFAULT_AUTHORIZE_URL, https_only=False)
+
+
+def _check_url(config: t.Mapping[str, t.Any], name: str, default: str, *, https_only: bool) -> None:
+    """The token URL receives the client secret: plain http only to this machine."""
+    parts = urlsplit(setting_text(config, name) or default)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise config_error(f"Setting {name} must be an http(s) URL such as {default}.")
+    if https_only and parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise config_error(
+            f"Setting {name} must use https (plain http is allowed only for 127.0.0.1 or localhost)."
+        )
+
+
+def _stored_refresh_token(config: t.Mapping[str, t.Any]) -> bool:
+    """Whether the token file already holds a refresh token for this client_id."""
+    client_id = setting_text(config, "client_id")
+    if not client_id:
+        return False
+    from klaviyo_core.auth import TokenStore  # noqa: PLC0415 - auth imports this module
+
+    return TokenStore.for_config(config).load(client_id) is not None

@@ -1,0 +1,54 @@
+"""Sandbox configuration (shared by the CLI and the Python API)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .util import parse_ts
+
+DEFAULT_API_KEY = "pk_sandbox_0123456789abcdef0123456789abcdef"
+DEFAULT_CLIENT_ID = "sandbox-client-id"
+DEFAULT_CLIENT_SECRET = "sandbox-client-secret"
+# Fixed so generated data is identical run to run; before "today" so data is in the past.
+DEFAULT_NOW = "2026-07-15T12:00:00+00:00"
+FAULT_KINDS = ("500", "502", "503", "504", "reset", "timeout", "slow", "html", "truncated", "429")
+
+
+@dataclass
+class SandboxConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = ephemeral
+    seed: int = 1
+    scale: float = 1.0
+    latency_ms: float = 0.0
+    rate_limit_scale: float = 1.0  # 0 disables rate limiting
+    rate_window: str = "fixed"  # "fixed" (Klaviyo docs) or "sliding"
+    fault_rate: float = 0.0
+    faults: tuple = FAULT_KINDS
+    timeout_seconds: float = 30.0  # how long the "timeout" fault stalls before closing
+    api_key: str = DEFAULT_API_KEY
+    now: str = DEFAULT_NOW
+    job_seconds: float = 2.0  # bulk import job duration (queued -> processing -> complete)
+    token_seconds: int = 3600  # OAuth access-token lifetime
+    client_id: str = DEFAULT_CLIENT_ID
+    client_secret: str = DEFAULT_CLIENT_SECRET
+    request_log_size: int = 10000  # bounded so long benchmarks don't grow memory
+    extra_api_keys: tuple = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if isinstance(self.faults, str):
+            self.faults = tuple(f.strip() for f in self.faults.split(",") if f.strip())
+        bad = [f for f in self.faults if f not in FAULT_KINDS]
+        if bad:
+            raise ValueError(f"unknown fault kinds {bad}; choose from {','.join(FAULT_KINDS)}")
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError("fault_rate must be within 0..1")
+        if self.scale <= 0:
+            raise ValueError("scale must be > 0")
+        if self.rate_window not in ("fixed", "sliding"):
+            raise ValueError("rate_window must be 'fixed' or 'sliding'")
+        if parse_ts(self.now) is None:
+            raise ValueError(f"now={self.now!r} is not an ISO-8601 timestamp")
+
+    @property
+    def now_ts(self) -> int:
+        return int(parse_ts(self.now))

@@ -1,0 +1,220 @@
+"""Access tokens: refreshed early, once after a 401, once for all threads; rotations persisted."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+from klaviyo_core.auth import OAuthAuth, TokenStore
+from klaviyo_core.client import KlaviyoConnection
+from klaviyo_core.errors import KlaviyoError
+from klaviyo_core.oauth import OAuthError, TokenEndpoint, Tokens
+from tests.oauth.conftest import assert_clean
+from tests.oauth.fake_klaviyo import CLIENT_ID, CLIENT_SECRET, FIRST_REFRESH_TOKEN, FakeKlaviyo
+
+PING = "/api/ping"  # not a Klaviyo operation, so the client does not pace it
+
+
+def connect(config: dict, clock=time.time, auth: OAuthAuth | None = None) -> KlaviyoConnection:
+    return KlaviyoConnection(config, auth=auth or OAuthAuth.from_config(config, clock=clock), max_tries=2)
+
+
+def test_first_request_gets_a_token_and_sends_it_as_bearer(fake, tmp_path):
+    connection = KlaviyoConnection(fake.config(tmp_path))  # the plugins' way: auth from config
+    assert connection.get("/api/accounts")["data"][0]["id"] == "ACC123"
+    assert fake.refresh_calls == 1
+    assert fake.bearer_tokens_seen == ["canary-access-1-XYZ"]
+
+
+def test_refreshes_before_expiry_not_after(fake_on_clock, clock, tmp_path):
+    connection = connect(fake_on_clock.config(tmp_path), clock)
+    connection.request("GET", PING)
+    clock.advance(3600 - 301)
+    connection.request("GET", PING)
+    assert fake_on_clock.refresh_calls == 1  # still more than 5 minutes left
+    clock.advance(2)
+    connection.request("GET", PING)
+    assert fake_on_clock.refresh_calls == 2
+    assert fake_on_clock.api_unauthorized == 0
+
+
+def test_expiry_in_the_middle_of_a_sync(fake_on_clock, clock, tmp_path):
+    fake_on_clock.lifetime = 60  # refreshed 30 s early: half the lifetime of short tokens
+    connection = connect(fake_on_clock.config(tmp_path), clock)
+    for _ in range(30):
+        assert connection.request("GET", PING).status_code == 200
+        clock.advance(10)
+    assert fake_on_clock.api_unauthorized == 0
+    assert fake_on_clock.refresh_calls == 10  # every 30 s of 300 s
+
+
+def test_one_second_tokens_in_real_time(tmp_path):
+    fake = FakeKlaviyo(lifetime=1).start()
+    try:
+        connection = connect(fake.config(tmp_path))
+        deadline = time.monotonic() + 1.3
+        while time.monotonic() < deadline:
+            assert connection.request("GET", PING).status_code == 200
+            time.sleep(0.05)
+        assert fake.refresh_calls >= 2  # 1 s tokens are renewed half a second early
+    finally:
+        fake.stop()
+
+
+def test_a_401_forces_exactly_one_refresh(fake, tmp_path):
+    connection = connect(fake.config(tmp_path))
+    connection.request("GET", PING)
+    fake.expire_access_tokens()
+    assert connection.request("GET", PING).status_code == 200
+    assert (fake.refresh_calls, fake.api_unauthorized) == (2, 1)
+
+
+def test_config_access_token_is_used_until_a_401(fake_on_clock, clock, tmp_path):
+    fake_on_clock.access_tokens["canary-access-given-XYZ"] = clock() + 10**6
+    connection = connect(fake_on_clock.config(tmp_path, access_token="canary-access-given-XYZ"), clock)
+    for _ in range(3):
+        connection.request("GET", PING)
+        clock.advance(86_400)  # expiry unknown: no early refresh
+    assert fake_on_clock.refresh_calls == 0
+    fake_on_clock.expire_access_tokens()
+    connection.request("GET", PING)
+    assert fake_on_clock.refresh_calls == 1
+
+
+def test_concurrent_401s_refresh_once(fake, tmp_path):
+    auth = OAuthAuth.from_config(fake.config(tmp_path))
+    connect(fake.config(tmp_path), auth=auth).request("GET", PING)
+    fake.expire_access_tokens()
+    fake.unauthorized_gate = threading.Barrier(8)  # all 8 hold the old token when refused
+    results: list[int] = []
+
+    def worker() -> None:
+        results.append(connect(fake.config(tmp_path), auth=auth).request("GET", PING).status_code)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == [200] * 8
+    assert fake.api_unauthorized == 8
+    assert fake.refresh_calls == 2 and auth.refresh_count == 2  # the first token, then one refresh
+
+
+def test_concurrent_first_requests_share_one_token(fake, tmp_path):
+    auth = OAuthAuth.from_config(fake.config(tmp_path))
+    threads = [threading.Thread(target=connect(fake.config(tmp_path), auth=auth).request, args=("GET", PING)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert fake.refresh_calls == 1 and fake.api_ok == 8
+
+
+def test_rotated_refresh_token_is_persisted_and_preferred_next_run(fake, tmp_path):
+    config = fake.config(tmp_path)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config))
+    connect(config).request("GET", PING)
+    token_file = tmp_path / "tokens.json"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    saved = json.loads(token_file.read_text())
+    assert saved["client_id"] == CLIENT_ID and saved["format"] == "klaviyo-singer-oauth/1"
+    assert saved["refresh_token"] == "canary-refresh-1-XYZ"  # rotated; the first one is dead now
+    assert FIRST_REFRESH_TOKEN not in fake.refresh_tokens
+    assert json.loads(config_file.read_text()) == config  # never written back into the config
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".oauth-")] == []  # no temp left
+
+    fake.expire_access_tokens()
+    next_run = connect(json.loads(config_file.read_text()))  # config still holds the dead token
+    assert next_run.request("GET", PING).status_code == 200
+    assert json.loads(token_file.read_text())["refresh_token"] == "canary-refresh-2-XYZ"
+
+
+def test_default_token_file_is_private(fake, tmp_path):
+    config = {**fake.config(tmp_path), "token_file": ""}
+    auth = OAuthAuth.from_config(config)
+    connect(config, auth=auth).request("GET", PING)
+    path = tmp_path / "xdg" / "klaviyo-singer"
+    assert auth.token_file.startswith(str(path))
+    assert stat.S_IMODE(os.stat(auth.token_file).st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+def test_token_file_of_another_app_is_ignored(fake, tmp_path):
+    TokenStore(tmp_path / "tokens.json").save("another-app", Tokens(refresh_token="canary-refresh-other-XYZ"), "x")
+    connect(fake.config(tmp_path)).request("GET", PING)
+    assert fake.refresh_calls == 1
+
+
+def test_refused_stored_token_falls_back_to_the_config_token(fake, tmp_path, caplog):
+    TokenStore(tmp_path / "tokens.json").save(CLIENT_ID, Tokens(refresh_token="canary-refresh-stale-XYZ"), "x")
+    assert connect(fake.config(tmp_path)).request("GET", PING).status_code == 200
+    assert "older OAuth refresh token was refused" in caplog.text
+
+
+def test_token_another_process_stored_is_adopted_without_refreshing(fake, tmp_path):
+    first, second = (OAuthAuth.from_config(fake.config(tmp_path)) for _ in range(2))
+    connect(fake.config(tmp_path), auth=second).request("GET", PING)
+    connect(fake.config(tmp_path), auth=first).request("GET", PING)  # adopts second's token
+    assert fake.refresh_calls == 1
+    fake.expire_access_tokens()
+    connect(fake.config(tmp_path), auth=first).request("GET", PING)  # refreshes: rotation
+    connect(fake.config(tmp_path), auth=second).request("GET", PING)  # 401, then adopts first's
+    assert fake.refresh_calls == 2
+
+
+def test_invalid_grant_says_how_to_reauthorise(fake, tmp_path):
+    fake.refuse_refresh_with = "invalid_grant"
+    with pytest.raises(KlaviyoError) as caught:
+        connect(fake.config(tmp_path)).request("GET", PING)
+    message = str(caught.value)
+    assert "\n" not in message and "invalid_grant" in message and "90 days" in message
+    assert (
+        f"klaviyo-oauth authorize --client-id {CLIENT_ID} --token-file {tmp_path / 'tokens.json'} "
+        f"--token-url {fake.url}/oauth/token --authorize-url {fake.url}/oauth/authorize"
+    ) in message
+    assert_clean(message, repr(caught.value))
+
+
+def test_token_endpoint_retries_5xx_then_succeeds(fake, tmp_path):
+    fake.token_failures = 2
+    waits: list[float] = []
+    endpoint = TokenEndpoint(f"{fake.url}/oauth/token", CLIENT_ID, CLIENT_SECRET, sleep=waits.append)
+    tokens = endpoint.refresh(FIRST_REFRESH_TOKEN, now=0.0)
+    assert tokens.expires_at == 3600 and tokens.refresh_token == "canary-refresh-1-XYZ"
+    assert waits == [0.5, 1.0] and fake.token_posts == 3
+
+
+def test_token_endpoint_gives_up_with_one_line(fake, tmp_path):
+    fake.token_failures = 10
+    endpoint = TokenEndpoint(f"{fake.url}/oauth/token", CLIENT_ID, CLIENT_SECRET, sleep=lambda _: None)
+    with pytest.raises(KlaviyoError, match=r"after 4 tries \(HTTP 503\)") as caught:
+        endpoint.refresh(FIRST_REFRESH_TOKEN, now=0.0)
+    unreachable = TokenEndpoint("http://127.0.0.1:9/oauth/token", CLIENT_ID, CLIENT_SECRET, sleep=lambda _: None)
+    with pytest.raises(KlaviyoError, match="token_url setting") as down:
+        unreachable.refresh(FIRST_REFRESH_TOKEN, now=0.0)
+    assert_clean(str(caught.value), str(down.value))
+
+
+def test_4xx_is_final_and_names_the_oauth_error(fake, tmp_path):
+    endpoint = TokenEndpoint(f"{fake.url}/oauth/token", CLIENT_ID, "canary-wrong-secret-XYZ")
+    with pytest.raises(OAuthError) as caught:
+        endpoint.refresh(FIRST_REFRESH_TOKEN, now=0.0)
+    assert caught.value.error == "invalid_client" and fake.token_posts == 1
+    assert "Check client_id and client_secret" in str(caught.value)
+    assert_clean(str(caught.value), repr(endpoint))
+
+
+def test_world_readable_token_file_is_tightened(tmp_path, caplog):
+    store = TokenStore(tmp_path / "tokens.json")
+    store.save(CLIENT_ID, Tokens(refresh_token="canary-refresh-XYZ"), "x")
+    os.chmod(store.path, 0o644)
+    assert store.load(CLIENT_ID) is not None
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert "readable by others" in caplog.text

@@ -1,0 +1,41 @@
+"""`tap-klaviyo --test` authenticates with OAuth: a bearer token from the loopback server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.oauth.conftest import assert_clean
+
+_SCRIPT = Path(sys.executable).with_name("tap-klaviyo")
+TAP = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from tap_klaviyo.tap import cli; cli()"]
+
+
+def run_tap(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "LOGLEVEL": "DEBUG"}
+    return subprocess.run(
+        [*TAP, "--config", str(tmp_path / "c.json"), "--test"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+
+
+def test_connection_check_succeeds_with_a_bearer_token(fake, tmp_path):
+    done = run_tap(fake.config(tmp_path), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Connected to Klaviyo account ACC123" in done.stderr
+    assert fake.refresh_calls == 1 and fake.bearer_tokens_seen == ["canary-access-1-XYZ"]
+    assert json.loads((tmp_path / "tokens.json").read_text())["refresh_token"] == "canary-refresh-1-XYZ"
+    assert_clean(done.stdout, done.stderr)
+
+
+def test_connection_check_with_a_revoked_grant_fails_in_one_line(fake, tmp_path):
+    fake.refuse_refresh_with = "invalid_grant"
+    done = run_tap(fake.config(tmp_path), tmp_path)
+    assert done.returncode == 1
+    assert "Re-authorise with: klaviyo-oauth authorize --client-id" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert_clean(done.stdout, done.stderr)

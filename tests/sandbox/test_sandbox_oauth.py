@@ -1,0 +1,88 @@
+"""OAuth: authorization code + PKCE (S256), refresh-token rotation, bearer access."""
+from __future__ import annotations
+
+import base64
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from klaviyo_sandbox import pkce_challenge
+
+from .client import Client
+
+REDIRECT = "http://127.0.0.1:9/callback"
+
+
+def _basic(sb, secret=None):
+    cfg = sb.config
+    raw = f"{cfg.client_id}:{secret or cfg.client_secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode(),
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _authorize(sb, verifier, state="xyz"):
+    c = Client(sb.base_url, revision=None)
+    q = {"response_type": "code", "client_id": sb.config.client_id, "redirect_uri": REDIRECT,
+         "scope": "accounts:read lists:read", "state": state, "code_challenge_method": "S256",
+         "code_challenge": pkce_challenge(verifier)}
+    resp = c.get("/oauth/authorize?" + urlencode(q))
+    assert resp.status == 302, resp
+    loc = resp.headers["location"]
+    assert loc.startswith(REDIRECT + "?")
+    return {k: v[0] for k, v in parse_qs(urlsplit(loc).query).items()}
+
+
+def _token(sb, form, secret=None):
+    c = Client(sb.base_url, revision=None)
+    return c.post("/oauth/token", urlencode(form).encode(), headers=_basic(sb, secret))
+
+
+def test_code_flow_with_pkce_and_refresh_rotation(sb):
+    verifier = "v" * 64
+    got = _authorize(sb, verifier)
+    assert got["state"] == "xyz" and got["code"]
+    bad = _token(sb, {"grant_type": "authorization_code", "code": got["code"], "code_verifier": "w" * 64,
+                      "redirect_uri": REDIRECT})
+    assert bad.status == 400 and bad.json()["error"] == "invalid_grant"
+    ok = _token(sb, {"grant_type": "authorization_code", "code": got["code"], "code_verifier": verifier,
+                     "redirect_uri": REDIRECT})
+    assert ok.status == 200, ok
+    tok = ok.json()
+    assert tok["token_type"] == "Bearer" and tok["expires_in"] == sb.config.token_seconds
+    assert tok["scope"] == "accounts:read lists:read" and tok["access_token"] and tok["refresh_token"]
+    assert Client(sb.base_url, bearer=tok["access_token"]).get("/api/accounts").status == 200
+    new = _token(sb, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]})
+    assert new.status == 200
+    fresh = new.json()
+    assert fresh["refresh_token"] != tok["refresh_token"] and fresh["access_token"] != tok["access_token"]
+    reused = _token(sb, {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]})
+    assert reused.status == 400 and reused.json()["error"] == "invalid_grant"
+    newest = _token(sb, {"grant_type": "refresh_token", "refresh_token": fresh["refresh_token"]})
+    assert newest.status == 200
+    replay = _token(sb, {"grant_type": "authorization_code", "code": got["code"], "code_verifier": verifier})
+    assert replay.status == 400 and replay.json()["error"] == "invalid_grant"
+
+
+def test_client_errors(sb):
+    resp = _token(sb, {"grant_type": "refresh_token", "refresh_token": "x"}, secret="wrong")
+    assert resp.status == 401 and resp.json()["error"] == "invalid_client"
+    c = Client(sb.base_url, revision=None)
+    no_auth = c.post("/oauth/token", b"grant_type=refresh_token&refresh_token=x",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert no_auth.status == 401
+    json_body = c.post("/oauth/token", {"grant_type": "refresh_token"}, headers=_basic(sb) | {
+        "Content-Type": "application/json"})
+    assert json_body.status == 400
+    assert _token(sb, {"grant_type": "password"}).json()["error"] == "unsupported_grant_type"
+    no_pkce = c.get("/oauth/authorize?" + urlencode({"response_type": "code", "client_id": sb.config.client_id,
+                                                     "redirect_uri": REDIRECT, "state": "s"}))
+    assert no_pkce.status == 302 and "error=invalid_request" in no_pkce.headers["location"]
+    unknown = c.get("/oauth/authorize?" + urlencode({"client_id": "who", "redirect_uri": REDIRECT}))
+    assert unknown.status == 400
+
+
+def test_expired_access_token_is_401(sb):
+    verifier = "expiry-" + "x" * 50
+    code = _authorize(sb, verifier)["code"]
+    tok = _token(sb, {"grant_type": "authorization_code", "code": code, "code_verifier": verifier}).json()
+    sb.oauth.access[tok["access_token"]]["expires"] = 0  # simulate the hour passing
+    resp = Client(sb.base_url, bearer=tok["access_token"]).get("/api/accounts")
+    assert resp.status == 401 and resp.json()["errors"][0]["code"] == "not_authenticated"

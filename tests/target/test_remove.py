@@ -1,0 +1,118 @@
+"""operation remove: membership removed by profile id, or by email looked up to an id."""
+
+from __future__ import annotations
+
+from tests.target.conftest import singer_lines
+
+LIST_WRITE = "/api/lists/{}/relationships/profiles"
+
+
+def test_remove_by_profile_id_deletes_the_relationship_and_rejects_an_empty_id(fake, run_target):
+    list_id = fake.add_list("VIP")
+    for name in ("ANN", "BOB", "CAT"):
+        fake.add_profile(f"{name.lower()}@example.com", list_id, profile_id=f"P{name}")
+
+    run = run_target({"list_id": list_id, "operation": "remove"}, "remove_by_id.singer")
+
+    assert run.exit_code == 0
+    (delete,) = fake.writes
+    assert (delete.method, delete.path) == ("DELETE", LIST_WRITE.format(list_id))
+    assert delete.body == {"data": [{"type": "profile", "id": "PANN"}, {"type": "profile", "id": "PBOB"}]}
+    assert fake.members[list_id] == {"PCAT"}
+    assert run.rejects() == [
+        {"stream": "churned", "row": {"profile_id": "", "reason": "no id"}, "reason": "profile_id is empty or missing"}
+    ]
+    assert "3 rows received, 2 sent, 1 rejected (missing profile_id: 1)" in run.log
+    assert run.states == [{"churned": 3}]
+
+
+def test_remove_by_email_looks_ids_up_case_insensitively_and_rejects_unknown_emails(fake, run_target):
+    list_id = fake.add_list("VIP")
+    ann = fake.add_profile("ann@example.com", list_id)
+    obrien = fake.add_profile("O'Brien@example.com", list_id)
+    keep = fake.add_profile("keep@example.com", list_id)
+
+    run = run_target({"list_id": list_id, "operation": "remove"}, "remove_by_email.singer")
+
+    assert run.exit_code == 0
+    (lookup,) = fake.calls("GET", "/api/profiles")
+    assert lookup.query == {
+        "filter": 'any(email,["Ann@Example.com","o\'brien@example.com","nobody@example.com"])',
+        "fields[profile]": "email",
+        "page[size]": "100",
+    }
+    (delete,) = fake.writes
+    assert {item["id"] for item in delete.body["data"]} == {ann, obrien}
+    assert fake.members[list_id] == {keep}
+    assert run.rejects() == [
+        {"stream": "churned", "row": {"email": "nobody@example.com"}, "reason": "no Klaviyo profile has this email"}
+    ]
+    assert "3 rows received, 2 sent, 1 rejected (no profile with this email: 1)" in run.log
+
+
+def test_emails_are_looked_up_100_at_a_time_and_ids_removed_1000_at_a_time(fake, run_target):
+    list_id = fake.add_list("VIP")
+    for i in range(250):
+        fake.add_profile(f"e{i}@example.com", list_id)
+    ids = [fake.add_profile(f"i{i}@example.com", list_id) for i in range(2_100)]
+    rows = [{"email": f"e{i}@example.com"} for i in range(250)] + [{"profile_id": pid} for pid in ids]
+    properties = {"email": {"type": ["string", "null"]}, "profile_id": {"type": ["string", "null"]}}
+
+    run = run_target({"list_id": list_id, "operation": "remove"}, singer_lines("gone", rows, properties))
+
+    assert run.exit_code == 0
+    lookups = fake.calls("GET", "/api/profiles")
+    assert [r.query["filter"].count("@") for r in lookups] == [100, 100, 50]
+    deletes = fake.calls("DELETE")
+    assert [len(r.body["data"]) for r in deletes] == [1000, 1000, 350]
+    assert fake.members[list_id] == set()
+
+
+def test_an_id_klaviyo_does_not_know_is_rejected_and_the_other_ids_are_removed(fake, run_target):
+    list_id = fake.add_list("VIP")
+    ids = [fake.add_profile(f"p{i}@example.com", list_id) for i in range(7)]
+    rows = [{"profile_id": pid} for pid in [*ids[:3], "PGONE", *ids[3:]]]
+    text = singer_lines("gone", rows, {"profile_id": {"type": "string"}})
+
+    run = run_target({"list_id": list_id, "operation": "remove"}, text)
+
+    assert run.exit_code == 0
+    assert fake.members[list_id] == set()
+    (reject,) = run.rejects()
+    assert reject["row"] == {"profile_id": "PGONE"}
+    assert "failed with 400" in reject["reason"] and "Profile 'PGONE' does not exist" in reject["reason"]
+    assert "8 rows received, 7 sent, 1 rejected (profile_id refused by Klaviyo: 1)" in run.log
+    assert len(fake.calls("DELETE")) <= 1 + 2 * 3  # halving, not one call per id
+
+
+def test_removing_never_touches_consent(fake, run_target):
+    list_id = fake.add_list("VIP")
+    fake.add_profile("ann@example.com", list_id)
+
+    run_target({"list_id": list_id, "operation": "remove"}, "remove_by_email.singer")
+
+    assert {(r.method, r.path) for r in fake.writes} == {("DELETE", LIST_WRITE.format(list_id))}
+    assert not [r for r in fake.requests if "subscription" in r.path]
+
+
+def test_running_the_same_removal_twice_leaves_the_same_membership(fake, run_target):
+    list_id = fake.add_list("VIP")
+    for name in ("ANN", "BOB", "CAT"):
+        fake.add_profile(f"{name.lower()}@example.com", list_id, profile_id=f"P{name}")
+
+    first = run_target({"list_id": list_id, "operation": "remove"}, "remove_by_id.singer")
+    second = run_target({"list_id": list_id, "operation": "remove"}, "remove_by_id.singer")
+
+    assert first.exit_code == second.exit_code == 0
+    assert fake.members[list_id] == {"PCAT"}
+
+
+def test_a_remove_stream_needs_a_profile_id_or_an_email_column(fake, run_target):
+    list_id = fake.add_list("VIP")
+    text = singer_lines("gone", [{"customer": "ann"}], {"customer": {"type": "string"}})
+
+    run = run_target({"list_id": list_id, "operation": "remove"}, text)
+
+    assert run.exit_code == 1
+    assert "Stream 'gone' has no `profile_id` column: operation remove needs it (or an `email` column)" in run.log
+    assert not fake.requests

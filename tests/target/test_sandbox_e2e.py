@@ -1,0 +1,61 @@
+"""End to end against the project's Klaviyo sandbox: add, rerun, then remove, through the CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+import target_klaviyo.jobs as jobs
+from tests.target.conftest import singer_lines
+
+sandbox = pytest.importorskip("klaviyo_sandbox")
+
+PROPERTIES = {
+    "email": {"type": "string"},
+    "first_name": {"type": ["string", "null"]},
+    "phone_number": {"type": ["string", "null"]},
+    "plan": {"type": ["string", "null"]},
+}
+ROWS = [
+    {"email": "Warehouse.One@example.com", "first_name": "One", "phone_number": "+1 (415) 555-0101", "plan": "pro"},
+    {"email": "o'two@example.com", "first_name": "Two", "phone_number": None, "plan": "free"},
+    {"email": "broken-address", "first_name": "Bad", "phone_number": None, "plan": "free"},
+]
+
+
+@pytest.fixture
+def klaviyo_sandbox():
+    config = sandbox.SandboxConfig(seed=7, scale=0.01, rate_limit_scale=0.0, job_seconds=0.0)
+    with sandbox.Sandbox(config) as running:
+        yield running
+
+
+def test_add_rerun_and_remove_round_trip_through_the_sandbox(klaviyo_sandbox, run_target, monkeypatch):
+    monkeypatch.setattr(jobs, "sleep", lambda seconds: None)  # sandbox jobs finish at once
+    config = {
+        "api_key": klaviyo_sandbox.api_key,
+        "base_url": klaviyo_sandbox.base_url,
+        "list_name": "Warehouse sync e2e",
+        "wait_for_completion": True,
+    }
+    text = singer_lines("people", ROWS, PROPERTIES, state={"people": "v1"})
+
+    first = run_target(config, text)
+    second = run_target(config, text)
+
+    store = klaviyo_sandbox.store
+    (list_id,) = [lid for lid, rec in store.new_lists.items() if rec["attributes"]["name"] == "Warehouse sync e2e"]
+    one = store.find_profile("email", "warehouse.one@example.com")
+    two = store.find_profile("email", "o'two@example.com")
+    assert first.exit_code == second.exit_code == 0
+    assert first.states == second.states == [{"people": "v1"}]
+    assert one["attributes"]["phone_number"] == "+14155550101"
+    assert one["attributes"]["properties"]["plan"] == "pro"
+    assert store.is_member(list_id, one["id"]) and store.is_member(list_id, two["id"])
+    assert store.member_count(list_id) == 2  # the rerun changed nothing
+    assert [r["reason"] for r in second.rejects()] == ["email is not an email address"]
+
+    removed = run_target({**config, "operation": "remove"}, text)
+
+    assert removed.exit_code == 0
+    assert store.member_count(list_id) == 0
+    assert store.find_profile("email", "o'two@example.com") is not None  # membership only: the profile stays
