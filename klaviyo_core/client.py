@@ -57,7 +57,8 @@ class KlaviyoConnection:
         self.max_tries = max_tries
         self.timeout = timeout
         self.user_agent = str(config.get("user_agent") or "klaviyo-singer")
-        self._session: requests.Session | None = None
+        self.session = requests.Session()
+        self._send = self.wrap(self._send_once)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -124,7 +125,7 @@ class KlaviyoConnection:
             details.get("wait") or 0.0,
             details["tries"] + 1,
             self.max_tries,
-            _one_line(reason),
+            _root_cause(reason) if not isinstance(reason, KlaviyoRetriableError) else _one_line(reason),
         )
 
     def _gave_up(self, request: requests.PreparedRequest, exc: Exception) -> KlaviyoError:
@@ -137,13 +138,6 @@ class KlaviyoConnection:
         )
 
     # -- direct use (target, connection checks) -------------------------------------
-
-    @property
-    def session(self) -> requests.Session:
-        if self._session is None:
-            self._session = requests.Session()
-            self._send = self.wrap(self._send_once)
-        return self._session
 
     def _send_once(self, request: requests.PreparedRequest) -> requests.Response:
         self.auth(request)  # re-applied on every try: credentials may have been renewed
@@ -167,7 +161,6 @@ class KlaviyoConnection:
         prepared = requests.Request(
             method, self.url(path_or_url), params=params, json=json, headers=headers
         ).prepare()
-        self.session  # noqa: B018 - creates the session and the wrapped sender
         return self._send(prepared)
 
     def get(self, path_or_url: str, params: t.Mapping[str, t.Any] | None = None) -> dict:
@@ -192,7 +185,7 @@ def _root_cause(exc: BaseException) -> str:
         if not isinstance(inner, BaseException) or inner is reason:
             break
         reason = inner
-    text = _one_line(reason)
+    text = re.sub(r"\?[^\s)'\"]*", "", _one_line(reason))  # queries may hold emails
     return re.sub(r"^<[^>]+>:\s*|^\w+Connection\([^)]*\):\s*", "", text)
 
 

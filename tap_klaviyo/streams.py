@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from klaviyo_core import filters
 from tap_klaviyo.client import KlaviyoStream, NextLinkPaginator, Window, _parse
+from tap_klaviyo.custom_fields import EVENT_FIELDS, PROFILE_FIELDS, CustomFieldsMixin
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -37,9 +38,14 @@ class CampaignsStream(KlaviyoStream):
         return [filters.condition("equals", "messages.channel", channel), *super().filter_conditions(context)]
 
 
-class EventsStream(KlaviyoStream):
-    """Events in time order; they never change once written."""
+class EventsStream(CustomFieldsMixin, KlaviyoStream):
+    """Events in time order; they never change once written.
 
+    ``event_properties`` is typed by custom-field discovery (see
+    :mod:`tap_klaviyo.custom_fields`); misfits go to ``event_properties_unmapped``.
+    """
+
+    custom_source = EVENT_FIELDS
     name = "events"
     operation_id = "get_events"
     replication_key = "datetime"
@@ -79,13 +85,16 @@ class MetricsStream(KlaviyoStream):
     operation_id = "get_metrics"
 
 
-class ProfilesStream(KlaviyoStream):
+class ProfilesStream(CustomFieldsMixin, KlaviyoStream):
     """Profiles with their subscriptions; predictive analytics only when asked for.
 
     ``updated`` accepts only ``greater-than``/``less-than``, so the lower bound
     looks back one second and records before the bookmark are dropped.
+    ``properties`` is typed by custom-field discovery (see
+    :mod:`tap_klaviyo.custom_fields`); misfits go to ``properties_unmapped``.
     """
 
+    custom_source = PROFILE_FIELDS
     name = "profiles"
     operation_id = "get_profiles"
     replication_key = "updated"

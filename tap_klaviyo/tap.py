@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import typing as t
+from collections.abc import Mapping
 from functools import cached_property
 
 import pendulum
@@ -13,6 +14,15 @@ from singer_sdk import typing as th
 from klaviyo_core.cli import run_cli
 from klaviyo_core.client import KlaviyoConnection
 from klaviyo_core.settings import CONNECTION_SETTINGS, check_connection_settings, config_error
+from tap_klaviyo import groups
+from tap_klaviyo.client import load_schema
+from tap_klaviyo.custom_fields import (
+    DEFAULT_ROW_SCAN_DEPTH,
+    PROFILE_FIELDS,
+    CustomFieldDiscovery,
+    CustomFieldSource,
+    with_custom_fields,
+)
 from tap_klaviyo.streams import STREAM_TYPES
 
 if t.TYPE_CHECKING:
@@ -41,20 +51,76 @@ TAP_SETTINGS = th.PropertiesList(
             "profile reads at 10/s instead of 75/s, so profiles sync more slowly."
         ),
     ),
+    th.Property(
+        "discover_custom_fields",
+        th.BooleanType,
+        default=True,
+        title="Discover custom fields",
+        description=(
+            "Type the custom fields of profiles (`properties`) and events (`event_properties`) in "
+            "the catalog (integer, number, boolean, date, date-time, string, object, array), "
+            "inferred from the most recent records. Values that do not fit, and fields first "
+            "seen after discovery, go untouched to `properties_unmapped` / "
+            "`event_properties_unmapped`. Off: both stay free-form objects."
+        ),
+    ),
+    th.Property(
+        "row_scan_depth",
+        th.IntegerType,
+        default=DEFAULT_ROW_SCAN_DEPTH,
+        title="Row scan depth",
+        description=(
+            "How many of the most recently updated profiles, and of the most recent events, "
+            "custom-field discovery reads. 0 reads every record (slow on large accounts)."
+        ),
+    ),
+    th.Property(
+        "list_and_segment_streams",
+        th.BooleanType,
+        default=False,
+        title="One stream per list and segment",
+        description=(
+            "Add a stream per Klaviyo list (`list_<name>`) and segment (`segment_<name>`) with "
+            "its current members as full profiles plus `joined_group_at` (full table). Names are "
+            "lowercase ASCII; names that clash get the Klaviyo id appended."
+        ),
+    ),
 )
 
 
 class TapKlaviyo(Tap):
-    """Singer tap for Klaviyo."""
+    """Singer tap for Klaviyo.
+
+    The catalog is dynamic: discovery reads the account's custom fields (see
+    :mod:`tap_klaviyo.custom_fields`) and, when asked, its lists and segments
+    (see :mod:`tap_klaviyo.groups`). With ``--catalog`` nothing is discovered:
+    the catalog's schemas and streams are used as given.
+    """
 
     name = "tap-klaviyo"
+    dynamic_catalog = True
     config_jsonschema = th.PropertiesList(*CONNECTION_SETTINGS.wrapped.values(), *TAP_SETTINGS.wrapped.values()).to_dict()
 
     def __init__(self, *args: t.Any, validate_config: bool = True, **kwargs: t.Any) -> None:
+        catalog = kwargs.get("catalog")
+        # Custom catalog metadata (list ids) is lost when the SDK parses the catalog.
+        self._raw_catalog = catalog if isinstance(catalog, Mapping) else None
+        self._settings_to_check = validate_config
         super().__init__(*args, validate_config=validate_config, **kwargs)
-        if validate_config:
-            check_connection_settings(self.config)
-            self._check_dates()
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        """Once, before the first request (discovery may run inside the SDK's __init__)."""
+        if not self._settings_to_check:
+            return
+        self._settings_to_check = False
+        check_connection_settings(self.config)
+        self._check_dates()
+        depth = self.config.get("row_scan_depth", DEFAULT_ROW_SCAN_DEPTH)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise config_error(
+                "Setting row_scan_depth must be a whole number of records, 0 or more (0 scans every record)."
+            )
 
     def _check_dates(self) -> None:
         start, end = (self._parse_setting(key) for key in ("start_date", "end_date"))
@@ -81,8 +147,54 @@ class TapKlaviyo(Tap):
         """The one connection every stream shares (limiters are per account and endpoint)."""
         return KlaviyoConnection(self.config, logger=self.logger)
 
+    @cached_property
+    def custom_fields(self) -> CustomFieldDiscovery:
+        """Custom-field scans, at most one per source for this tap instance."""
+        depth = self.config.get("row_scan_depth", DEFAULT_ROW_SCAN_DEPTH)
+        return CustomFieldDiscovery(self.connection, depth, self.logger)
+
     def discover_streams(self) -> list[KlaviyoStream]:
-        return [stream_type(self) for stream_type in STREAM_TYPES]
+        self._check_settings()
+        streams: list[KlaviyoStream] = []
+        for stream_type in STREAM_TYPES:
+            source = getattr(stream_type, "custom_source", None)
+            if source is None:
+                streams.append(stream_type(self))
+            else:
+                streams.append(stream_type(self, schema=self._schema_with_custom_fields(stream_type.name, source)))
+        if self.config.get("list_and_segment_streams"):
+            streams.extend(self._group_streams(reserved={stream.name for stream in streams}))
+        return streams
+
+    def _schema_with_custom_fields(
+        self, name: str, source: CustomFieldSource, base: dict | None = None
+    ) -> dict | None:
+        """The input catalog's schema when given; else the discovered one (None: the static one)."""
+        if self.input_catalog is not None:
+            entry = self.input_catalog.get_stream(name)
+            return entry.schema.to_dict() if entry else base
+        if not self.config.get("discover_custom_fields", True):
+            return base
+        return with_custom_fields(base or load_schema(name), source.field, self.custom_fields.schema(source))
+
+    @cached_property
+    def _groups(self) -> list[groups.Group]:
+        """The lists and segments to stream: from the input catalog, else from Klaviyo."""
+        if self.input_catalog is not None:
+            return groups.groups_from_catalog(self.input_catalog, self._raw_catalog)
+        reserved = {stream_type.name for stream_type in STREAM_TYPES}
+        return groups.name_streams(groups.groups_from_api(self.connection), reserved)
+
+    def _group_streams(self, reserved: set[str]) -> list[KlaviyoStream]:
+        profile_schema = load_schema("profiles")
+        streams: list[KlaviyoStream] = []
+        for group in self._groups:
+            if group.stream_name in reserved:
+                continue  # only a hand-made catalog can do this
+            base = groups.group_schema(profile_schema, group)
+            schema = self._schema_with_custom_fields(group.stream_name, PROFILE_FIELDS, base)
+            streams.append(groups.GroupProfilesStream(self, group, schema or base))
+        return streams
 
     def run_connection_test(self) -> bool:
         """Check the credentials with one cheap call, as Klaviyo suggests (GET /api/accounts)."""
