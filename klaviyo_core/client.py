@@ -1,16 +1,22 @@
 """One Klaviyo connection: headers, credentials, pacing, retries and error mapping.
 
-The tap's streams plug these into the Singer SDK's request hooks; the target calls
+The tap's streams plug these into the Singer SDK's request hooks (or, fetching
+in parallel, call ``KlaviyoConnection.send`` from worker threads); the target calls
 ``KlaviyoConnection.request`` directly. Either way a request is paced by the
 endpoint's limiter, retried on transient failures (honouring ``Retry-After``),
 re-sent once after a 401 when the credentials can be renewed, and any final
 failure becomes a one-line ``KlaviyoError`` naming the endpoint.
+
+Thread safety: one connection serves every thread. Each thread gets its own
+``requests.Session`` (a session's connection pool is not meant to be shared),
+limiters and credentials are shared under their own locks.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import typing as t
 from urllib.parse import urljoin, urlsplit
 
@@ -28,11 +34,17 @@ from klaviyo_core.errors import (
 )
 from klaviyo_core.ratelimit import EndpointLimiter, RateLimiters
 from klaviyo_core.retry import DEFAULT_MAX_TRIES, RETRIABLE_EXCEPTIONS, wait_generator
-from klaviyo_core.settings import DEFAULT_BASE_URL, DEFAULT_REVISION
+from klaviyo_core.settings import DEFAULT_BASE_URL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_REVISION
+
+try:  # the SDK's own ``msgspec`` extra: about twice as fast as json.loads on Klaviyo pages
+    import msgspec
+except ImportError:  # pragma: no cover - the stdlib parser gives the same documents
+    msgspec = None
 
 JSONAPI = "application/vnd.api+json"
 #: (connect, read) seconds: fail fast on a dead host, allow Klaviyo's slow pages.
-DEFAULT_TIMEOUT = (10.0, 120.0)
+#: The read timeout is the ``request_timeout`` setting.
+DEFAULT_TIMEOUT = (10.0, DEFAULT_REQUEST_TIMEOUT)
 
 Send = t.Callable[..., requests.Response]
 
@@ -47,7 +59,7 @@ class KlaviyoConnection:
         logger: logging.Logger | None = None,
         auth: KlaviyoAuth | None = None,
         max_tries: int = DEFAULT_MAX_TRIES,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] | None = None,
     ) -> None:
         self.base_url = str(config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         self.revision = str(config.get("revision") or DEFAULT_REVISION)
@@ -55,10 +67,22 @@ class KlaviyoConnection:
         self.limiters = RateLimiters(float(config.get("rate_limit_share") or 1.0))
         self.logger = logger or logging.getLogger("klaviyo")
         self.max_tries = max_tries
-        self.timeout = timeout
+        self.timeout = timeout or (DEFAULT_TIMEOUT[0], float(config.get("request_timeout") or DEFAULT_TIMEOUT[1]))
         self.user_agent = str(config.get("user_agent") or "klaviyo-singer")
-        self.session = requests.Session()
+        self._local = threading.local()
         self._send = self.wrap(self._send_once)
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session (keep-alive connections are per thread)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def stats(self) -> list[dict[str, t.Any]]:
+        """Requests, rate-limit waits and 429s so far, per endpoint limiter."""
+        return [limiter.stats() for limiter in self.limiters.all()]
 
     @property
     def headers(self) -> dict[str, str]:
@@ -81,16 +105,20 @@ class KlaviyoConnection:
 
         def paced(request: requests.PreparedRequest, *args: t.Any, **kwargs: t.Any) -> requests.Response:
             limiter = self.limiter_for(request)
-            if limiter:
-                limiter.acquire()
+            ticket = limiter.acquire() if limiter else None
             try:
                 response = send(request, *args, **kwargs)
             except KlaviyoRetriableError as exc:
-                if limiter and exc.retry_after is not None:
-                    limiter.pause(exc.retry_after)
+                if limiter:
+                    if _status(exc) == 429:
+                        limiter.throttled_for(exc.retry_after)
+                    elif exc.retry_after is not None:
+                        limiter.pause(exc.retry_after)
+                    if exc.response is not None:
+                        limiter.observe(exc.response.headers, ticket)
                 raise
             if limiter:
-                limiter.observe(response.headers)
+                limiter.observe(response.headers, ticket)
             return response
 
         retried = backoff.on_exception(
@@ -132,6 +160,11 @@ class KlaviyoConnection:
         where = f"{request.method} {urlsplit(request.url).path}"
         if isinstance(exc, KlaviyoRetriableError):
             return KlaviyoError(f"{exc} (gave up after {self.max_tries} tries)")
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return KlaviyoError(
+                f"{where}: Klaviyo at {self.base_url} did not answer within {self.timeout[1]:g} s, "
+                f"{self.max_tries} tries in a row. Raise the request_timeout setting, or run again later."
+            )
         return KlaviyoError(
             f"{where}: could not reach Klaviyo at {self.base_url} after {self.max_tries} tries "
             f"({_root_cause(exc)}). Check the network and the base_url setting."
@@ -144,8 +177,15 @@ class KlaviyoConnection:
         response = self.session.send(request, timeout=self.timeout)
         endpoint = endpoints.match(request.method or "GET", urlsplit(request.url).path)
         raise_for_response(response, required_scopes=endpoint.scopes if endpoint else ())
-        json_document(response)
+        decode_document(response)
         return response
+
+    def send(self, request: requests.PreparedRequest) -> requests.Response:
+        """Send a prepared request with pacing, retries and re-auth; safe from any thread.
+
+        The answer's JSON:API document is parsed once (``json_document`` returns it).
+        """
+        return self._send(request)
 
     def request(
         self,
@@ -175,6 +215,27 @@ class KlaviyoConnection:
             if not next_url:
                 return
             document = self.get(next_url)
+
+
+def decode_document(response: requests.Response) -> dict:
+    """``json_document(response)``, parsed with msgspec when installed, cached on the response."""
+    cached = response.__dict__.get("_klaviyo_document")
+    if cached is not None:
+        return cached
+    if msgspec is not None and response.content:
+        try:
+            document = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            document = None  # json_document raises the one-line (retriable) error
+        if isinstance(document, dict):
+            response.__dict__["_klaviyo_document"] = document
+            return document
+    return json_document(response)
+
+
+def _status(exc: KlaviyoRetriableError) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -1,9 +1,23 @@
 """Client-side pacing to Klaviyo's per-endpoint limits, shared by every thread.
 
 Klaviyo counts requests per account and endpoint in a one-second (burst) and a
-one-minute (steady) window. A sliding-window log keeps any such window, fixed or
-sliding, under both limits, so a run alone on an account never sees a 429. The
-``share`` lets two pipelines split an account's quota.
+one-minute (steady) window. Three things pace a request here:
+
+* A sliding-window log per window. Any interval of one window's length then holds
+  at most ``limit`` requests, so Klaviyo's fixed windows (and the sandbox's fixed or
+  sliding ones) can never see more, however the requests are spread: a run alone
+  on an account gets no 429. The windows are widened slightly
+  (``_WINDOW_MARGIN``) so that jitter in network latency cannot move two windows'
+  worth of requests into one of Klaviyo's.
+* Klaviyo's own count, from the ``RateLimit-Remaining``/``RateLimit-Reset``
+  headers of each answer: after an answer says ``n`` requests remain for ``s``
+  seconds, at most ``n`` more requests (counted from the one answered, so requests
+  already in flight count) are sent in those seconds. This keeps a run that shares
+  the account with another client from earning 429s.
+* Pauses: ``Retry-After`` of a 429 (or an exhausted quota) holds every thread back.
+
+``share`` lets several pipelines split an account's quota. Every limiter keeps
+counters (requests, waits, seconds waited, 429s) for progress logs and benchmarks.
 """
 
 from __future__ import annotations
@@ -51,7 +65,12 @@ class SlidingWindowLimiter:
 
 
 class EndpointLimiter:
-    """Burst and steady limits of one endpoint, plus pauses Klaviyo asks for."""
+    """Burst and steady limits of one endpoint, Klaviyo's own count, and pauses it asks for.
+
+    ``acquire`` returns a ticket (the request's sequence number); pass it back to
+    ``observe`` with the answer's headers so the limiter knows which requests the
+    answer's ``RateLimit-Remaining`` already counted.
+    """
 
     def __init__(
         self,
@@ -63,42 +82,94 @@ class EndpointLimiter:
         sleep: Sleep = _sleep,
     ) -> None:
         self.name = name
+        self.burst_per_second = max(1, burst_per_second)
+        self.steady_per_minute = max(1, steady_per_minute)
         self._windows = (
-            SlidingWindowLimiter(burst_per_second, 1.0),
-            SlidingWindowLimiter(steady_per_minute, 60.0),
+            SlidingWindowLimiter(self.burst_per_second, 1.0),
+            SlidingWindowLimiter(self.steady_per_minute, 60.0),
         )
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._paused_until = 0.0
-        self.waited_seconds = 0.0
+        self._tickets = 0
+        #: (ticket of the answered request, requests left after it, until when) from headers.
+        self._budget: tuple[int, float, float] | None = None
+        # Counters (read without the lock: approximate values are fine for logs).
+        self.requests = 0
         self.waits = 0
+        self.waited_seconds = 0.0
+        self.throttled = 0
 
-    def acquire(self) -> None:
-        """Block until one request may be sent, then count it as sent."""
+    def acquire(self) -> int:
+        """Block until one request may be sent, count it as sent, and return its ticket."""
+        blocked_at: float | None = None
         while True:
             with self._lock:
                 now = self._clock()
-                delay = max([self._paused_until - now] + [w.wait_time(now) for w in self._windows])
+                delay = self._delay(now)
                 if delay <= 0:
                     for window in self._windows:
                         window.record(now)
-                    return
-                self.waited_seconds += delay
-                self.waits += 1
+                    self._tickets += 1
+                    self.requests += 1
+                    if blocked_at is not None:
+                        self.waited_seconds += now - blocked_at
+                    return self._tickets
+                if blocked_at is None:
+                    blocked_at = now
+                    self.waits += 1
             self._sleep(delay)
+
+    def _delay(self, now: float) -> float:
+        delay = max(self._paused_until - now, *(w.wait_time(now) for w in self._windows))
+        if self._budget is not None:
+            ticket, remaining, until = self._budget
+            if now >= until:
+                self._budget = None  # Klaviyo's window has reset
+            elif self._tickets - ticket >= remaining:
+                delay = max(delay, until - now)
+        return delay
 
     def pause(self, seconds: float) -> None:
         """Hold every thread back for ``seconds`` (Retry-After, or an exhausted quota)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
-    def observe(self, headers: t.Mapping[str, str]) -> None:
-        """Follow ``RateLimit-Remaining``/``RateLimit-Reset`` when Klaviyo sends them."""
+    def throttled_for(self, seconds: float | None) -> None:
+        """A 429: count it, and pause for its ``Retry-After`` when given."""
+        self.throttled += 1
+        if seconds is not None:
+            self.pause(seconds)
+
+    def observe(self, headers: t.Mapping[str, str], ticket: int | None = None) -> None:
+        """Follow ``RateLimit-Remaining``/``RateLimit-Reset`` when Klaviyo sends them.
+
+        ``ticket`` is the one ``acquire`` returned for the answered request (None:
+        assume the answer counted every request sent so far).
+        """
         remaining = _as_float(headers.get("RateLimit-Remaining"))
         reset = _as_float(headers.get("RateLimit-Reset"))
-        if remaining is not None and reset is not None and remaining <= 0:
-            self.pause(reset)
+        if remaining is None or reset is None:
+            return
+        with self._lock:
+            now = self._clock()
+            ticket = self._tickets if ticket is None else ticket
+            current = self._budget
+            # The answer to the most recently sent request knows the most.
+            if current is None or ticket >= current[0] or now >= current[2]:
+                self._budget = (ticket, max(0.0, remaining), now + max(0.0, reset))
+
+    def stats(self) -> dict[str, t.Any]:
+        return {
+            "endpoint": self.name,
+            "requests": self.requests,
+            "waits": self.waits,
+            "waited_seconds": round(self.waited_seconds, 3),
+            "throttled": self.throttled,
+            "burst_per_second": self.burst_per_second,
+            "steady_per_minute": self.steady_per_minute,
+        }
 
 
 def _as_float(value: str | None) -> float | None:

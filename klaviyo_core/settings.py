@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import re
 import typing as t
 from urllib.parse import urlsplit
@@ -13,6 +14,8 @@ DEFAULT_BASE_URL = "https://a.klaviyo.com"
 DEFAULT_REVISION = "2026-07-15"
 DEFAULT_TOKEN_URL = "https://a.klaviyo.com/oauth/token"
 DEFAULT_AUTHORIZE_URL = "https://www.klaviyo.com/oauth/authorize"
+#: Seconds to wait for an answer (read timeout); Klaviyo's slowest pages take well under this.
+DEFAULT_REQUEST_TIMEOUT = 120.0
 #: Settings that mean "authenticate with OAuth"; any of them next to api_key is ambiguous.
 OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token", "access_token")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -109,6 +112,16 @@ CONNECTION_SETTINGS = th.PropertiesList(
             "so that several pipelines can share one account."
         ),
     ),
+    th.Property(
+        "request_timeout",
+        th.NumberType,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        title="Request timeout (seconds)",
+        description=(
+            "How long to wait for Klaviyo's answer to one request (read timeout; connecting "
+            "may take 10 s) before the request is retried like any other network failure."
+        ),
+    ),
 )
 
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
@@ -143,8 +156,18 @@ def check_connection_settings(config: t.Mapping[str, t.Any]) -> None:
     if not _REVISION.match(str(config.get("revision") or DEFAULT_REVISION)):
         raise config_error(f"Setting revision must look like YYYY-MM-DD, e.g. {DEFAULT_REVISION}.")
     share = config.get("rate_limit_share", 1.0)
-    if not isinstance(share, (int, float)) or not 0 < share <= 1:
+    if not _is_number(share) or not 0 < share <= 1:
         raise config_error("Setting rate_limit_share must be a number above 0 and at most 1, e.g. 0.5.")
+    timeout = config.get("request_timeout", DEFAULT_REQUEST_TIMEOUT)
+    if timeout is not None and (not _is_number(timeout) or not timeout > 0):
+        raise config_error(
+            f"Setting request_timeout must be a number of seconds above 0, e.g. {DEFAULT_REQUEST_TIMEOUT:.0f}."
+        )
+
+
+def _is_number(value: t.Any) -> bool:
+    """A JSON number: the SDK reads a config file's decimals as ``Decimal``, not ``float``."""
+    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
 
 
 def _check_credentials(config: t.Mapping[str, t.Any]) -> None:

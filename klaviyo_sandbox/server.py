@@ -265,10 +265,13 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "timeout":  # stall past the client's read timeout, then hang up (FIN)
             app.stopping.wait(app.cfg.timeout_seconds)
             return
-        # reset: SO_LINGER(on, 0) makes close() send RST instead of FIN.
+        # reset: SO_LINGER(on, 0) makes close() send RST instead of FIN. rfile holds a reference
+        # to the socket (makefile), so it is closed first for close() to really release the fd.
+        # wfile stays open: BaseHTTPRequestHandler flushes it after every request (a closed
+        # wfile raised "ValueError: I/O operation on closed file" there), and it holds no
+        # reference, so flushing it is a no-op and finish() closes it quietly.
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.rfile.close()
-        self.wfile.close()
         self.connection.close()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import textwrap
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def settings_table(plugin: str) -> str:
     """The `## Settings` table the plugin prints about itself."""
     executable = Path(sys.executable).parent / plugin
     about = subprocess.run([str(executable), "--about", "--format=markdown"], capture_output=True, text=True, check=True).stdout
+    about = textwrap.dedent(about)
     table = re.search(r"^\| Setting .*?(?=\n\n|\Z)", about, flags=re.S | re.M)
     if not table:
         raise SystemExit(f"{plugin} --about printed no settings table")
@@ -27,8 +29,8 @@ def settings_table(plugin: str) -> str:
 
 def render(readme: str) -> str:
     for plugin in PLUGINS:
-        pattern = re.compile(rf"(<!-- settings:{plugin} -->\n).*?(\n<!-- /settings:{plugin} -->)", re.S)
-        readme = pattern.sub(lambda m, p=plugin: m.group(1) + settings_table(p) + m.group(2), readme)
+        pattern = re.compile(rf"(<!-- settings:{plugin} -->\n).*?(<!-- /settings:{plugin} -->)", re.S)
+        readme = pattern.sub(lambda m, p=plugin: m.group(1) + settings_table(p) + "\n" + m.group(2), readme)
     return readme
 
 

@@ -14,15 +14,17 @@ Stream names
     :data:`MAX_SLUG` characters. A name with nothing left uses the Klaviyo id.
     Names that collide (``VIP`` and ``vip!``, two lists both called ``Sale``,
     or a name equal to a built-in stream such as ``list_members``) all get
-    ``_<id>`` appended; should two names still meet, the later in id order gets
-    ``_2``, ``_3``... The same lists give the same names on every run.
+    ``_<id, lowercased>`` appended; should two names still meet, the later in id
+    order gets ``_2``, ``_3``... The same lists give the same names on every run
+    (a new clashing list does rename the stream of the list it clashes with).
 
 Catalog
     The stream's root metadata carries ``klaviyo-group-type`` (list/segment),
     ``klaviyo-group-id`` and ``klaviyo-group-name``, and its schema's
     description names the list and its id. With ``--catalog`` the streams are
     rebuilt from those entries (the id is read from the metadata, else from the
-    description): no list is looked up, a renamed list keeps its stream.
+    description): no list is looked up, a renamed list keeps its stream, and a
+    list deleted since discovery logs a warning and yields no records.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class Group:
     @property
     def description(self) -> str:
         return (
-            f"Current members of the Klaviyo {self.kind} {self.name!r} ({self.kind} id {self.id}): "
+            f"Current members of the Klaviyo {self.kind} '{self.name}' ({self.kind} id {self.id}): "
             "full profiles with joined_group_at. Full table."
         )
 

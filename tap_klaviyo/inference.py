@@ -70,9 +70,11 @@ NULL, BOOLEAN, INTEGER, NUMBER = "null", "boolean", "integer", "number"
 DATE, DATETIME, STRING, OBJECT, ARRAY = "date", "date-time", "string", "object", "array"
 
 _DATE_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})\Z", re.ASCII)
+# RFC 3339 only (``T``, seconds and an offset), the form JSON Schema's ``date-time``
+# means: loaders validate typed columns strictly, so looser text stays a string.
 _DATETIME_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?"
-    r"(?:[Zz]|[+-](\d{2}):?(\d{2}))?\Z",
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?"
+    r"(?:[Zz]|[+-](\d{2}):(\d{2}))\Z",
     re.ASCII,
 )
 
@@ -97,8 +99,8 @@ def _is_date(s: str) -> bool:
 
 
 def _is_datetime(s: str) -> bool:
-    """ISO-8601 date with a time part (``T`` or space), optional offset."""
-    if len(s) < 16 or s[4] != "-":
+    """An RFC 3339 timestamp: date, ``T``, time with seconds, and ``Z`` or an offset."""
+    if len(s) < 20 or s[4] != "-":
         return False
     m = _DATETIME_RE.match(s)
     if m is None or not _valid_date(*m.group(1, 2, 3)):

@@ -159,6 +159,11 @@ class _MembersStream(KlaviyoStream):
         groups = self.connection.paginate(f"/api/{self.group_type}s", {f"fields[{self.group_type}]": "name"})
         return [{self.group_key: group["id"]} for group in groups]
 
+    def get_records(self, context: Context | None) -> t.Iterable[dict]:
+        if not context or self.group_key not in context:
+            return  # no lists (segments) at all: the SDK then syncs once without a partition
+        yield from super().get_records(context)
+
     def get_url(self, context: Context | None) -> str:
         group_id = quote(str((context or {})[self.group_key]), safe="")
         return f"{self.url_base}/api/{self.group_type}s/{group_id}/profiles"

@@ -9,6 +9,7 @@ from functools import cached_property
 
 import pendulum
 from singer_sdk import Tap
+from singer_sdk.tap_base import CliTestOptionValue
 from singer_sdk import typing as th
 
 from klaviyo_core.cli import run_cli
@@ -26,6 +27,8 @@ from tap_klaviyo.custom_fields import (
 from tap_klaviyo.streams import STREAM_TYPES
 
 if t.TYPE_CHECKING:
+    from singer_sdk.mapper import PluginMapper
+
     from tap_klaviyo.client import KlaviyoStream
 
 TAP_SETTINGS = th.PropertiesList(
@@ -109,6 +112,26 @@ class TapKlaviyo(Tap):
         super().__init__(*args, validate_config=validate_config, **kwargs)
         self._check_settings()
 
+    def setup_mapper(self) -> None:
+        """Defer the mapper to its first use (see ``mapper``).
+
+        The SDK sets the mapper up in ``__init__`` from the whole catalog, and this
+        tap's catalog needs the API: deferring it keeps building a tap offline, and
+        discovery then runs when a sync (or ``--discover``) starts.
+        """
+        self._mapper_deferred = True
+
+    @property
+    def mapper(self) -> PluginMapper:
+        if self._mapper is None and getattr(self, "_mapper_deferred", False):
+            self._mapper_deferred = False
+            super().setup_mapper()
+        return super().mapper
+
+    @mapper.setter
+    def mapper(self, mapper: PluginMapper) -> None:
+        self._mapper = mapper
+
     def _check_settings(self) -> None:
         """Once, before the first request (discovery may run inside the SDK's __init__)."""
         if not self._settings_to_check:
@@ -164,7 +187,19 @@ class TapKlaviyo(Tap):
                 streams.append(stream_type(self, schema=self._schema_with_custom_fields(stream_type.name, source)))
         if self.config.get("list_and_segment_streams"):
             streams.extend(self._group_streams(reserved={stream.name for stream in streams}))
+        elif self.input_catalog is not None:
+            self._warn_about_catalog_group_streams()
         return streams
+
+    def _warn_about_catalog_group_streams(self) -> None:
+        for group in groups.groups_from_catalog(self.input_catalog, self._raw_catalog):
+            entry = self.input_catalog.get_stream(group.stream_name)
+            if entry and entry.metadata.root.selected:
+                self.logger.warning(
+                    "Catalog stream %s is selected but list_and_segment_streams is off: it is not synced. "
+                    "Turn the setting on to sync it.",
+                    group.stream_name,
+                )
 
     def _schema_with_custom_fields(
         self, name: str, source: CustomFieldSource, base: dict | None = None
@@ -195,6 +230,25 @@ class TapKlaviyo(Tap):
             schema = self._schema_with_custom_fields(group.stream_name, PROFILE_FIELDS, base)
             streams.append(groups.GroupProfilesStream(self, group, schema or base))
         return streams
+
+    @classmethod
+    def cb_test(cls, ctx: t.Any, param: t.Any, value: str) -> None:
+        """``--test`` checks the credentials only: it builds no catalog, so discovers nothing.
+
+        (``--test=schema`` still discovers: it prints every stream's schema.)
+        """
+        if value != CliTestOptionValue.All.value:
+            super().cb_test(ctx, param, value)
+            return
+        config = ctx.params.get("config")
+        tap = cls(
+            config=config.config if config else None,
+            parse_env_config=config.parse_env if config else False,
+            validate_config=True,
+            setup_mapper=False,
+        )
+        tap.run_connection_test()
+        ctx.exit()
 
     def run_connection_test(self) -> bool:
         """Check the credentials with one cheap call, as Klaviyo suggests (GET /api/accounts)."""

@@ -12,7 +12,9 @@ import requests_mock
 from tap_klaviyo.tap import TapKlaviyo
 from tests.tap.fake_klaviyo import FakeKlaviyo
 
-CONFIG = {"api_key": "pk_test_0123456789abcdef", "start_date": "2024-01-01T00:00:00Z"}
+# Custom-field discovery is off by default here: catalogs then need no requests, so request
+# counts stay exact. tests/tap/test_custom_fields.py turns it on where it is under test.
+CONFIG = {"api_key": "pk_test_0123456789abcdef", "start_date": "2024-01-01T00:00:00Z", "discover_custom_fields": False}
 
 
 @pytest.fixture

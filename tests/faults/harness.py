@@ -1,0 +1,257 @@
+"""Helpers for the fault tests: sandboxes, plugin runs as subprocesses, Singer output parsing.
+
+Every plugin runs as its installed console script, exactly as a pipeline runs it, against a
+loopback sandbox (``klaviyo_sandbox``) that is deterministic per seed. ``FIGURES`` collects
+the numbers the terminal summary prints (faults injected per kind, kill points, bad inputs).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from klaviyo_sandbox import Sandbox, SandboxConfig
+
+BIN = Path(sys.executable).parent
+TAP = str(BIN / "tap-klaviyo")
+TARGET = str(BIN / "target-klaviyo")
+
+#: Small enough that a full sync takes about a second, big enough for several pages per stream.
+SCALE = 0.05
+#: Read timeout the plugins use in these tests: above the sandbox's slow answers (1-2 s), far
+#: below its stalled ones, so a ``timeout`` fault costs seconds instead of two minutes.
+REQUEST_TIMEOUT = 2.5
+
+
+# -- figures for the report ------------------------------------------------------------------
+
+
+class Figures:
+    """Counters every test adds to; printed by conftest's terminal summary."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.faults: collections.Counter[str] = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.rows_lost = 0
+
+    def add_faults(self, counters: t.Mapping[str, int]) -> dict[str, int]:
+        injected = {key.removeprefix("fault:"): n for key, n in counters.items() if key.startswith("fault:")}
+        with self._lock:
+            self.faults.update(injected)
+        return injected
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
+
+    def lost(self, n: int) -> None:
+        with self._lock:
+            self.rows_lost += n
+
+    def as_dict(self) -> dict:
+        return {
+            "faults_injected_and_survived": dict(sorted(self.faults.items())),
+            "faults_total": sum(self.faults.values()),
+            **dict(sorted(self.counts.items())),
+            "rows_lost": self.rows_lost,
+        }
+
+
+FIGURES = Figures()
+
+
+# -- sandboxes ---------------------------------------------------------------------------------
+
+
+def sandbox_config(seed: int = 21, **overrides: t.Any) -> SandboxConfig:
+    settings = {"seed": seed, "scale": SCALE, "rate_limit_scale": 0.0, "latency_ms": 0.0, "job_seconds": 0.3,
+                "timeout_seconds": 60.0}
+    settings.update(overrides)
+    return SandboxConfig(**settings)
+
+
+@contextlib.contextmanager
+def sandbox(seed: int = 21, **overrides: t.Any) -> t.Iterator[Sandbox]:
+    with Sandbox(sandbox_config(seed, **overrides)) as box:
+        yield box
+
+
+def fault_counters(box: Sandbox) -> dict[str, int]:
+    return {k: v for k, v in box.store.counters.items() if k.startswith("fault:")}
+
+
+# -- running the plugins -------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    elapsed: float
+    killed: bool = False
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[dict]:
+        return [json.loads(line) for line in (self.lines or self.stdout.splitlines()) if line.strip()]
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if "ERROR" in line]
+
+
+def plugin_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment a pipeline gives a plugin: no stray plugin settings, a private config home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_KLAVIYO", "TARGET_KLAVIYO", "KLAVIYO_"))}
+    env["XDG_CONFIG_HOME"] = str(workdir / "xdg")
+    env.update(extra)
+    return env
+
+
+def write_json(path: Path, value: t.Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+    return path
+
+
+def run_plugin(
+    executable: str,
+    args: t.Sequence[str],
+    workdir: Path,
+    *,
+    stdin: bytes | str | None = None,
+    timeout: float = 240,
+    env: dict[str, str] | None = None,
+) -> Run:
+    started = time.monotonic()
+    data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+    done = subprocess.run(
+        [executable, *args], input=data, capture_output=True, timeout=timeout, cwd=workdir,
+        env=env or plugin_env(workdir), check=False,
+    )  # fmt: skip
+    return Run(
+        done.returncode,
+        done.stdout.decode("utf-8", "backslashreplace"),
+        done.stderr.decode("utf-8", "backslashreplace"),
+        time.monotonic() - started,
+    )
+
+
+def tap_config(box: Sandbox, **extra: t.Any) -> dict:
+    return {"api_key": box.api_key, "base_url": box.base_url, "request_timeout": REQUEST_TIMEOUT, **extra}
+
+
+def run_tap(config: dict, workdir: Path, *, state: dict | None = None, args: t.Sequence[str] = (), **kw: t.Any) -> Run:
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = ["--config", str(write_json(workdir / "tap-config.json", config)), *args]
+    if state is not None:
+        argv += ["--state", str(write_json(workdir / "state.json", state))]
+    return run_plugin(TAP, argv, workdir, **kw)
+
+
+def run_target(config: dict, workdir: Path, singer: bytes | str, *, args: t.Sequence[str] = (), **kw: t.Any) -> Run:
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = ["--config", str(write_json(workdir / "target-config.json", config)), *args]
+    return run_plugin(TARGET, argv, workdir, stdin=singer, **kw)
+
+
+def in_parallel(jobs: t.Mapping[str, t.Callable[[], t.Any]], workers: int = 12) -> dict[str, t.Any]:
+    """Run independent jobs (each mostly waiting on a subprocess) at the same time."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+# -- Singer output -------------------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    """A tap's messages, by stream."""
+
+    messages: list[dict]
+
+    @property
+    def schemas(self) -> dict[str, dict]:
+        return {m["stream"]: m for m in self.messages if m["type"] == "SCHEMA"}
+
+    def key_properties(self, stream: str) -> list[str]:
+        return list(self.schemas[stream].get("key_properties") or [])
+
+    def replication_key(self, stream: str) -> str | None:
+        keys = self.schemas[stream].get("bookmark_properties") or []
+        return keys[0] if keys else None
+
+    @property
+    def records(self) -> dict[str, list[dict]]:
+        by_stream: dict[str, list[dict]] = collections.defaultdict(list)
+        for m in self.messages:
+            if m["type"] == "RECORD":
+                by_stream[m["stream"]].append(m["record"])
+        return dict(by_stream)
+
+    @property
+    def stream_order(self) -> list[str]:
+        return list(dict.fromkeys(m["stream"] for m in self.messages if m["type"] == "RECORD"))
+
+    @property
+    def last_state(self) -> dict | None:
+        states = [m["value"] for m in self.messages if m["type"] == "STATE"]
+        return states[-1] if states else None
+
+    def pk(self, stream: str, record: dict) -> tuple:
+        return tuple(record.get(k) for k in self.key_properties(stream))
+
+    def keyed(self, stream: str) -> dict[tuple, dict]:
+        return {self.pk(stream, r): r for r in self.records.get(stream, [])}
+
+    def duplicates(self) -> dict[str, list[tuple]]:
+        found = {}
+        for stream, records in self.records.items():
+            counts = collections.Counter(self.pk(stream, r) for r in records)
+            dupes = [pk for pk, n in counts.items() if n > 1]
+            if dupes:
+                found[stream] = dupes
+        return found
+
+
+def canonical(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, ensure_ascii=False)
+
+
+def parse_time(value: t.Any) -> dt.datetime | None:
+    if not value:
+        return None
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+# -- expected data sets ----------------------------------------------------------------------------
+
+_CLEAN: dict[tuple, Output] = {}
+_CLEAN_LOCK = threading.Lock()
+
+
+def clean_output(seed: int, workdir: Path, **config_extra: t.Any) -> Output:
+    """A fault-free full sync of the sandbox with this seed: the expected data set (cached)."""
+    key = (seed, tuple(sorted(config_extra.items())))
+    with _CLEAN_LOCK:
+        if key not in _CLEAN:
+            with sandbox(seed) as box:
+                run = run_tap(tap_config(box, **config_extra), workdir / f"clean-{seed}")
+            assert run.code == 0, run.stderr[-3000:]
+            _CLEAN[key] = Output(run.messages)
+        return _CLEAN[key]
