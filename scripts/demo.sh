@@ -112,11 +112,13 @@ echo "    POST $URL/__sandbox/touch?stream=profiles&n=5   (5 profiles updated, 5
 "$PYTHON" -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method="POST"), timeout=30)' \
   "$URL/__sandbox/touch?stream=profiles&n=5"
 meltano_run 2-klaviyo-to-warehouse run klaviyo-to-warehouse
-echo "    Records read by this incremental run (the 5 changes, plus records sharing a bookmark's second,"
-echo "    the future-dated event, and the membership streams, which are full table):"
+echo "    Records this incremental run read: the 5 changed profiles and 5 new events, plus the records"
+echo "    at a bookmark's exact second (the filters are inclusive), the sandbox's future-dated event,"
+echo "    and the full-table streams (metrics, list and segment members):"
 "$PYTHON" "$REPORT" records "$LOGS/2-klaviyo-to-warehouse.log" --plugin tap-klaviyo
-echo "    Meltano's stored state:"
-"$MELTANO" --environment=sandbox state list 2>/dev/null | sed 's/^/      /'
+echo "    Meltano's stored state (\$ meltano --environment=sandbox state get sandbox:tap-klaviyo-to-target-duckdb):"
+"$MELTANO" --environment=sandbox state get sandbox:tap-klaviyo-to-target-duckdb 2>/dev/null \
+  | "$PYTHON" "$REPORT" state
 
 step "File -> Klaviyo list: the warehouse-to-klaviyo job (tap-jsonl target-klaviyo)"
 echo "    Source: scripts/demo_data/new_customers.jsonl ($(wc -l <scripts/demo_data/new_customers.jsonl | tr -d ' ') people)"

@@ -8,6 +8,7 @@
                                      TARGET_KLAVIYO_API_KEY); standard library only
     counts DB [--schema klaviyo]     rows per table of the DuckDB warehouse
     sql DB QUERY                     any query on the warehouse, rows as JSON
+    state < STATE_JSON               bookmarks per stream of `meltano state get <state id>`
 
 `counts` and `sql` need the `duckdb` package: run them with the Python of target-duckdb's
 Meltano venv (.meltano/loaders/target-duckdb/venv/bin/python), the same duckdb that wrote the file.
@@ -50,6 +51,18 @@ def record_counts(lines: list[str], plugin: str = "") -> dict[str, int]:
         if metric.get("metric") == "record_count" and "stream" in (metric.get("tags") or {}):
             counts[metric["tags"]["stream"]] += int(metric.get("value") or 0)
     return dict(sorted(counts.items()))
+
+
+def bookmark_lines(state: dict) -> list[str]:
+    """One line per stream of a Meltano state document: its bookmark(s), or `full table`."""
+    lines = []
+    for stream, bookmark in sorted(((state.get("singer_state") or state).get("bookmarks") or {}).items()):
+        marks = [bookmark, *(bookmark.get("partitions") or [])]
+        values = [f"{m['replication_key']} >= {m['replication_key_value']}" + (
+            f" ({', '.join(f'{v}' for v in (m.get('context') or {}).values())})" if m.get("context") else "")
+            for m in marks if m.get("replication_key_value")]
+        lines.append(f"{stream}: " + ("; ".join(values) if values else "full table"))
+    return lines
 
 
 def _get(url: str, api_key: str) -> dict:
@@ -127,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-url", default=os.environ.get("TARGET_KLAVIYO_BASE_URL") or DEFAULT_BASE_URL)
     p.add_argument("--api-key", default=os.environ.get("TARGET_KLAVIYO_API_KEY"))
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("state", help="summarise `meltano state get` JSON read from stdin")
     p = sub.add_parser("counts")
     p.add_argument("db")
     p.add_argument("--schema", default="klaviyo")
@@ -154,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             shown = ", ".join(emails[:10]) + (f", ... ({len(emails) - 10} more)" if len(emails) > 10 else "")
             print(f"    list {args.list_name!r} ({', '.join(found['lists'])}): {len(emails)} members"
                   + (f": {shown}" if emails else ""))
+    elif args.command == "state":
+        for line in bookmark_lines(json.load(sys.stdin)):
+            print(f"      {line}")
     elif args.command == "counts":
         counts = table_counts(args.db, args.schema)
         if args.json:

@@ -255,3 +255,60 @@ def clean_output(seed: int, workdir: Path, **config_extra: t.Any) -> Output:
             assert run.code == 0, run.stderr[-3000:]
             _CLEAN[key] = Output(run.messages)
         return _CLEAN[key]
+
+
+# -- killing a plugin mid-run ------------------------------------------------------------------------
+
+Trigger = t.Callable[[dict, "KillableRun"], bool]
+
+
+class KillableRun:
+    """A tap run whose stdout is read line by line; SIGKILLed the moment ``trigger`` says so.
+
+    After the kill, what the tap had already written into the pipe is still read, as a
+    target at the other end of the pipe would: only a final line cut in half is dropped.
+    """
+
+    def __init__(self, config: dict, workdir: Path, state: dict | None, trigger: Trigger | None) -> None:
+        self.config, self.workdir, self.state, self.trigger = config, workdir, state, trigger
+        self.messages: list[dict] = []
+        self.per_stream: collections.Counter[str] = collections.Counter()
+        self.killed = False
+        self.code: int | None = None
+        self.partial_line_dropped = False
+
+    def run(self, timeout: float = 120) -> KillableRun:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [TAP, "--config", str(write_json(self.workdir / "tap-config.json", self.config))]
+        if self.state is not None:
+            argv += ["--state", str(write_json(self.workdir / "state.json", self.state))]
+        with (self.workdir / "stderr.log").open("wb") as stderr:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=self.workdir,
+                                    env=plugin_env(self.workdir))  # fmt: skip
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+            try:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    if not raw.endswith(b"\n"):  # the kill cut this line short: a target drops it too
+                        self.partial_line_dropped = True
+                        break
+                    message = json.loads(raw)
+                    self.messages.append(message)
+                    if message["type"] == "RECORD":
+                        self.per_stream[message["stream"]] += 1
+                    if not self.killed and self.trigger is not None and self.trigger(message, self):
+                        proc.kill()
+                        self.killed = True
+                self.code = proc.wait()
+            finally:
+                timer.cancel()
+        return self
+
+    @property
+    def output(self) -> Output:
+        return Output(self.messages)
+
+    @property
+    def stderr(self) -> str:
+        return (self.workdir / "stderr.log").read_text(errors="backslashreplace")
