@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import typing as t
+from pathlib import Path
 
 from singer_sdk.exceptions import ConfigValidationError
 
@@ -13,7 +15,11 @@ from klaviyo_core.errors import KlaviyoError
 
 def run_cli(command: t.Callable[..., t.Any]) -> None:
     """Call a click command; a KlaviyoError or bad config exits 1 with its message only."""
+    logger = getattr(command, "logger", None)  # the SDK's command logs a summary after the errors
+    if isinstance(logger, logging.Logger) and not any(isinstance(f, _NoSummary) for f in logger.filters):
+        logger.addFilter(_NoSummary())
     try:
+        check_input_files(sys.argv[1:])
         command()
     except ConfigValidationError as exc:
         for message in exc.errors or [str(exc)]:
@@ -22,6 +28,50 @@ def run_cli(command: t.Callable[..., t.Any]) -> None:
     except KlaviyoError as exc:
         _report(str(exc))
         sys.exit(1)
+
+
+#: The JSON files a plugin reads, and what to do when one is broken.
+_INPUT_FILES = {
+    "--config": ("Config file", "fix the file"),
+    "--state": ("State file", "fix it, or leave out --state to sync everything again"),
+    "--catalog": ("Catalog file", "fix it, or run --discover to make a new one"),
+}
+
+
+def check_input_files(argv: t.Sequence[str]) -> None:
+    """A missing or unparsable --config/--state/--catalog file as one line (the SDK shows a traceback).
+
+    The message gives the position of the problem, never the file's content: it may hold secrets.
+    """
+    for index, arg in enumerate(argv):
+        option, _, value = arg.partition("=")
+        if option not in _INPUT_FILES:
+            continue
+        path = value if value else (argv[index + 1] if index + 1 < len(argv) else "")
+        if not path or path == "ENV":
+            continue
+        what, fix = _INPUT_FILES[option]
+        try:
+            document = json.loads(Path(path).read_bytes())
+        except FileNotFoundError:
+            raise KlaviyoError(f"{what} {path} does not exist: check the {option} path.") from None
+        except OSError as exc:
+            raise KlaviyoError(f"{what} {path} cannot be read ({exc.strerror}): check the {option} path.") from None
+        except UnicodeDecodeError:
+            raise KlaviyoError(f"{what} {path} is not UTF-8 text: save it as UTF-8 JSON.") from None
+        except ValueError as exc:
+            where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not JSON"
+            raise KlaviyoError(f"{what} {path} is not valid JSON ({detail}{where}): {fix}.") from None
+        if not isinstance(document, dict):
+            raise KlaviyoError(f"{what} {path} must hold a JSON object, not a {type(document).__name__}: {fix}.")
+
+
+class _NoSummary(logging.Filter):
+    """Drop the SDK's "Config validation failed" line: the errors before it say what to fix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Config validation failed"
 
 
 def _report(message: str) -> None:

@@ -11,9 +11,11 @@ one-minute (steady) window. Three things pace a request here:
   worth of requests into one of Klaviyo's.
 * Klaviyo's own count, from the ``RateLimit-Remaining``/``RateLimit-Reset``
   headers of each answer: after an answer says ``n`` requests remain for ``s``
-  seconds, at most ``n`` more requests (counted from the one answered, so requests
-  already in flight count) are sent in those seconds. This keeps a run that shares
-  the account with another client from earning 429s.
+  seconds, at most ``n`` more requests are sent in those seconds, counting the ones
+  sent after the answered one (already in flight) and, since they may reach Klaviyo
+  after it, the ones sent before it and not yet answered. This keeps a run that
+  shares the account with another client (or follows another process, such as a
+  discovery run, into the same minute) from earning 429s.
 * Pauses: ``Retry-After`` of a 429 (or an exhausted quota) holds every thread back.
 
 ``share`` lets several pipelines split an account's quota. Every limiter keeps
@@ -54,7 +56,10 @@ class SlidingWindowLimiter:
 
     def wait_time(self, now: float) -> float:
         """Seconds until a call would be admitted (0 when admissible now)."""
-        while self._sent and now - self._sent[0] >= self.window:
+        # One expression decides both whether a call has left the window and how long
+        # until it does: with two (``now - sent >= window`` and ``sent + window - now``)
+        # float rounding let a full window answer "wait 0 s" and admit without limit.
+        while self._sent and self._sent[0] + self.window <= now:
             self._sent.popleft()
         if len(self._sent) < self.limit:
             return 0.0
@@ -93,6 +98,7 @@ class EndpointLimiter:
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._tickets = 0
+        self._outstanding: set[int] = set()  # tickets sent and not yet answered
         #: (ticket of the answered request, requests left after it, until when) from headers.
         self._budget: tuple[int, float, float] | None = None
         # Counters (read without the lock: approximate values are fine for logs).
@@ -112,6 +118,7 @@ class EndpointLimiter:
                     for window in self._windows:
                         window.record(now)
                     self._tickets += 1
+                    self._outstanding.add(self._tickets)
                     self.requests += 1
                     if blocked_at is not None:
                         self.waited_seconds += now - blocked_at
@@ -158,7 +165,15 @@ class EndpointLimiter:
             current = self._budget
             # The answer to the most recently sent request knows the most.
             if current is None or ticket >= current[0] or now >= current[2]:
-                self._budget = (ticket, max(0.0, remaining), now + max(0.0, reset))
+                # Requests sent before this one and still unanswered may reach Klaviyo after it.
+                earlier = sum(1 for sent in self._outstanding if sent < ticket)
+                self._budget = (ticket, max(0.0, remaining - earlier), now + max(0.0, reset))
+
+    def answered(self, ticket: int | None) -> None:
+        """The request with this ticket has its answer (or failed): it is no longer in flight."""
+        if ticket is not None:
+            with self._lock:
+                self._outstanding.discard(ticket)
 
     def stats(self) -> dict[str, t.Any]:
         return {

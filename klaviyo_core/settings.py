@@ -16,6 +16,9 @@ DEFAULT_TOKEN_URL = "https://a.klaviyo.com/oauth/token"
 DEFAULT_AUTHORIZE_URL = "https://www.klaviyo.com/oauth/authorize"
 #: Seconds to wait for an answer (read timeout); Klaviyo's slowest pages take well under this.
 DEFAULT_REQUEST_TIMEOUT = 120.0
+#: Requests in flight at once (tap: pages of a stream; target: import jobs); 1 = one at a time.
+DEFAULT_MAX_CONCURRENCY = 8
+MAX_CONCURRENCY_LIMIT = 64
 #: Settings that mean "authenticate with OAuth"; any of them next to api_key is ambiguous.
 OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token", "access_token")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -113,6 +116,19 @@ CONNECTION_SETTINGS = th.PropertiesList(
         ),
     ),
     th.Property(
+        "max_concurrency",
+        th.IntegerType,
+        default=DEFAULT_MAX_CONCURRENCY,
+        title="Maximum concurrency",
+        description=(
+            "Work in flight at once. The tap reads events, profiles and list/segment members as "
+            "time slices fetched in parallel (records still come out in order, bookmarks stay "
+            "resumable); the target keeps up to this many bulk import jobs uploading or running. "
+            "Pacing keeps both within Klaviyo's rate limits (times rate_limit_share). "
+            f"1 = one request at a time; at most {MAX_CONCURRENCY_LIMIT}."
+        ),
+    ),
+    th.Property(
         "request_timeout",
         th.NumberType,
         default=DEFAULT_REQUEST_TIMEOUT,
@@ -158,6 +174,14 @@ def check_connection_settings(config: t.Mapping[str, t.Any]) -> None:
     share = config.get("rate_limit_share", 1.0)
     if not _is_number(share) or not 0 < share <= 1:
         raise config_error("Setting rate_limit_share must be a number above 0 and at most 1, e.g. 0.5.")
+    concurrency = config.get("max_concurrency", DEFAULT_MAX_CONCURRENCY)
+    if concurrency is not None and (
+        not _is_number(concurrency) or concurrency != int(concurrency) or not 1 <= concurrency <= MAX_CONCURRENCY_LIMIT
+    ):
+        raise config_error(
+            f"Setting max_concurrency must be a whole number from 1 to {MAX_CONCURRENCY_LIMIT}, e.g. "
+            f"{DEFAULT_MAX_CONCURRENCY} (1 = one request at a time)."
+        )
     timeout = config.get("request_timeout", DEFAULT_REQUEST_TIMEOUT)
     if timeout is not None and (not _is_number(timeout) or not timeout > 0):
         raise config_error(

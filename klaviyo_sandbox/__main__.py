@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma list among " + ",".join(FAULT_KINDS))
     p.add_argument("--timeout-seconds", type=float, default=30.0, help="stall length of the 'timeout' fault")
     p.add_argument("--api-key", default=DEFAULT_API_KEY)
-    p.add_argument("--now", default=DEFAULT_NOW, help="ISO timestamp data is generated relative to")
+    p.add_argument("--now", default=DEFAULT_NOW, help="ISO timestamp data is generated relative to; 'now' = the real clock")
     p.add_argument("--job-seconds", type=float, default=2.0, help="bulk import job duration")
     p.add_argument("--token-seconds", type=int, default=3600, help="OAuth access-token lifetime")
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)

@@ -1,6 +1,7 @@
 """Sandbox configuration (shared by the CLI and the Python API)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from .util import parse_ts
@@ -10,6 +11,10 @@ DEFAULT_CLIENT_ID = "sandbox-client-id"
 DEFAULT_CLIENT_SECRET = "sandbox-client-secret"
 # Fixed so generated data is identical run to run; before "today" so data is in the past.
 DEFAULT_NOW = "2026-07-15T12:00:00+00:00"
+# `now="now"`: the virtual clock is the real one, as Klaviyo's is (data is generated relative to the start).
+# Pipelines that compare the sandbox's timestamps with their own clock (the tap caps its events bookmark
+# at the run's start) need it; a fixed `now` plus elapsed time lags the real clock.
+REAL_CLOCK = "now"
 FAULT_KINDS = ("500", "502", "503", "504", "reset", "timeout", "slow", "html", "truncated", "429")
 
 
@@ -46,9 +51,13 @@ class SandboxConfig:
             raise ValueError("scale must be > 0")
         if self.rate_window not in ("fixed", "sliding"):
             raise ValueError("rate_window must be 'fixed' or 'sliding'")
-        if parse_ts(self.now) is None:
-            raise ValueError(f"now={self.now!r} is not an ISO-8601 timestamp")
+        if not self.real_clock and parse_ts(self.now) is None:
+            raise ValueError(f"now={self.now!r} is not an ISO-8601 timestamp (or {REAL_CLOCK!r})")
+
+    @property
+    def real_clock(self) -> bool:
+        return self.now == REAL_CLOCK
 
     @property
     def now_ts(self) -> int:
-        return int(parse_ts(self.now))
+        return int(time.time()) if self.real_clock else int(parse_ts(self.now))

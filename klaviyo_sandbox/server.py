@@ -162,6 +162,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # the store keeps a request log instead
         pass
 
+    def handle(self):
+        # A client that hangs up abruptly (killed mid-request, or giving up on a stalled answer)
+        # is routine for a server: no traceback on stderr, as Klaviyo would not show one either.
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            self.close_connection = True
+
     def do_GET(self):
         self.dispatch("GET")
 

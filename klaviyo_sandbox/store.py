@@ -51,7 +51,10 @@ class Store:
 
     # ------------------------------------------------------------ clock
     def now(self) -> float:
-        """Virtual clock: `--now` plus real time elapsed since start (always after generated data)."""
+        """Virtual clock: `--now` plus real time elapsed since start (always after generated data);
+        with `--now now`, the real clock."""
+        if self.cfg.real_clock:
+            return time.time()
         return self.ds.now + (time.monotonic() - self._t0)
 
     def _bump(self):

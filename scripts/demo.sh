@@ -26,12 +26,16 @@ while [ $# -gt 0 ]; do
     --scale) SCALE="$2"; shift 2 ;;
     --scale=*) SCALE="${1#*=}"; shift ;;
     -v|--verbose) VERBOSE=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
 
-PYTHON="${PYTHON:-python3}"
+PYTHON="${PYTHON:-python3}"  # runs the sandbox (standard library only) and the report helpers
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "demo.sh: needs Python 3.10+ as $PYTHON (set PYTHON=/path/to/python3.x)" >&2
+  exit 1
+fi
 LIST_NAME="Meltano demo: new customers"  # the sandbox environment's list_name in meltano.yml
 WAREHOUSE=output/sandbox.duckdb          # the sandbox environment's target-duckdb filepath
 LOGS=output/demo
@@ -55,11 +59,13 @@ meltano_run() {
   local log="$LOGS/$1.log" started=$SECONDS
   shift
   echo "    \$ meltano --environment=sandbox $*"
+  local status=0
   if [ "$VERBOSE" = 1 ]; then
+    set +e
     "$MELTANO" --environment=sandbox "$@" 2>&1 | tee "$log"
-    local status=${PIPESTATUS[0]}
+    status=${PIPESTATUS[0]}
+    set -e
   else
-    local status=0
     "$MELTANO" --environment=sandbox "$@" >"$log" 2>&1 || status=$?
   fi
   if [ "$status" != 0 ]; then
@@ -80,9 +86,9 @@ mkdir -p "$LOGS"
 rm -f "$WAREHOUSE" "$WAREHOUSE.wal"
 
 step "Starting the Klaviyo sandbox"
-NOW="$(date -u +%Y-%m-%dT%H:%M:%S+00:00)"  # its clock = the real one, like Klaviyo's
-echo "    \$ $PYTHON -m klaviyo_sandbox --port $PORT --scale $SCALE --now $NOW --job-seconds 1"
-"$PYTHON" -m klaviyo_sandbox --port "$PORT" --scale "$SCALE" --now "$NOW" --job-seconds 1 \
+# --now now: the sandbox's clock is the real one, as Klaviyo's is (the tap compares it with its own).
+echo "    \$ $PYTHON -m klaviyo_sandbox --port $PORT --scale $SCALE --now now --job-seconds 1"
+"$PYTHON" -m klaviyo_sandbox --port "$PORT" --scale "$SCALE" --now now --job-seconds 1 \
   >"$LOGS/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
 URL=""
@@ -93,13 +99,24 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 if [ -z "$URL" ]; then
-  cat "$LOGS/sandbox.log" >&2
+  tail -n 3 "$LOGS/sandbox.log" >&2
   echo "demo.sh: the sandbox did not start (is port $PORT free? try --port 0)" >&2
   exit 1
 fi
 API_KEY="$(head -n 1 "$LOGS/sandbox.log" | cut -d' ' -f2)"
 echo "    listening on $URL (pid $SANDBOX_PID), test key $API_KEY"
-# The sandbox environment of meltano.yml has the key and port 8765; these point it at this port.
+# The sandbox environment of meltano.yml has everything but this port. Settings of this shell (say, a
+# real account's) are left out; Meltano also reads .env, over meltano.yml, so any connector setting
+# there is overridden here with the sandbox's value, or blanked.
+CONNECTOR_VARS='(TAP_KLAVIYO|TARGET_KLAVIYO|TAP_JSONL|TARGET_DUCKDB)_[A-Z0-9_]+'
+for name in $(compgen -e | grep -E "^$CONNECTOR_VARS\$" || true); do unset "$name"; done
+IN_DOTENV="$([ -f .env ] && sed -nE "s/^[[:space:]]*(export[[:space:]]+)?($CONNECTOR_VARS)=.*/\\2/p" .env || true)"
+if [ -n "$IN_DOTENV" ]; then
+  echo "    .env sets $(echo $IN_DOTENV | tr ' ' ','): the demo uses the sandbox's settings instead"
+  for name in $IN_DOTENV; do export "$name="; done
+  export TAP_KLAVIYO_API_KEY="$API_KEY" TARGET_KLAVIYO_API_KEY="$API_KEY" TARGET_KLAVIYO_LIST_NAME="$LIST_NAME" \
+    TAP_JSONL_PATH=scripts/demo_data/new_customers.jsonl TARGET_DUCKDB_FILEPATH="$WAREHOUSE"
+fi
 export TAP_KLAVIYO_BASE_URL="$URL" TARGET_KLAVIYO_BASE_URL="$URL"
 
 step "Klaviyo -> DuckDB: the klaviyo-to-warehouse job (tap-klaviyo target-duckdb), full sync"
@@ -121,7 +138,8 @@ echo "    Meltano's stored state (\$ meltano --environment=sandbox state get san
   | "$PYTHON" "$REPORT" state
 
 step "File -> Klaviyo list: the warehouse-to-klaviyo job (tap-jsonl target-klaviyo)"
-echo "    Source: scripts/demo_data/new_customers.jsonl ($(wc -l <scripts/demo_data/new_customers.jsonl | tr -d ' ') people)"
+PEOPLE=scripts/demo_data/new_customers.jsonl
+echo "    Source: $PEOPLE ($(wc -l <"$PEOPLE" | tr -d ' ') people)"
 echo "    Before:"
 "$PYTHON" "$REPORT" members --base-url "$URL" --api-key "$API_KEY" --list-name "$LIST_NAME"
 meltano_run 3-warehouse-to-klaviyo run --full-refresh warehouse-to-klaviyo

@@ -107,10 +107,14 @@ def _connect(db: str):
 
 def table_counts(db: str, schema: str) -> dict[str, int]:
     with _connect(db) as con:
-        tables = [row[0] for row in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY 1", [schema]
-        ).fetchall()]
-        return {table: con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0] for table in tables}
+        tables = con.execute(
+            "SELECT table_catalog, table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY 2",
+            [schema],
+        ).fetchall()
+        return {
+            table: con.execute(f'SELECT count(*) FROM "{catalog}"."{schema}"."{table}"').fetchone()[0]
+            for catalog, table in tables
+        }
 
 
 def query(db: str, sql: str) -> list[dict]:

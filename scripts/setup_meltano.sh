@@ -18,7 +18,8 @@ if ! "$MELTANO" --version 2>/dev/null | grep -qx "meltano, version $MELTANO_VERS
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
   echo '*' > "$VENV/.gitignore"  # keeps the venv out of git without touching the project's .gitignore
-  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check "meltano==$MELTANO_VERSION" >"$VENV/install.log" 2>&1; then
+  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check "meltano==$MELTANO_VERSION" \
+      >"$VENV/install.log" 2>&1; then
     tail -n 30 "$VENV/install.log" >&2
     echo "setup_meltano: pip install meltano==$MELTANO_VERSION failed; full log: $VENV/install.log" >&2
     exit 1

@@ -51,6 +51,7 @@ class EventsStream(CustomFieldsMixin, KlaviyoStream):
     replication_key = "datetime"
     is_sorted = True
     sort = "datetime"
+    parallel = True  # slices of the range fetched concurrently (tap_klaviyo.concurrency)
 
 
 class FlowsStream(KlaviyoStream):
@@ -101,6 +102,7 @@ class ProfilesStream(CustomFieldsMixin, KlaviyoStream):
     is_sorted = True
     sort = "updated"
     lower_bound_operator = "greater-than"
+    parallel = True  # slices of the range fetched concurrently (tap_klaviyo.concurrency)
 
     @property
     def extra_params(self) -> dict[str, str]:  # type: ignore[override]
@@ -153,6 +155,11 @@ class _MembersStream(KlaviyoStream):
     group_type: t.ClassVar[str]
     group_key: t.ClassVar[str]
     extra_params: t.ClassVar[dict[str, str]] = {"fields[profile]": "joined_group_at"}
+    # Big groups are read as joined_group_at slices in parallel, and the next groups'
+    # first pages are fetched while one is read (tap_klaviyo.concurrency).
+    parallel = True
+    slice_key = "joined_group_at"
+    sort = "joined_group_at"
 
     @cached_property
     def partitions(self) -> list[dict]:  # type: ignore[override]

@@ -24,7 +24,9 @@ from tap_klaviyo.custom_fields import (
     CustomFieldSource,
     with_custom_fields,
 )
+from tap_klaviyo.state import check_state
 from tap_klaviyo.streams import STREAM_TYPES
+from tap_klaviyo.writer import KlaviyoMessageWriter
 
 if t.TYPE_CHECKING:
     from singer_sdk.mapper import PluginMapper
@@ -102,6 +104,7 @@ class TapKlaviyo(Tap):
 
     name = "tap-klaviyo"
     dynamic_catalog = True
+    message_writer_class = KlaviyoMessageWriter  # msgspec-encoded, flushed per STATE (tap_klaviyo.writer)
     config_jsonschema = th.PropertiesList(*CONNECTION_SETTINGS.wrapped.values(), *TAP_SETTINGS.wrapped.values()).to_dict()
 
     def __init__(self, *args: t.Any, validate_config: bool = True, **kwargs: t.Any) -> None:
@@ -160,6 +163,10 @@ class TapKlaviyo(Tap):
             raise config_error(
                 f"Setting {key} is not a date: use ISO 8601, e.g. 2024-01-31 or 2024-01-31T00:00:00Z."
             ) from None
+
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        check_state(state)  # an unreadable bookmark as one line, not a traceback mid-sync
+        super().load_state(state)
 
     @cached_property
     def end_date(self) -> dt.datetime | None:

@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import threading
 import typing as t
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pathlib import Path
 
 if t.TYPE_CHECKING:
     import logging
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RowRejected(Exception):
@@ -105,10 +108,12 @@ class RunReport:
 def readable(value: t.Any) -> t.Any:
     """A row as plain JSON, as close to how it arrived as JSON allows (no NaN, no Decimal)."""
     if isinstance(value, dict):
-        return {str(k): readable(v) for k, v in value.items()}
+        return {printable(str(k)): readable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [readable(v) for v in value]
-    if isinstance(value, (bool, int, str)) or value is None:
+    if isinstance(value, str):
+        return printable(value)  # undecodable input bytes as \xe9, so the file stays valid UTF-8
+    if isinstance(value, (bool, int)) or value is None:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
@@ -117,6 +122,22 @@ def readable(value: t.Any) -> t.Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     return str(value)
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes as ``\\xe9`` and lone surrogates as ``\\udXXX``."""
+    if not _SURROGATE.search(text):
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a surrogate escape: the byte that was not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def plain_number(value: decimal.Decimal) -> int | float:

@@ -19,9 +19,10 @@ from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import JSONSchemaValidator
 
 from klaviyo_core.errors import KlaviyoError
-from target_klaviyo.jobs import BulkImporter, split_for_jobs
+from target_klaviyo.jobs import BulkImporter, ImportJob, split_for_jobs
 from target_klaviyo.membership import find_profile_ids, remove_from_list
 from target_klaviyo.profiles import check_email, is_blank, prepare_profile
+from target_klaviyo.reader import reject_undecodable
 from target_klaviyo.rejects import RowRejected
 
 if sys.version_info >= (3, 12):
@@ -85,6 +86,7 @@ class KlaviyoListSink(BatchSink):
     def process_record(self, record: dict, context: dict) -> None:
         self.report.received(self.stream_name)
         try:
+            reject_undecodable(record)  # bytes that were not UTF-8 on the input
             item = self.check_row(record)
             if self._row_validator is not None:
                 self._row_validator.validate(record)
@@ -135,21 +137,32 @@ class AddToListSink(KlaviyoListSink):
 
     @override
     def write(self, items: list[PreparedProfile]) -> None:
-        jobs = []
-        for group in split_for_jobs(items, self.list_id):
-            jobs.append(self.importer.submit(group))
-            self.report.sent(self.stream_name, len(group))
-        if self.config.get("wait_for_completion"):
-            self.importer.wait(jobs, float(self.config.get("wait_timeout_seconds") or 1800))
-            for job in jobs:
-                self.reject_import_errors(job.profiles, job.errors)
-                if job.failed > len(job.errors):
-                    self.logger.warning(
-                        "Klaviyo import job %s counted %d failed profiles but listed %d import errors",
-                        job.id, job.failed, len(job.errors),
-                    )
+        """Hand the batch's jobs to the run's job pipeline and return while they upload.
 
-    def reject_import_errors(self, profiles: list[PreparedProfile], errors: list[dict]) -> None:
+        The target finishes every job (see ``TargetKlaviyo.import_jobs``) before it
+        writes a STATE and at the end of the input, so a failure still fails the run
+        before any STATE covers these rows.
+        """
+        for group in split_for_jobs(items, self.list_id):
+            self.target.import_jobs.submit(self.importer, group, self.job_finished)
+            self.report.sent(self.stream_name, len(group))
+
+    def job_finished(self, job: ImportJob) -> None:
+        """With wait_for_completion: Klaviyo's import errors of one finished job go to the rejects file."""
+        self.reject_import_errors(job.profiles, job.errors)
+        if job.failed > len(job.errors):
+            self.logger.warning(
+                "Klaviyo import job %s counted %d failed profiles but listed %d import errors",
+                job.id, job.failed, len(job.errors),
+            )  # fmt: skip
+
+    @override
+    def clean_up(self) -> None:
+        """End of the input: every job submitted (and finished, when waiting) before the last STATE."""
+        self.target.import_jobs.finish()
+        super().clean_up()
+
+    def reject_import_errors(self, profiles: t.Sequence[t.Any], errors: list[dict]) -> None:
         """Put each of Klaviyo's import errors in the rejects report, with the row when it can be found."""
         by_email: dict[str, list[dict]] = {}
         for profile in profiles:

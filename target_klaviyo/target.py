@@ -13,10 +13,17 @@ from singer_sdk import typing as th
 from klaviyo_core.cli import run_cli
 from klaviyo_core.client import KlaviyoConnection
 from klaviyo_core.errors import KlaviyoError
-from klaviyo_core.settings import CONNECTION_SETTINGS, check_connection_settings, config_error
+from klaviyo_core.settings import (
+    CONNECTION_SETTINGS,
+    DEFAULT_MAX_CONCURRENCY,
+    check_connection_settings,
+    config_error,
+)
+from target_klaviyo.jobs import ImportJobs
 from target_klaviyo.lists import resolve_list
 from target_klaviyo.privacy import private_logger
-from target_klaviyo.rejects import RunReport
+from target_klaviyo.reader import INPUT_STREAM, TolerantSingerReader
+from target_klaviyo.rejects import RowRejected, RunReport
 from target_klaviyo.sinks import AddToListSink, KlaviyoListSink, RemoveFromListSink
 
 if sys.version_info >= (3, 12):
@@ -101,6 +108,7 @@ class TargetKlaviyo(Target):
     """Singer target that adds people to a Klaviyo list or removes them from it."""
 
     name = "target-klaviyo"
+    message_reader_class = TolerantSingerReader  # a bad input line is rejected, not fatal
     package_name = "klaviyo-singer"  # the distribution that ships this target, for --version
     config_jsonschema = th.PropertiesList(
         *CONNECTION_SETTINGS.wrapped.values(), *TARGET_SETTINGS.wrapped.values()
@@ -111,11 +119,33 @@ class TargetKlaviyo(Target):
         if validate_config:
             check_connection_settings(self.config)
             check_target_settings(self.config)
+        self.message_reader.on_bad_line = self._reject_input_line
+
+    def _reject_input_line(self, number: int, line: str, reason: str, stream: str | None) -> None:
+        """A line the reader could not use: in the rejects file with why, never in the log."""
+        self.report.received(stream or INPUT_STREAM)
+        self.report.reject(stream or INPUT_STREAM, line, RowRejected("unreadable input line", reason))
 
     @cached_property
     def connection(self) -> KlaviyoConnection:
         """One connection for every sink: Klaviyo's limits are per account and endpoint."""
         return KlaviyoConnection(self.config, logger=private_logger(self.logger))
+
+    @cached_property
+    def import_jobs(self) -> ImportJobs:
+        """The run's import jobs: up to max_concurrency uploading or processing at once."""
+        return ImportJobs(
+            max_concurrency=int(self.config.get("max_concurrency") or DEFAULT_MAX_CONCURRENCY),
+            wait_for_completion=bool(self.config.get("wait_for_completion")),
+            timeout=float(self.config.get("wait_timeout_seconds") or 1800),
+        )
+
+    @override
+    def _write_state_message(self, state: dict) -> None:
+        """A STATE only once Klaviyo has accepted (and, when waiting, finished) every job before it."""
+        if "import_jobs" in self.__dict__:
+            self.import_jobs.finish()
+        super()._write_state_message(state)
 
     @cached_property
     def list_id(self) -> str:

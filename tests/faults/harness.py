@@ -18,7 +18,7 @@ import threading
 import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from klaviyo_sandbox import Sandbox, SandboxConfig
@@ -102,11 +102,10 @@ class Run:
     stderr: str
     elapsed: float
     killed: bool = False
-    lines: list[str] = field(default_factory=list)
 
     @property
     def messages(self) -> list[dict]:
-        return [json.loads(line) for line in (self.lines or self.stdout.splitlines()) if line.strip()]
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
 
     @property
     def error_lines(self) -> list[str]:
@@ -262,6 +261,16 @@ def clean_output(seed: int, workdir: Path, **config_extra: t.Any) -> Output:
 Trigger = t.Callable[[dict, "KillableRun"], bool]
 
 
+def _feed(proc: subprocess.Popen, data: bytes) -> None:
+    """Write a plugin's stdin from a thread: a pipe fills up long before a big input is read."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):  # killed before it read everything
+        pass
+
+
 class KillableRun:
     """A tap run whose stdout is read line by line; SIGKILLed the moment ``trigger`` says so.
 
@@ -269,24 +278,48 @@ class KillableRun:
     target at the other end of the pipe would: only a final line cut in half is dropped.
     """
 
-    def __init__(self, config: dict, workdir: Path, state: dict | None, trigger: Trigger | None) -> None:
-        self.config, self.workdir, self.state, self.trigger = config, workdir, state, trigger
+    def __init__(
+        self,
+        config: dict,
+        workdir: Path,
+        state: dict | None,
+        trigger: Trigger | None,
+        watch: t.Callable[[], bool] | None = None,
+        *,
+        executable: str = TAP,
+        stdin: bytes | None = None,
+    ) -> None:
+        """``trigger`` sees each message as it is read; ``watch`` is polled meanwhile (e.g. the sandbox's log).
+
+        The tap by default; ``executable=TARGET`` with ``stdin`` runs the target the same way.
+        """
+        self.config, self.workdir, self.state, self.trigger, self.watch = config, workdir, state, trigger, watch
+        self.executable, self.stdin = executable, stdin
         self.messages: list[dict] = []
         self.per_stream: collections.Counter[str] = collections.Counter()
         self.killed = False
         self.code: int | None = None
         self.partial_line_dropped = False
+        self.last_stream: str | None = None  # the stream of the last RECORD/SCHEMA read
+        self.killed_in: str | None = None  # where the kill happened, as far as stdout shows
 
     def run(self, timeout: float = 120) -> KillableRun:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = [TAP, "--config", str(write_json(self.workdir / "tap-config.json", self.config))]
+        name = Path(self.executable).name
+        argv = [self.executable, "--config", str(write_json(self.workdir / f"{name}-config.json", self.config))]
         if self.state is not None:
             argv += ["--state", str(write_json(self.workdir / "state.json", self.state))]
         with (self.workdir / "stderr.log").open("wb") as stderr:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=self.workdir,
+                                    stdin=subprocess.PIPE if self.stdin is not None else subprocess.DEVNULL,
                                     env=plugin_env(self.workdir))  # fmt: skip
+            if self.stdin is not None:
+                threading.Thread(target=_feed, args=(proc, self.stdin), daemon=True).start()
             timer = threading.Timer(timeout, proc.kill)
             timer.start()
+            watcher = threading.Thread(target=self._watch, args=(proc,), daemon=True)
+            if self.watch is not None:
+                watcher.start()
             try:
                 assert proc.stdout is not None
                 for raw in proc.stdout:
@@ -295,15 +328,28 @@ class KillableRun:
                         break
                     message = json.loads(raw)
                     self.messages.append(message)
-                    if message["type"] == "RECORD":
+                    if message.get("type") == "RECORD":
                         self.per_stream[message["stream"]] += 1
+                    if message.get("type") in ("RECORD", "SCHEMA"):
+                        self.last_stream = message["stream"]
                     if not self.killed and self.trigger is not None and self.trigger(message, self):
                         proc.kill()
-                        self.killed = True
+                        self.killed, self.killed_in = True, self.last_stream or "(startup)"
                 self.code = proc.wait()
             finally:
                 timer.cancel()
+                if watcher.is_alive():
+                    watcher.join()
         return self
+
+    def _watch(self, proc: subprocess.Popen) -> None:
+        assert self.watch is not None
+        while proc.poll() is None:
+            if self.watch():
+                proc.kill()
+                self.killed, self.killed_in = True, self.last_stream or "(startup)"
+                return
+            time.sleep(0.002)
 
     @property
     def output(self) -> Output:
@@ -312,3 +358,39 @@ class KillableRun:
     @property
     def stderr(self) -> str:
         return (self.workdir / "stderr.log").read_text(errors="backslashreplace")
+
+
+# -- canary secrets ------------------------------------------------------------------------------------
+
+CANARY_KEY = "pk_CANARYkey0a1b2c3d4e5f60718293a4b5c6d7"
+CANARY_WRONG_KEY = "pk_CANARYwrong9f8e7d6c5b4a39281706f5e4d3"
+CANARY_CLIENT_ID = "canary-app-id"  # not a secret: re-authorisation commands print it
+CANARY_CLIENT_SECRET = "CANARYclientsecret-4c1f9e2a7b3d"
+
+
+def canary_refresh_token(n: int) -> str:
+    return f"CANARYrefresh{n:02d}-8d3b6f0e1a"
+
+
+def canary_access_token(n: int) -> str:
+    return f"CANARYaccess{n:02d}-2e7c9a4f5b"
+
+
+def canaries(extra: t.Iterable[str] = ()) -> dict[str, bytes]:
+    """label -> bytes that must never show: each secret, a distinctive piece of it, HTTP Basic credentials."""
+    import base64  # noqa: PLC0415
+
+    secrets = {CANARY_KEY, CANARY_WRONG_KEY, CANARY_CLIENT_SECRET, *extra}
+    secrets |= {canary_refresh_token(n) for n in range(20)} | {canary_access_token(n) for n in range(20)}
+    found = {}
+    for secret in secrets:
+        found[secret] = secret.encode()
+        found[f"piece of {secret}"] = secret[3:17].encode()  # a message showing part of it leaks too
+    found["HTTP Basic credentials"] = base64.b64encode(f"{CANARY_CLIENT_ID}:{CANARY_CLIENT_SECRET}".encode())
+    return found
+
+
+def leaks_in(data: bytes | str, secrets: t.Mapping[str, bytes]) -> list[str]:
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    return [label for label, secret in secrets.items() if secret in data]

@@ -1,0 +1,292 @@
+"""Benchmark tap-klaviyo (and target-klaviyo) against the local Klaviyo sandbox.
+
+    .venv/bin/python scripts/benchmark.py [--streams events,profiles] [--latency-ms 300]
+        [--events-scale 250] [--profiles-scale 60] [--max-concurrency 16] [--rss-check]
+        [--target 100000] [--json]
+
+For each stream a sandbox is started as a subprocess (``python -m klaviyo_sandbox``
+with the stream's ``--scale``, ``--latency-ms`` and ``--rate-limit-scale``), the
+catalog is discovered once, then the tap syncs that one stream into /dev/null as a
+subprocess of its own. Printed per stream: records, wall seconds, records/s,
+requests/s (whole run, and steady state = the middle 80% of the run from the
+sandbox's request log) against the endpoint's steady limit, 429s received (from the
+sandbox's counters), CPU seconds per 100k records, and the tap's peak RSS
+(``wait4`` rusage of the tap process). ``--rss-check`` also runs each stream with a
+tenth of the data and prints the ratio of the peak RSS.
+
+``--target N`` adds N profiles to a list with target-klaviyo (rows piped from a file
+of Singer messages) and prints profiles/s, jobs and requests made, 429s, CPU and RSS.
+
+Not a test: nothing is asserted. The sandbox shares the machine's CPUs (it spends
+~15-20 ms per 1000-event page), so say what binds when quoting the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from klaviyo_core import endpoints  # noqa: E402
+
+STREAMS = {  # stream -> (operation, records per sandbox scale unit)
+    "events": ("get_events", 20_000),
+    "profiles": ("get_profiles", 2_000),
+    "list_members": ("get_profiles_for_list", None),
+}
+TAP = [sys.executable, "-c", "from tap_klaviyo.tap import cli; cli()"]
+TARGET = [sys.executable, "-c", "from target_klaviyo.target import cli; cli()"]
+
+
+class Sandbox:
+    """``python -m klaviyo_sandbox`` as a subprocess on a free port."""
+
+    def __init__(self, *, scale: float, latency_ms: float, rate_limit_scale: float, job_seconds: float = 2.0,
+                 rate_window: str = "fixed") -> None:
+        self.args = [
+            sys.executable, "-m", "klaviyo_sandbox", "--port", "0", "--scale", str(scale),
+            "--latency-ms", str(latency_ms), "--rate-limit-scale", str(rate_limit_scale),
+            "--job-seconds", str(job_seconds), "--rate-window", rate_window,
+        ]  # fmt: skip
+
+    def __enter__(self) -> Sandbox:
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2:
+            raise SystemExit(f"sandbox did not start: {line}")
+        self.base_url, self.api_key = line
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def get(self, path: str) -> t.Any:
+        with urllib.request.urlopen(self.base_url + path) as answer:  # noqa: S310 - loopback
+            return json.loads(answer.read())
+
+    def counters(self) -> dict[str, int]:
+        return self.get("/__sandbox/state")["counters"]
+
+
+def run(command: list[str], *, stdin: t.IO | None = None, stdout: t.IO | None = None,
+        stderr: t.IO | None = None) -> tuple[float, float, int, int]:
+    """(wall s, CPU s, peak RSS KB, exit code) of one process (rusage from wait4)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(command, cwd=ROOT, stdin=stdin, stdout=stdout, stderr=stderr)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - start
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode
+
+
+def steady_rate(log: list[dict], op: str) -> float | None:
+    """Requests/s of ``op`` in steady state.
+
+    Runs past 80 s: from 65 s after the first request (the first minute's quota,
+    which a sliding window spends up front, is over) to the last request. Shorter
+    runs: the middle 80% of the requests' time span.
+    """
+    times = sorted(entry["t"] for entry in log if entry.get("op") == op)
+    if len(times) < 20:
+        return None
+    span = times[-1] - times[0]
+    if span > 80:
+        lo, hi = times[0] + 65, times[-1]
+    else:
+        lo, hi = times[0] + 0.1 * span, times[-1] - 0.1 * span
+    inside = [x for x in times if lo <= x <= hi]
+    return len(inside) / (hi - lo) if hi > lo else None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a running process (Linux /proc), 0 when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def record_count(log_text: str, stream: str) -> int:
+    """Records the SDK counted (its ``record_count`` metric lines, summed)."""
+    total = 0
+    for line in log_text.splitlines():
+        if '"metric":"record_count"' in line and f'"stream":"{stream}"' in line:
+            total += json.loads(line.split("METRIC: ", 1)[1])["value"]
+    return total
+
+
+def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path) -> dict:
+    operation = STREAMS[stream][0]
+    steady = endpoints.endpoint(operation).steady_per_minute * args.rate_limit_scale  # what the sandbox enforces
+    with Sandbox(scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale,
+                 rate_window=args.rate_window) as sandbox:
+        config = {
+            "api_key": sandbox.api_key, "base_url": sandbox.base_url,
+            "max_concurrency": args.max_concurrency, "discover_custom_fields": args.custom_fields,
+            "rate_limit_share": args.rate_limit_share,
+        }  # fmt: skip
+        config_path = work / f"config-{stream}.json"
+        config_path.write_text(json.dumps(config))
+        catalog = json.loads(subprocess.run(
+            [*TAP, "--config", str(config_path), "--discover"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout)  # fmt: skip
+        for entry in catalog["streams"]:
+            for item in entry["metadata"]:
+                if item["breadcrumb"] == []:
+                    item["metadata"]["selected"] = entry["tap_stream_id"] == stream
+        catalog_path = work / f"catalog-{stream}.json"
+        catalog_path.write_text(json.dumps(catalog))
+        before = sandbox.counters()
+        log_path = work / f"tap-{stream}-{scale}.log"
+        sandbox_cpu = process_cpu_seconds(sandbox.proc.pid)
+        load = os.getloadavg()[0]
+        with open(os.devnull, "wb") as sink, open(log_path, "w") as log:
+            wall, cpu, rss_kb, code = run(
+                [*TAP, "--config", str(config_path), "--catalog", str(catalog_path)], stdout=sink, stderr=log
+            )
+        sandbox_cpu = process_cpu_seconds(sandbox.proc.pid) - sandbox_cpu
+        after = sandbox.counters()
+        request_log = sandbox.get("/__sandbox/requests?limit=100000")
+    if code:
+        raise SystemExit(f"tap failed on {stream} (exit {code}); see {log_path}")
+    records = record_count(log_path.read_text(), stream)
+    requests = after.get(f"op:{operation}", 0) - before.get(f"op:{operation}", 0)
+    throttled = after.get("status:429", 0) - before.get("status:429", 0)
+    return {
+        "stream": stream, "scale": scale, "records": records, "wall_s": round(wall, 1),
+        "records_per_s": round(records / wall), "requests": requests,
+        "requests_per_s": round(requests / wall, 1), "steady_requests_per_s": _round(steady_rate(request_log, operation)),
+        "steady_limit_per_s": round(steady / 60, 1), "status_429": throttled,
+        "cpu_s": round(cpu, 1), "cpu_s_per_100k": round(cpu / max(records, 1) * 100_000, 2),
+        "peak_rss_mb": round(rss_kb / 1024, 1), "tap_cpu_pct": round(100 * cpu / wall),
+        "sandbox_cpu_pct": round(100 * sandbox_cpu / wall), "load_before": round(load, 1),
+        "load_after": round(os.getloadavg()[0], 1), "max_concurrency": args.max_concurrency, "log": str(log_path),
+    }  # fmt: skip
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def bench_target(profiles: int, args: argparse.Namespace, work: Path) -> dict:
+    input_path = work / "profiles.singer"
+    with input_path.open("w") as out:
+        schema = {"type": "object", "properties": {
+            "email": {"type": "string"}, "first_name": {"type": ["string", "null"]},
+            "plan": {"type": ["string", "null"]}, "orders": {"type": ["integer", "null"]},
+        }}  # fmt: skip
+        out.write(json.dumps({"type": "SCHEMA", "stream": "people", "schema": schema, "key_properties": ["email"]}) + "\n")
+        for i in range(profiles):
+            row = {"email": f"bench.{i}@example.com", "first_name": f"Person {i}", "plan": "pro" if i % 3 else "free",
+                   "orders": i % 17}  # fmt: skip
+            out.write(json.dumps({"type": "RECORD", "stream": "people", "record": row}) + "\n")
+        out.write(json.dumps({"type": "STATE", "value": {"people": "done"}}) + "\n")
+    with Sandbox(scale=0.01, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale,
+                 job_seconds=args.job_seconds, rate_window=args.rate_window) as sandbox:
+        config = {
+            "api_key": sandbox.api_key, "base_url": sandbox.base_url, "list_name": "Benchmark",
+            "wait_for_completion": args.wait_for_completion, "max_concurrency": args.max_concurrency,
+            "rate_limit_share": args.rate_limit_share,
+            "rejects_file": str(work / "rejects.jsonl"),
+        }  # fmt: skip
+        config_path = work / "target-config.json"
+        config_path.write_text(json.dumps(config))
+        before = sandbox.counters()
+        log_path = work / "target.log"
+        with input_path.open("rb") as source, open(os.devnull, "wb") as sink, open(log_path, "w") as log:
+            wall, cpu, rss_kb, code = run([*TARGET, "--config", str(config_path)], stdin=source, stdout=sink, stderr=log)
+        after = sandbox.counters()
+    if code:
+        raise SystemExit(f"target failed (exit {code}); see {log_path}")
+    ops = {k[3:]: after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("op:")}
+    return {
+        "profiles": profiles, "wall_s": round(wall, 1), "profiles_per_s": round(profiles / wall),
+        "jobs": ops.get("bulk_import_profiles", 0), "requests": sum(ops.values()), "requests_by_operation": ops,
+        "status_429": after.get("status:429", 0) - before.get("status:429", 0), "cpu_s": round(cpu, 1),
+        "peak_rss_mb": round(rss_kb / 1024, 1), "wait_for_completion": args.wait_for_completion,
+        "log": str(log_path),
+    }  # fmt: skip
+
+
+def print_stream_table(rows: list[dict]) -> None:
+    header = ("stream", "C", "records", "wall s", "records/s", "req/s", "req/s steady", "steady limit/s",
+              "% of limit", "429s", "CPU s/100k", "peak RSS MB", "tap CPU", "sandbox CPU", "load")  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        steady = r["steady_requests_per_s"] or r["requests_per_s"]
+        share = f"{100 * steady / r['steady_limit_per_s']:.0f}%" if r["steady_limit_per_s"] else "-"
+        cells = (r["stream"], r["max_concurrency"], f"{r['records']:,}", r["wall_s"], f"{r['records_per_s']:,}",
+                 r["requests_per_s"], r["steady_requests_per_s"], r["steady_limit_per_s"], share, r["status_429"],
+                 r["cpu_s_per_100k"], r["peak_rss_mb"], f"{r['tap_cpu_pct']}%", f"{r['sandbox_cpu_pct']}%",
+                 f"{r['load_before']}→{r['load_after']}")  # fmt: skip
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", default="events,profiles", help="comma list; '' for none")
+    parser.add_argument("--events-scale", type=float, default=250.0, help="sandbox --scale for events (20,000 each)")
+    parser.add_argument("--profiles-scale", type=float, default=60.0, help="sandbox --scale for profiles (2,000 each)")
+    parser.add_argument("--list-members-scale", type=float, default=20.0)
+    parser.add_argument("--latency-ms", type=float, default=300.0)
+    parser.add_argument("--rate-limit-scale", type=float, default=1.0)
+    parser.add_argument("--rate-window", choices=("fixed", "sliding"), default="fixed")
+    parser.add_argument("--rate-limit-share", type=float, default=1.0,
+                        help="the plugins' rate_limit_share (e.g. equal to --rate-limit-scale, so they pace to it)")
+    parser.add_argument("--max-concurrency", type=int, default=8)
+    parser.add_argument("--custom-fields", action=argparse.BooleanOptionalAction, default=True,
+                        help="discover_custom_fields (the tap's default: on)")
+    parser.add_argument("--rss-check", action="store_true", help="also run each stream with a tenth of the data")
+    parser.add_argument("--target", type=int, default=0, metavar="N", help="add N profiles with target-klaviyo")
+    parser.add_argument("--job-seconds", type=float, default=10.0, help="sandbox bulk import job duration")
+    parser.add_argument("--wait-for-completion", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="klaviyo-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"# {' '.join(sys.argv)}  (work files in {work}; {os.cpu_count()} CPUs)", flush=True)
+    rows: list[dict] = []
+    for stream in [s for s in args.streams.split(",") if s]:
+        scale = getattr(args, f"{stream}_scale")
+        if args.rss_check:
+            rows.append(bench_stream(stream, scale / 10, args, work))
+            print(json.dumps(rows[-1]), flush=True)
+        rows.append(bench_stream(stream, scale, args, work))
+        print(json.dumps(rows[-1]), flush=True)
+    if rows:
+        print()
+        print_stream_table(rows)
+        if args.rss_check:
+            for small, big in zip(rows[::2], rows[1::2]):
+                print(f"peak RSS {big['stream']}: {big['peak_rss_mb']} MB with 10x the data of "
+                      f"{small['peak_rss_mb']} MB ({big['peak_rss_mb'] / small['peak_rss_mb']:.2f}x)")
+    result: dict[str, t.Any] = {"streams": rows}
+    if args.target:
+        target = bench_target(args.target, args, work)
+        result["target"] = target
+        print()
+        print(f"target: {target['profiles']:,} profiles in {target['wall_s']} s = {target['profiles_per_s']:,} "
+              f"profiles/s; {target['jobs']} import jobs, {target['requests']} requests "
+              f"{target['requests_by_operation']}; {target['status_429']} 429s; CPU {target['cpu_s']} s; "
+              f"peak RSS {target['peak_rss_mb']} MB (wait_for_completion={target['wait_for_completion']})")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

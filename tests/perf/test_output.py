@@ -1,0 +1,112 @@
+"""The fast output path says exactly what the SDK's would: same records, same order, STATE flushed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import sys
+
+import pytest
+from singer_sdk.singerlib import RecordMessage, SchemaMessage, StateMessage
+from singer_sdk.singerlib.encoding.simple import SimpleSingerWriter
+
+from tap_klaviyo.writer import KlaviyoMessageWriter
+from tests.tap.conftest import CONFIG, run_sync, select_only
+from tests.tap.fake_klaviyo import event, ts
+
+
+class Stdout(io.TextIOWrapper):
+    """A text stdout over bytes, like the real one: writes can be seen at the byte level."""
+
+    def __init__(self) -> None:
+        self.raw_bytes = io.BytesIO()
+        super().__init__(io.BufferedWriter(self.raw_bytes, buffer_size=64), encoding="utf-8", write_through=True)
+
+    def seen(self) -> list[dict]:
+        return [json.loads(line) for line in self.raw_bytes.getvalue().decode().splitlines()]
+
+
+def messages() -> list:
+    when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    record = {"id": "e1", "event_properties": {"price": 9.5, "name": "Café ☕", "list": [1, None]}, "n": 3}
+    return [
+        SchemaMessage("events", {"type": "object"}, ["id"], ["datetime"]),
+        RecordMessage("events", record, time_extracted=when),
+        RecordMessage("events", {**record, "id": "e2"}, version=7, time_extracted=when),
+        StateMessage({"bookmarks": {"events": {"replication_key_value": ts(2)}}}),
+    ]
+
+
+def test_the_writer_encodes_what_the_sdk_writer_encodes(monkeypatch):
+    sdk, ours = io.StringIO(), Stdout()
+    monkeypatch.setattr(sys, "stdout", sdk)
+    for message in messages():
+        SimpleSingerWriter().write_message(message)
+    monkeypatch.setattr(sys, "stdout", ours)
+    writer = KlaviyoMessageWriter()
+    for message in messages():
+        writer.write_message(message)
+    expected = [json.loads(line) for line in sdk.getvalue().splitlines()]
+    got = ours.seen()
+    for line in expected + got:  # time_extracted: same instant, "Z" or "+00:00"
+        if "time_extracted" in line:
+            line["time_extracted"] = dt.datetime.fromisoformat(line["time_extracted"].replace("Z", "+00:00"))
+    assert got == expected
+
+
+def test_records_wait_in_the_buffer_and_a_state_takes_them_out_in_order(monkeypatch):
+    out = Stdout()
+    monkeypatch.setattr(sys, "stdout", out)
+    writer = KlaviyoMessageWriter()
+    schema, first, second, state = messages()
+    writer.write_message(schema)
+    assert [m["type"] for m in out.seen()] == ["SCHEMA"]  # flushed at once
+    writer.write_message(first)
+    writer.write_message(second)
+    assert [m["type"] for m in out.seen()] == ["SCHEMA"]  # records wait
+    writer.write_message(state)
+    assert [m["type"] for m in out.seen()] == ["SCHEMA", "RECORD", "RECORD", "STATE"]
+
+
+def test_a_deselected_property_is_still_removed(fake):
+    fake.add("/api/events", event("e1", ts(2)))
+    from tap_klaviyo.tap import TapKlaviyo
+
+    catalog = select_only(TapKlaviyo(config=CONFIG), "events")
+    for entry in catalog["streams"]:
+        for item in entry["metadata"]:
+            if item["breadcrumb"] == ["properties", "uuid"]:
+                item["metadata"]["selected"] = False
+    out = io.StringIO()
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(out):
+        TapKlaviyo(config=CONFIG, catalog=catalog).sync_all()
+    (record,) = [json.loads(line)["record"] for line in out.getvalue().splitlines() if '"RECORD"' in line]
+    assert "uuid" not in record and record["id"] == "e1"
+
+
+def test_a_field_the_schema_lacks_is_left_out_with_one_warning(fake, caplog):
+    extra = event("e1", ts(2))
+    extra["attributes"]["brand_new_field"] = 1
+    fake.add("/api/events", extra, event("e2", ts(3)))
+    result = run_sync("events")
+    assert [r["id"] for r in result.records] == ["e1", "e2"]
+    assert all("brand_new_field" not in r for r in result.records)
+    assert sum("brand_new_field" in m for m in caplog.messages) == 1
+
+
+@pytest.fixture
+def fake(mocker):
+    from tests.tap.fake_klaviyo import FakeKlaviyo
+
+    return FakeKlaviyo(mocker)
+
+
+@pytest.fixture
+def mocker():
+    import requests_mock
+
+    with requests_mock.Mocker() as m:
+        yield m

@@ -1,0 +1,160 @@
+"""The per-endpoint limiter on a simulated clock: never over burst or steady, whatever the callers."""
+
+from __future__ import annotations
+
+import bisect
+import random
+import threading
+
+import pytest
+
+from klaviyo_core.ratelimit import _WINDOW_MARGIN, EndpointLimiter, RateLimiters
+
+
+class VirtualClock:
+    """Time moves only when someone sleeps; safe to share between threads."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.now += max(seconds, 0.0)
+
+
+def max_in_any_window(times: list[float], window: float) -> int:
+    """The most admissions inside any half-open interval of ``window`` seconds."""
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
+
+
+def admit(limiter: EndpointLimiter, clock: VirtualClock, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        limiter.acquire()
+        times.append(clock())
+    return times
+
+
+@pytest.mark.parametrize(("burst", "steady"), [(350, 3500), (75, 750), (10, 150), (3, 60), (1, 15)])
+def test_never_more_than_burst_per_second_or_steady_per_minute(burst, steady):
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", burst, steady, clock=clock, sleep=clock.sleep)
+    times = admit(limiter, clock, steady * 3 + 7)
+    assert max_in_any_window(times, 1.0) <= burst
+    assert max_in_any_window(times, 60.0) <= steady
+    # and it does use the quota: a whole steady limit within one (widened) minute
+    assert max_in_any_window(times, 60.0 * _WINDOW_MARGIN + 0.001) >= steady
+
+
+def test_many_threads_share_one_limiter_and_stay_within_both_windows():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 20, 100, clock=clock, sleep=clock.sleep)
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(40):
+            limiter.acquire()
+            with lock:
+                times.append(clock())  # admissions happen under the limiter's lock, then return
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(times) == 320
+    assert limiter.requests == 320
+    assert max_in_any_window(times, 1.0) <= 20
+    assert max_in_any_window(times, 60.0) <= 100
+
+
+def test_a_share_of_the_limit_scales_both_windows():
+    clock = VirtualClock()
+    limiters = RateLimiters(0.5, clock=clock, sleep=clock.sleep)
+    limiter = limiters.get("get_profiles", 75, 750)
+    times = admit(limiter, clock, 1200)
+    assert max_in_any_window(times, 1.0) <= 37
+    assert max_in_any_window(times, 60.0) <= 375
+
+
+def test_klaviyo_saying_nothing_remains_holds_requests_until_its_window_resets():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 100, 1000, clock=clock, sleep=clock.sleep)
+    first = limiter.acquire()
+    limiter.observe({"RateLimit-Limit": "60", "RateLimit-Remaining": "0", "RateLimit-Reset": "12"}, first)
+    start = clock()
+    limiter.acquire()
+    assert clock() - start >= 12
+    assert limiter.waits == 1
+
+
+def test_requests_already_in_flight_count_against_what_klaviyo_says_remains():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 100, 1000, clock=clock, sleep=clock.sleep)
+    tickets = [limiter.acquire() for _ in range(5)]  # five in flight
+    # the answer to the first says 3 remain: the four sent after it already used them
+    limiter.observe({"RateLimit-Remaining": "3", "RateLimit-Reset": "30"}, tickets[0])
+    start = clock()
+    limiter.acquire()
+    assert clock() - start >= 30
+
+
+def test_an_older_answer_does_not_override_a_newer_one():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 100, 1000, clock=clock, sleep=clock.sleep)
+    old, new = limiter.acquire(), limiter.acquire()
+    limiter.observe({"RateLimit-Remaining": "50", "RateLimit-Reset": "30"}, new)
+    limiter.observe({"RateLimit-Remaining": "0", "RateLimit-Reset": "30"}, old)  # arrives late
+    start = clock()
+    limiter.acquire()
+    assert clock() == start
+
+
+def test_retry_after_pauses_every_caller_and_counts_the_429():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 100, 1000, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.throttled_for(45)
+    start = clock()
+    limiter.acquire()
+    assert clock() - start >= 45
+    assert limiter.throttled == 1
+    assert limiter.stats()["throttled"] == 1
+
+
+def test_random_mix_of_callers_and_headers_never_breaks_the_windows():
+    rng = random.Random(5)
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 10, 150, clock=clock, sleep=clock.sleep)
+    times = []
+    for _ in range(700):
+        ticket = limiter.acquire()
+        times.append(clock())
+        if rng.random() < 0.2:
+            limiter.observe({"RateLimit-Remaining": str(rng.randrange(0, 20)), "RateLimit-Reset": str(rng.randrange(1, 5))}, ticket)
+        clock.sleep(rng.choice([0, 0, 0.01, 0.3]))
+    assert max_in_any_window(times, 1.0) <= 10
+    assert max_in_any_window(times, 60.0) <= 150
+
+
+def test_unanswered_requests_sent_earlier_count_against_what_remains():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 100, 1000, clock=clock, sleep=clock.sleep)
+    early = [limiter.acquire() for _ in range(3)]  # in flight; may reach Klaviyo after the next one
+    answered = limiter.acquire()
+    limiter.observe({"RateLimit-Remaining": "4", "RateLimit-Reset": "20"}, answered)
+    limiter.answered(answered)
+    start = clock()
+    limiter.acquire()  # 4 remain, minus the 3 unanswered earlier ones: 1 more may go
+    assert clock() == start
+    limiter.acquire()
+    assert clock() - start >= 20
+    for ticket in early:
+        limiter.answered(ticket)
