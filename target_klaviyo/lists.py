@@ -1,5 +1,9 @@
 """Find the Klaviyo list the run writes to: by id, or by exact name (created when missing).
 
+Only ``operation: add`` creates a missing list: removing profiles from a list that
+does not exist has nothing to do, and creating an empty list to do it would leave
+a stray list behind (and hide a misspelt name).
+
 Klaviyo list names are not unique and ``create_list`` is not idempotent, so a name
 is always looked up first, a create is followed by a second lookup, and a create
 whose answer was lost in transit is never blindly sent again.
@@ -28,6 +32,11 @@ def resolve_list(connection: KlaviyoConnection, config: t.Mapping[str, t.Any], l
     name = str(config["list_name"])
     found = find_lists_by_name(connection, name)
     if not found:
+        if (config.get("operation") or "add") == "remove":
+            raise KlaviyoError(
+                f"Setting list_name: no Klaviyo list is named {name!r}, so there is nothing to remove from "
+                "(operation remove never creates a list). Fix the name (it must match exactly) or use list_id."
+            )
         if not config.get("create_list_if_missing", True):
             raise KlaviyoError(
                 f"Setting list_name: no Klaviyo list is named {name!r} and create_list_if_missing is off. "

@@ -54,7 +54,10 @@ TARGET_SETTINGS = th.PropertiesList(
         th.BooleanType,
         default=True,
         title="Create the list if missing",
-        description="With list_name: create the list when no list has that name (otherwise fail).",
+        description=(
+            "With list_name and operation `add`: create the list when no list has that name "
+            "(otherwise fail). `remove` never creates a list: a missing name is an error."
+        ),
     ),
     th.Property(
         "operation",

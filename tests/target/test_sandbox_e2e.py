@@ -59,3 +59,28 @@ def test_add_rerun_and_remove_round_trip_through_the_sandbox(klaviyo_sandbox, ru
     assert removed.exit_code == 0
     assert store.member_count(list_id) == 0
     assert store.find_profile("email", "o'two@example.com") is not None  # membership only: the profile stays
+
+
+def test_remove_from_a_list_name_that_does_not_exist_fails_in_one_line_and_creates_nothing(
+    klaviyo_sandbox, tmp_path
+):
+    from tests.conftest import run_cli
+
+    config = {
+        "api_key": klaviyo_sandbox.api_key,
+        "base_url": klaviyo_sandbox.base_url,
+        "list_name": "No such list 42",
+        "operation": "remove",
+        "rejects_file": str(tmp_path / "rejects.jsonl"),
+    }
+    text = singer_lines("people", ROWS[:2], PROPERTIES, state={"people": "v1"})
+    lists_before = len(klaviyo_sandbox.store.new_lists)
+
+    result = run_cli("target-klaviyo", config=config, tmp_path=tmp_path, stdin=text)
+
+    assert result.code != 0
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "no Klaviyo list is named 'No such list 42'" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert len(klaviyo_sandbox.store.new_lists) == lists_before  # no list was created
+    assert result.stdout == ""  # no state: nothing was done
