@@ -44,6 +44,16 @@ def load_schema(name: str) -> dict:
     return json.loads(resources.files("tap_klaviyo").joinpath(f"schemas/{name}.json").read_text())
 
 
+def profile_fields_params(config: t.Mapping[str, t.Any]) -> dict[str, str]:
+    """``additional-fields[profile]`` for every stream of profiles: subscriptions, and
+    predictive analytics only with ``include_predictive_analytics`` (Klaviyo then
+    allows 10/s instead of 75/s; the connection paces it on its own limiter)."""
+    fields = ["subscriptions"]
+    if config.get("include_predictive_analytics"):
+        fields.append("predictive_analytics")
+    return {"additional-fields[profile]": ",".join(fields)}
+
+
 def flatten(resource: dict) -> dict:
     """A JSON:API resource as one flat record: id, attributes, relationship ids."""
     record = {"id": resource["id"], **(resource.get("attributes") or {})}

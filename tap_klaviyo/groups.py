@@ -2,7 +2,8 @@
 
 With ``list_and_segment_streams`` on, each list and segment becomes a stream of
 its current members as full profiles (``GET /api/lists/{id}/profiles`` with
-``additional-fields[profile]=subscriptions``, 100 per page) plus
+``additional-fields[profile]=subscriptions``, plus ``predictive_analytics`` with
+``include_predictive_analytics`` as for ``profiles``; 100 per page) plus
 ``joined_group_at``: the list and segment views of Klaviyo's own interface.
 Full table, primary key ``id``. They carry the same typed custom ``properties``
 as the profiles stream (see :mod:`tap_klaviyo.custom_fields`).
@@ -39,7 +40,7 @@ from urllib.parse import quote
 from singer_sdk.singerlib.catalog import StreamMetadata
 
 from klaviyo_core.errors import KlaviyoAPIError
-from tap_klaviyo.client import KlaviyoStream, flatten
+from tap_klaviyo.client import KlaviyoStream, flatten, profile_fields_params
 from tap_klaviyo.custom_fields import PROFILE_FIELDS, CustomFieldsMixin
 
 if t.TYPE_CHECKING:
@@ -156,12 +157,15 @@ class GroupProfilesStream(CustomFieldsMixin, KlaviyoStream):
     custom_source = PROFILE_FIELDS
     primary_keys = ("id",)
     replication_key = None
-    extra_params: t.ClassVar[dict[str, str]] = {"additional-fields[profile]": "subscriptions"}
 
     def __init__(self, tap: t.Any, group: Group, schema: dict) -> None:
         self.group = group
         self.operation_id = f"get_profiles_for_{group.kind}"
         super().__init__(tap, schema=schema, name=group.stream_name)
+
+    @property
+    def extra_params(self) -> dict[str, str]:  # type: ignore[override]
+        return profile_fields_params(self.config)  # predictive analytics as for profiles
 
     def get_url(self, context: Context | None) -> str:
         return f"{self.url_base}/api/{self.group.kind}s/{quote(self.group.id, safe='')}/profiles"

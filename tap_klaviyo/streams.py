@@ -7,7 +7,7 @@ from functools import cached_property
 from urllib.parse import quote
 
 from klaviyo_core import filters
-from tap_klaviyo.client import KlaviyoStream, NextLinkPaginator, Window, _parse
+from tap_klaviyo.client import KlaviyoStream, NextLinkPaginator, Window, _parse, profile_fields_params
 from tap_klaviyo.custom_fields import EVENT_FIELDS, PROFILE_FIELDS, CustomFieldsMixin
 
 if t.TYPE_CHECKING:
@@ -106,10 +106,7 @@ class ProfilesStream(CustomFieldsMixin, KlaviyoStream):
 
     @property
     def extra_params(self) -> dict[str, str]:  # type: ignore[override]
-        fields = ["subscriptions"]
-        if self.config.get("include_predictive_analytics"):
-            fields.append("predictive_analytics")
-        return {"additional-fields[profile]": ",".join(fields)}
+        return profile_fields_params(self.config)
 
 
 class ReviewsStream(KlaviyoStream):

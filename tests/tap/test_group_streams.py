@@ -272,3 +272,21 @@ def test_sandbox_list_stream_emits_exactly_the_lists_members(klaviyo_sandbox):
     records = run.records("list_vip_whales")
     assert sorted(r["id"] for r in records) == sorted(klaviyo_sandbox.store.member_ids(list_id))
     assert records and all(r["joined_group_at"] and "properties_unmapped" in r for r in records)
+
+
+def test_group_streams_ask_for_predictive_analytics_only_when_profiles_do(tmp_path, klaviyo_sandbox):
+    """Through the CLI: list_<name> carries predictive_analytics exactly when the setting is on."""
+    base = {"api_key": klaviyo_sandbox.api_key, "base_url": klaviyo_sandbox.base_url, **GROUPS_ON}
+    catalog = select(discover(base), "list_vip_whales")
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    seen = {}
+    for setting in (False, True):
+        config = {**base, "include_predictive_analytics": setting}
+        result = run_cli("tap-klaviyo", "--catalog", str(tmp_path / "catalog.json"), config=config, tmp_path=tmp_path)
+        assert result.code == 0, result.stderr[-2000:]
+        records = [m["record"] for m in result.messages() if m["type"] == "RECORD"]
+        assert records and {m["stream"] for m in result.messages() if m["type"] == "RECORD"} == {"list_vip_whales"}
+        seen[setting] = records
+    assert all(r.get("predictive_analytics") is None for r in seen[False])
+    assert all(isinstance(r["predictive_analytics"], dict) for r in seen[True])
+    assert sorted(r["id"] for r in seen[True]) == sorted(r["id"] for r in seen[False])
