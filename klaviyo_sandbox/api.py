@@ -14,6 +14,10 @@ from .sources import ListSource
 CHANNEL_REQUIRED = ("A channel filter is required to list campaigns. Please try adding either "
                     "`equals(messages.channel,'email')`, `equals(messages.channel,'sms')` or "
                     "`equals(messages.channel,'mobile_push')` to your filter.")
+# Klaviyo leaves archived campaigns and flows out unless the filter asks for them with
+# equals(archived,true) (developers.klaviyo.com, get_campaigns / get_flows; the spec allows
+# only `equals` on `archived`). Without a condition on `archived` these hide archived records.
+HIDES_ARCHIVED = ("get_campaigns", "get_flows")
 # Includes the sandbox has no resources for: relationship data is an empty list, nothing included.
 EMPTY_INCLUDES = {"tags", "flow-triggers", "flow-actions", "attributions", "events", "push-tokens", "conversations"}
 
@@ -83,15 +87,23 @@ def parse_filter(req: Request) -> list:
     if text is None:
         if ep.filter_required:
             raise bad_request(CHANNEL_REQUIRED, parameter="filter")
-        return []
+        return hide_archived(ep.op, [])
     try:
         conds = filters.validate(filters.parse(text), ep.filters, ep.rtype)
     except filters.FilterError as exc:
         raise bad_request(str(exc), parameter="filter") from None
     if ep.op == "get_campaigns" and not any(c.field == "messages.channel" for c in conds):
         raise bad_request(CHANNEL_REQUIRED, parameter="filter")
+    conds = hide_archived(ep.op, conds)
     # Reviews: status 'all' means "no status restriction".
     return [c for c in conds if not (ep.op == "get_reviews" and c.field == "status" and c.value == "all")]
+
+
+def hide_archived(op: str, conds: list) -> list:
+    """Campaigns and flows: archived ones only when the filter names `archived`."""
+    if op in HIDES_ARCHIVED and not any(c.field == "archived" for c in conds):
+        return [*conds, filters.Cond("equals", "archived", False)]
+    return conds
 
 
 def check_sort(req: Request):

@@ -76,8 +76,8 @@ class Dataset:
         sc = cfg.scale
         self.n_profiles = count(2000, sc, 20)
         self.n_events = count(20000, sc, 50)
-        self.n_campaigns = count(30, sc, 6)
-        self.n_flows = count(10, sc, 3)
+        self.n_campaigns = count(30, sc, 9)  # 3 per channel, one archived
+        self.n_flows = count(10, sc, 5)  # one archived at least
         self.n_lists = count(25, sc, len(LIST_SEEDS))
         self.n_segments = count(12, sc, len(SEGMENT_SEEDS))
         self.n_metrics = count(40, sc, 8)

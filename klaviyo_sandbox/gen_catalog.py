@@ -17,6 +17,10 @@ INTEGRATIONS = {
     "klaviyo": ("Klaviyo", "Internal"), "shopify": ("Shopify", "eCommerce"), "api": ("API", "API"),
     "reviews": ("Klaviyo Reviews", "Reviews"), "custom": ("Custom Integration", "Custom"),
 }
+# Archived records every dataset has, whatever the seed and scale (tests rely on them):
+# one campaign per channel (indices 6-8 are email, sms, mobile_push) and one flow.
+ARCHIVED_CAMPAIGNS = (6, 7, 8)
+ARCHIVED_FLOWS = (3,)
 THEMES = ["Summer Sale", "Black Friday", "Welcome back", "Nouveautés", "Restock alert 🔔", "VIP preview",
           "Newsletter #", "Flash sale ⚡", "Weekend / Holiday", "Ürgent: last chance"]
 
@@ -53,7 +57,7 @@ def _tracking(r: Rng, channel: str):
 
 def campaign(ds, k: int) -> dict:
     r = ds.rng("campaign", k)
-    channel = CHANNELS[k % 3] if k < 6 else r.choice(CHANNELS * 2 + ("email", "email", "sms"))
+    channel = CHANNELS[k % 3] if k < 9 else r.choice(CHANNELS * 2 + ("email", "email", "sms"))
     created = ds.t_start + r.int(0, 3 * 365 - 10) * DAY + r.int(0, DAY)
     updated = created + r.int(0, max(1, ds.now - DAY - created))
     status = r.choice(["Sent", "Sent", "Sent", "Draft", "Scheduled", "Cancelled", "Sending"])
@@ -72,7 +76,7 @@ def campaign(ds, k: int) -> dict:
     attrs = {
         "name": f"{r.choice(THEMES)} {k} ({channel})",
         "status": status,
-        "archived": r.chance(0.1),
+        "archived": r.chance(0.1) or k in ARCHIVED_CAMPAIGNS,
         "audiences": {"included": lists, "excluded": [] if r.chance(0.7) else [ds.segment_ids.id(0)]},
         "send_options": {"use_smart_sending": r.chance(0.7)},
         "tracking_options": _tracking(r, channel),
@@ -97,7 +101,7 @@ def flow(ds, k: int) -> dict:
         "name": r.choice(["Welcome Series", "Abandoned Cart", "Browse Abandonment", "Win-back 💌",
                           "Post-purchase / Cross-sell", "Birthday 🎂"]) + f" #{k}",
         "status": r.choice(["live", "live", "draft", "manual"]),
-        "archived": r.chance(0.1),
+        "archived": r.chance(0.1) or k in ARCHIVED_FLOWS,
         "created": iso(created),
         "updated": iso(created + r.int(0, max(1, ds.now - DAY - created))),
         "trigger_type": r.choice(["Metric", "Added to List", "Date Based", "Price Drop", "Low Inventory", "Unconfigured"]),

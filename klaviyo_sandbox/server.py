@@ -22,6 +22,7 @@ from .oauth import OAuthServer
 from .ratelimit import RateLimiter
 from .render import MEDIA_TYPE, ApiError
 from .store import Store
+from .util import parse_ts
 
 REVISION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.[A-Za-z0-9_-]+)?$")
 MAX_READ = 64 * 1024 * 1024  # bodies larger than this are not even read (413 + close)
@@ -118,6 +119,10 @@ class App:
         try:
             if path == "/__sandbox/touch" and method == "POST":
                 out = store.touch(q.get("stream", "profiles"), int(q.get("n", "10")))
+            elif path == "/__sandbox/event" and method == "POST":
+                out = self.add_events(q)
+            elif path == "/__sandbox/archive" and method == "POST":
+                out = {"archived": store.archive(q.get("stream", ""), int(q.get("n", "1")))}
             elif path == "/__sandbox/state" and method == "GET":
                 out = self.state()
             elif path == "/__sandbox/requests" and method == "GET":
@@ -129,6 +134,15 @@ class App:
         except ValueError as exc:
             return Response(400, json.dumps({"error": str(exc)}).encode(), ctype="application/json")
         return Response(200, json.dumps(out, ensure_ascii=False).encode(), ctype="application/json")
+
+    def add_events(self, q: dict) -> dict:
+        """`n` new events dated `datetime` (default now): late-arriving events when in the past."""
+        at = None
+        if q.get("datetime"):
+            at = parse_ts(q["datetime"])
+            if at is None:
+                raise ValueError(f"datetime {q['datetime']!r} is not an ISO 8601 date-time")
+        return {"events": [self.store.add_event(at=at)["id"] for _ in range(int(q.get("n", "1")))]}
 
     def state(self) -> dict:
         ds, s = self.store.ds, self.store

@@ -145,10 +145,12 @@ class Store:
         self._bump()
 
     # ------------------------------------------------------------ events
-    def add_event(self, profile_id: str | None = None, metric_index: int | None = None) -> dict:
+    def add_event(self, profile_id: str | None = None, metric_index: int | None = None,
+                  at: float | None = None) -> dict:
+        """A new event, dated now or at `at` (a late-arriving event: written now, dated earlier)."""
         with self.lock:
             seq = self.next_seq()
-            ds, now = self.ds, self.now()
+            ds, now = self.ds, self.now() if at is None else at
             r = Rng(h(ds.seed, salt("new-event"), seq))
             k = metric_index if metric_index is not None else ds.metric_for(r)
             pid = profile_id or ds.profile_id(r.int(0, ds.n_profiles - 1))
@@ -269,6 +271,27 @@ class Store:
             events = [self.add_event(profile_id=profiles[k % len(profiles)] if profiles else None)["id"]
                       for k in range(n)]
             return {"stream": stream, "touched": touched, "events": events}
+
+    def archive(self, stream: str, n: int) -> list:
+        """Archive n live campaigns or flows, as Klaviyo's UI does: `archived` true, updated now."""
+        kind = {"campaigns": "campaign", "flows": "flow"}.get(stream)
+        if kind is None:
+            raise ValueError(f"only campaigns and flows can be archived, not {stream!r}")
+        with self.lock:
+            self.touches += 1
+            r = Rng(h(self.ds.seed, salt("archive"), self.touches))
+            live = [j for j in range(self.ds.small_count(kind))
+                    if not (self.small_patch[kind].get(j) or self.ds.small(kind, j))["attributes"]["archived"]]
+            field, natural = UPDATED_FIELD.get(kind, "updated"), SmallSource(self, kind).natural
+            out = []
+            for j in r.sample(live, min(n, len(live))):
+                rec = copy.deepcopy(self.small_patch[kind].get(j) or self.ds.small(kind, j))
+                rec["attributes"].update({"archived": True, field: iso(self.now())})
+                rec["_seq"], rec["_nat"] = self.next_seq(), natural(j)
+                self.small_patch[kind][j] = rec
+                out.append(rec["id"])
+            self._bump()
+            return out
 
     def _touch_small(self, kind: str, r: Rng, n: int) -> list:
         field = UPDATED_FIELD.get(kind, "updated")
