@@ -138,6 +138,8 @@ class KlaviyoStream(RESTStream):
         self._pass_windows: dict[t.Hashable, Window] = {}
         self._progress: Progress | None = None
         self._unknown_keys_warned = False
+        # Per pass context: the bookmark a run with a lookback resumes from (see _increment_stream_state).
+        self._resumed_from: dict[str, dt.datetime] = {}
 
     # -- connection plumbing ------------------------------------------------------
 
@@ -299,6 +301,44 @@ class KlaviyoStream(RESTStream):
         now = self.run_started_at(context)
         return min(start, now) if start else start
 
+    @property
+    def lookback(self) -> dt.timedelta:
+        """How far before its bookmark an incremental run starts reading (none by default)."""
+        return dt.timedelta(0)
+
+    def _lower_bound(self, context: Context | None) -> dt.datetime | None:
+        """Where the run starts reading: the bookmark (or start_date), minus the lookback.
+
+        The lookback applies only to a bookmark of an earlier run and never reaches
+        before ``start_date``. What it re-reads is emitted again (the warehouse keeps
+        one row per ``id``) but never moves the bookmark back.
+        """
+        start = self.get_starting_timestamp(context)
+        resumes = bool(self.get_context_state(context).get("replication_key_value"))
+        if not (start and resumes and self.lookback):
+            return start
+        self._resumed_from[_context_key(context)] = start
+        lower = start - self.lookback
+        start_date = _parse(self.config.get("start_date"))
+        return max(lower, start_date) if start_date else lower
+
+    def _increment_stream_state(self, latest_record: dict, *, context: Context | None = None) -> None:
+        """The SDK's, except for records a lookback re-read from before the bookmark.
+
+        The bookmark already covers them: skipping them keeps it from moving back (and
+        a sorted stream from failing its sort check). Records come in order, so the
+        check stops at the first record at or after the bookmark.
+        (Private SDK hook, 0.54: tests/tap/test_lookback.py covers it.)
+        """
+        key = _context_key(context)
+        resumed_from = self._resumed_from.get(key)
+        if resumed_from is not None:
+            value = _parse(latest_record.get(self.replication_key))  # type: ignore[arg-type]
+            if value is not None and value < resumed_from:
+                return
+            del self._resumed_from[key]
+        super()._increment_stream_state(latest_record, context=context)
+
     def windows(self, context: Context | None) -> list[Window]:
         """The passes one sync makes over the replication key.
 
@@ -306,9 +346,9 @@ class KlaviyoStream(RESTStream):
         the run started (future-dated ones exist in Klaviyo) are fetched by a tail pass
         whose values never advance the bookmark past the run's start.
         """
-        start = self.get_starting_timestamp(context)
         if not self.replication_key:
             return [Window(None, None)]
+        start = self._lower_bound(context)
         if self.end_date:
             return [Window(start, self.end_date)]
         if not (self.is_sorted and self.bounded_above):

@@ -37,6 +37,25 @@ def check_state(state: t.Any) -> None:
             _check_bookmark(stream, bookmark)
 
 
+#: Streams that gained partitions, and the partition their old stream-level bookmark belongs to.
+BOOKMARKS_MOVED_TO_PARTITION = {"flows": {"archived": False}}
+
+
+def move_old_bookmarks(state: dict) -> None:
+    """Carry a bookmark of an earlier version over to the partition that continues it.
+
+    Flows used to be read in one pass that Klaviyo answered with live flows only, so
+    that bookmark is the live pass's; without this the live flows would be read again
+    from start_date.
+    """
+    for stream, context in BOOKMARKS_MOVED_TO_PARTITION.items():
+        stream_state = (state.get("bookmarks") or {}).get(stream)
+        if not stream_state or stream_state.get("partitions") or not stream_state.get("replication_key_value"):
+            continue
+        moved = {key: stream_state.pop(key) for key in ("replication_key", "replication_key_value") if key in stream_state}
+        stream_state["partitions"] = [{"context": dict(context), **moved}]
+
+
 def _check_bookmark(stream: str, bookmark: dict) -> None:
     for key in ("replication_key_value", "starting_replication_value"):
         value = bookmark.get(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import typing as t
 from functools import cached_property
 from urllib.parse import quote
@@ -16,11 +17,20 @@ if t.TYPE_CHECKING:
 CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
 
 
+def archived_condition(context: Context | None) -> str:
+    """Klaviyo leaves archived campaigns and flows out unless the filter asks for them
+    (``equals`` is the only operator it allows on ``archived``): each pass says which it reads."""
+    return filters.condition("equals", "archived", bool((context or {}).get("archived")))
+
+
 class CampaignsStream(KlaviyoStream):
-    """Campaigns, one pass per channel (Klaviyo requires a channel filter).
+    """Campaigns, one pass per channel (Klaviyo requires a channel filter), live then archived.
 
     Klaviyo returns campaigns unsorted whatever ``sort`` says, so the stream is
-    declared unsorted: its bookmark is committed when each channel's pass ends.
+    declared unsorted: its bookmark is committed when each pass ends. Archived
+    campaigns are hidden unless asked for, so with ``include_archived`` each channel
+    gets a second pass (``{"channel": ..., "archived": true}``) with its own bookmark;
+    the live passes keep their ``{"channel": ...}`` bookmarks of earlier versions.
     """
 
     name = "campaigns"
@@ -31,11 +41,21 @@ class CampaignsStream(KlaviyoStream):
 
     @property
     def partitions(self) -> list[dict]:
-        return [{"channel": channel} for channel in CAMPAIGN_CHANNELS]
+        archived = self.config.get("include_archived", True)
+        return [
+            context
+            for channel in CAMPAIGN_CHANNELS
+            for context in ({"channel": channel}, {"channel": channel, "archived": True})
+            if archived or "archived" not in context
+        ]
 
     def filter_conditions(self, context: Context | None) -> list[str | None]:
         channel = (context or {})["channel"]
-        return [filters.condition("equals", "messages.channel", channel), *super().filter_conditions(context)]
+        return [
+            filters.condition("equals", "messages.channel", channel),
+            archived_condition(context),
+            *super().filter_conditions(context),
+        ]
 
 
 class EventsStream(CustomFieldsMixin, KlaviyoStream):
@@ -43,6 +63,7 @@ class EventsStream(CustomFieldsMixin, KlaviyoStream):
 
     ``event_properties`` is typed by custom-field discovery (see
     :mod:`tap_klaviyo.custom_fields`); misfits go to ``event_properties_unmapped``.
+    With ``events_lookback`` an incremental run starts that long before its bookmark.
     """
 
     custom_source = EVENT_FIELDS
@@ -53,13 +74,33 @@ class EventsStream(CustomFieldsMixin, KlaviyoStream):
     sort = "datetime"
     parallel = True  # slices of the range fetched concurrently (tap_klaviyo.concurrency)
 
+    @property
+    def lookback(self) -> dt.timedelta:
+        """``events_lookback``: events Klaviyo receives late carry an earlier ``datetime``."""
+        return self._tap.events_lookback
+
 
 class FlowsStream(KlaviyoStream):
+    """Flows, live then archived (with ``include_archived``): one pass and bookmark each.
+
+    Klaviyo hides archived flows unless the filter asks for them. A bookmark of an
+    earlier version (one for the stream) becomes the live pass's (tap_klaviyo.state).
+    """
+
     name = "flows"
     operation_id = "get_flows"
     replication_key = "updated"
     is_sorted = True
     sort = "updated"
+
+    @property
+    def partitions(self) -> list[dict]:
+        if self.config.get("include_archived", True):
+            return [{"archived": False}, {"archived": True}]
+        return [{"archived": False}]
+
+    def filter_conditions(self, context: Context | None) -> list[str | None]:
+        return [archived_condition(context), *super().filter_conditions(context)]
 
 
 class ListsStream(KlaviyoStream):

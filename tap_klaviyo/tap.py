@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import typing as t
 from collections.abc import Mapping
 from functools import cached_property
@@ -24,7 +25,7 @@ from tap_klaviyo.custom_fields import (
     CustomFieldSource,
     with_custom_fields,
 )
-from tap_klaviyo.state import check_state
+from tap_klaviyo.state import check_state, move_old_bookmarks
 from tap_klaviyo.streams import STREAM_TYPES
 from tap_klaviyo.writer import KlaviyoMessageWriter
 
@@ -54,6 +55,30 @@ TAP_SETTINGS = th.PropertiesList(
         description=(
             "Add `predictive_analytics` (CLV, churn...) to profiles. Klaviyo then allows "
             "profile reads at 10/s instead of 75/s, so profiles sync more slowly."
+        ),
+    ),
+    th.Property(
+        "include_archived",
+        th.BooleanType,
+        default=True,
+        title="Include archived campaigns and flows",
+        description=(
+            "Read archived campaigns and flows too (their `archived` attribute says which). Klaviyo "
+            "hides them unless asked, so each campaign channel and flows get a second pass with its "
+            "own bookmark (a few requests per sync). Off: archived ones are left out."
+        ),
+    ),
+    th.Property(
+        "events_lookback",
+        th.DurationType,
+        default="PT0S",
+        title="Events lookback",
+        description=(
+            "ISO 8601 duration (e.g. PT6H, P1D, P1W; days, hours, minutes, seconds only) that incremental "
+            "event syncs re-read before the bookmark, to catch events Klaviyo receives late with an "
+            "earlier `datetime` (backfills, integrations that sync late). Re-read events are emitted "
+            "again: the warehouse must de-duplicate on `id`. The bookmark never moves back. "
+            "Default PT0S: no lookback."
         ),
     ),
     th.Property(
@@ -91,6 +116,21 @@ TAP_SETTINGS = th.PropertiesList(
         ),
     ),
 )
+
+
+_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
+
+
+def parse_duration(text: str) -> dt.timedelta | None:
+    """An ISO 8601 duration of weeks, days, hours, minutes and seconds; None if it is not one.
+
+    Years and months are refused: their length varies, and a lookback should be exact.
+    """
+    match = _DURATION.fullmatch(text.upper())
+    if not match or text.upper() in ("P", "PT") or text.upper().endswith("T"):
+        return None
+    weeks, days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return dt.timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
 
 
 class TapKlaviyo(Tap):
@@ -142,11 +182,24 @@ class TapKlaviyo(Tap):
         self._settings_to_check = False
         check_connection_settings(self.config)
         self._check_dates()
+        _ = self.events_lookback  # a bad duration fails here, before any request
         depth = self.config.get("row_scan_depth", DEFAULT_ROW_SCAN_DEPTH)
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise config_error(
                 "Setting row_scan_depth must be a whole number of records, 0 or more (0 scans every record)."
             )
+
+    @cached_property
+    def events_lookback(self) -> dt.timedelta:
+        """How far before the bookmark incremental event syncs start (see EventsStream)."""
+        text = str(self.config.get("events_lookback") or "").strip()
+        lookback = parse_duration(text) if text else dt.timedelta(0)
+        if lookback is None:
+            raise config_error(
+                f"Setting events_lookback is {text[:40]!r}, not an ISO 8601 duration: use e.g. PT6H (6 hours), "
+                "P1D (1 day) or P1W (1 week); years and months are not accepted."
+            )
+        return lookback
 
     def _check_dates(self) -> None:
         start, end = (self._parse_setting(key) for key in ("start_date", "end_date"))
@@ -166,6 +219,7 @@ class TapKlaviyo(Tap):
 
     def load_state(self, state: dict[str, t.Any]) -> None:
         check_state(state)  # an unreadable bookmark as one line, not a traceback mid-sync
+        move_old_bookmarks(state)
         super().load_state(state)
 
     @cached_property

@@ -30,6 +30,8 @@ def _value(raw: str | None) -> t.Any:
         return None
     if raw[0] in "\"'[":
         return json.loads(raw.replace("'", '"'))
+    if raw in ("true", "false"):
+        return raw == "true"
     try:
         return dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -105,7 +107,10 @@ class FakeKlaviyo:
 
     @staticmethod
     def _select(items: list[dict], params: dict[str, str]) -> list[dict]:
-        for op, field, raw in _CONDITION.findall(params.get("filter", "")):
+        conditions = _CONDITION.findall(params.get("filter", ""))
+        if items and items[0]["type"] in ("campaign", "flow") and not any(c[1] == "archived" for c in conditions):
+            conditions.append(("equals", "archived", "false"))  # Klaviyo hides archived ones unless asked
+        for op, field, raw in conditions:
             value = _value(raw or None)
             items = [r for r in items if _matches(r, op, field, value)]
         sort = params.get("sort")
@@ -155,10 +160,10 @@ def profile(id_: str, updated: str, **extra: t.Any) -> dict:
     return resource("profile", id_, attributes)
 
 
-def campaign(id_: str, updated: str, channel: str) -> dict:
+def campaign(id_: str, updated: str, channel: str, *, archived: bool = False) -> dict:
     return resource(
         "campaign", id_,
-        {"name": f"Campaign {id_}", "status": "Sent", "archived": False, "audiences": {"included": ["L1"], "excluded": []},
+        {"name": f"Campaign {id_}", "status": "Sent", "archived": archived, "audiences": {"included": ["L1"], "excluded": []},
          "send_options": {"use_smart_sending": True}, "tracking_options": None,
          "send_strategy": {"method": "static", "datetime": updated}, "created_at": ts(1), "scheduled_at": None,
          "updated_at": updated, "send_time": None},
