@@ -53,8 +53,9 @@ TAP_SETTINGS = th.PropertiesList(
         default=False,
         title="Include predictive analytics",
         description=(
-            "Add `predictive_analytics` (CLV, churn...) to profiles. Klaviyo then allows "
-            "profile reads at 10/s instead of 75/s, so profiles sync more slowly."
+            "Add `predictive_analytics` (CLV, churn...) to profiles and to the `list_<name>` / "
+            "`segment_<name>` streams. Klaviyo then allows those reads at 10/s instead of 75/s, "
+            "so they sync more slowly."
         ),
     ),
     th.Property(
