@@ -314,9 +314,8 @@ class KlaviyoStream(RESTStream):
         one row per ``id``) but never moves the bookmark back.
         """
         start = self.get_starting_timestamp(context)
-        resumes = bool(self.get_context_state(context).get("replication_key_value"))
-        if not (start and resumes and self.lookback):
-            return start
+        if not (start and self.lookback and self.get_context_state(context).get("replication_key_value")):
+            return start  # no lookback, or a first run (from start_date)
         self._resumed_from[_context_key(context)] = start
         lower = start - self.lookback
         start_date = _parse(self.config.get("start_date"))
