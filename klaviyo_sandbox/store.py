@@ -176,6 +176,10 @@ class Store:
             return None
         return self.small_patch[kind].get(j) or self.ds.small(kind, j)
 
+    def small_record(self, kind: str, k: int) -> dict:
+        """A campaign, flow... as served now (touched ones included)."""
+        return self.small_patch[kind].get(k) or self.ds.small(kind, k)
+
     def create_list(self, name: str, opt_in_process: str | None) -> dict:
         with self.lock:
             seq, now = self.next_seq(), self.now()
