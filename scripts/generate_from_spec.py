@@ -84,6 +84,7 @@ MEMBER_STREAMS: dict[str, tuple[str, str]] = {
 # Properties the tap adds to records from its request context (appended last).
 EXTRA_PROPERTIES: dict[str, dict[str, dict]] = {
     "campaigns": {"channel": {"type": ["string", "null"]}},
+    "campaign_messages": {"channel": {"type": ["string", "null"]}},  # the campaigns pass it came from
 }
 
 # Operations kept in the trimmed spec and listed in the endpoint table.
