@@ -236,14 +236,18 @@ class CampaignMessagesStream(IncludedMixin, CampaignsStream):
     """Campaign messages (subject, preview text, sender, template) via ``include`` on campaigns.
 
     Full table: Klaviyo cannot filter messages on their own change time. Derived from
-    the campaigns stream, so it reads every pass that stream reads (each channel,
-    archived campaigns too) with one request per page of 100 campaigns.
+    the campaigns stream, so it reads every pass that stream reads (each channel, and
+    archived campaigns when that stream reads them) with one request per page of 100
+    campaigns.
     """
 
     name = "campaign_messages"
     replication_key = None
     include = "campaign-messages"
     parent_key = "campaign_id"
+    # Full table: no bookmark to keep per pass. Only the channel of the pass goes into the
+    # records (the SDK copies the state context into them); other pass keys stay out.
+    state_partitioning_keys: t.ClassVar[list[str]] = ["channel"]
 
 
 class FlowActionsStream(IncludedMixin, FlowsStream):
@@ -256,6 +260,7 @@ class FlowActionsStream(IncludedMixin, FlowsStream):
     replication_key = None
     include = "flow-actions"
     parent_key = "flow_id"
+    state_partitioning_keys: t.ClassVar[list[str]] = []  # full table: nothing to keep per pass
 
     def generate_child_contexts(self, record: dict, context: Context | None) -> t.Iterable[Context | None]:
         """Only actions that can send something have messages: delays and splits cost no request."""
