@@ -266,7 +266,7 @@ class ContentSource(Source):
         super().__init__(0, store.caches)
         self.store, self.kind = store, kind
         self.rtype = kind.rstrip("s") if kind != "catalog-categories" else "catalog-category"
-        self.recs = recs if recs is not None else store.ds.content.records(kind)
+        self.recs = recs if recs is not None else store.content_records(kind)
         self.datetime_fields = frozenset(CONTENT_DT.get(kind, ()))
         self.cache_key = key or f"content:{kind}"
 

@@ -104,3 +104,15 @@ def test_flow_messages_allow_three_requests_a_second():
         action = c.get("/api/flows", include="flow-actions").json()["included"][0]["id"]
         statuses = [c.get(f"/api/flow-actions/{action}/flow-messages").status for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
+
+
+def test_touch_moves_templates_forms_and_images_to_now(fresh):
+    box, c = fresh
+    before = {t["id"]: t["attributes"]["updated"] for t in c.get("/api/templates", sort="-updated").json()["data"]}
+    touched = box.store.touch("images", 3)["touched"]
+    assert len(touched) == 3
+    now = c.get("/api/images", filter=f"equals(id,'{touched[0]}')").json()["data"][0]["attributes"]["updated_at"]
+    assert now >= box.store.ds.iso(box.store.ds.now)
+    latest = c.get("/api/images", sort="-updated_at", **{"page[size]": "3"}).json()["data"]
+    assert {i["id"] for i in latest} == set(touched)
+    assert {t["id"]: t["attributes"]["updated"] for t in c.get("/api/templates", sort="-updated").json()["data"]} == before
