@@ -65,6 +65,15 @@ def first(setup) -> list[dict]:
     return result.messages()
 
 
+def test_discovery_gives_each_content_stream_its_key_and_replication(setup):
+    _, catalog_path, _ = setup
+    entries = {s["tap_stream_id"]: s for s in json.loads(catalog_path.read_text())["streams"]}
+    for stream in CONTENT:
+        assert entries[stream]["key_properties"] == ["id"]
+        assert entries[stream].get("replication_key") == INCREMENTAL.get(stream)
+        assert entries[stream]["replication_method"] == ("INCREMENTAL" if stream in INCREMENTAL else "FULL_TABLE")
+
+
 def test_a_first_sync_through_the_cli_emits_every_content_stream(first):
     emitted = records(first)
     assert set(emitted) == set(CONTENT)
