@@ -5,11 +5,11 @@ import json
 import re
 from urllib.parse import quote
 
-from . import filters, gen_catalog
+from . import filters, gen_catalog, gen_content
 from .endpoints import ENDPOINTS, METRICS_PAGE
 from .query import Query, decode_cursor, encode_cursor, query_hash
 from .render import bad_request, collection_document, document, dumps, not_found, resource, resource_json
-from .sources import ListSource
+from .sources import ContentSource, ListSource
 
 CHANNEL_REQUIRED = ("A channel filter is required to list campaigns. Please try adding either "
                     "`equals(messages.channel,'email')`, `equals(messages.channel,'sms')` or "
@@ -18,8 +18,12 @@ CHANNEL_REQUIRED = ("A channel filter is required to list campaigns. Please try 
 # equals(archived,true) (developers.klaviyo.com, get_campaigns / get_flows; the spec allows
 # only `equals` on `archived`). Without a condition on `archived` these hide archived records.
 HIDES_ARCHIVED = ("get_campaigns", "get_flows")
-# Includes the sandbox has no resources for: relationship data is an empty list, nothing included.
-EMPTY_INCLUDES = {"tags", "flow-triggers", "flow-actions", "attributions", "events", "push-tokens", "conversations"}
+# Includes the sandbox has no resources for (on records without such data): relationship data is an
+# empty list, nothing included.
+EMPTY_INCLUDES = {"tags", "flow-triggers", "attributions", "events", "push-tokens", "conversations"}
+# Klaviyo's own words for a coupon-code read without its required filter (the spec's description).
+COUPON_FILTER_REQUIRED = ("A coupon/coupons or a profile/profiles must be provided as required filter params: "
+                          "add `equals(coupon.id,'...')` or `any(profile.id,[...])` to your filter.")
 
 
 class Request:
@@ -134,8 +138,6 @@ class View:
         self.additional = set(req.list_param(f"additional-fields[{req.ep.rtype}]")) if req.ep.additional else set()
         self.includes = req.list_param("include")
         self.fast = not (self.fields or self.additional or self.includes)
-        if "campaign-messages" in self.includes:
-            raise bad_request("include=campaign-messages is not supported by the sandbox.", parameter="include")
 
     def attributes(self, rec: dict) -> dict:
         attrs = rec["attributes"]
@@ -146,6 +148,8 @@ class View:
                 attrs["subscriptions"] = ds.subscriptions(prof.get("_i"), prof)
             if "predictive_analytics" in self.additional:
                 attrs["predictive_analytics"] = ds.predictive(prof.get("_i"))
+            if "definition" in self.additional:  # templates: drag-and-drop ones have a definition
+                attrs["definition"] = rec.get("_definition")
         return attrs
 
     def one(self, rec: dict) -> dict:
@@ -153,7 +157,7 @@ class View:
         if self.includes:
             rec = {**rec, "relationships": dict(rec.get("relationships") or {})}
             for name in self.includes:
-                if name in EMPTY_INCLUDES:
+                if name in EMPTY_INCLUDES and rec["relationships"].get(name) is None:
                     rec["relationships"][name] = []
         return resource(rec, base, self.attributes(rec), self.fields.get(rec["type"]))
 
@@ -191,6 +195,25 @@ def lookup(store, rtype: str, rid: str):
         return store.small_patch["metric"].get(k) or ds.small("metric", k) if k is not None and k < ds.n_metrics else None
     if rtype == "list":
         return store.group_record("list", rid)
+    return lookup_content(store, rtype, rid)
+
+
+def lookup_content(store, rtype: str, rid: str):
+    """Included content resources: campaign messages, flow actions, tags, variants, coupons."""
+    ds = store.ds
+    if rtype == "campaign-message":
+        n = ds.message_ids.index(rid)
+        if n is None or n // 4 >= ds.n_campaigns:
+            return None
+        campaign = store.small_record("campaign", n // 4)
+        found = n % 4 < len(campaign["relationships"]["campaign-messages"])
+        return gen_content.campaign_message(ds, campaign, n % 4) if found else None
+    if rtype == "flow-action":
+        found = ds.content.action_index(rid)
+        return None if found is None else gen_content.flow_action(ds, store.small_record("flow", found[0]), found[1])
+    kinds = {"tag": "tags", "tag-group": "tag-groups", "catalog-variant": "catalog-variants", "coupon": "coupons"}
+    if rtype in kinds:
+        return next((r for r in ds.content.records(kinds[rtype]) if r["id"] == rid), None)
     return None
 
 
@@ -225,6 +248,30 @@ def members(kind: str, ids_only: bool):
         conds, sort = parse_filter(req), check_sort(req)
         return paged(req, req.store.source(f"{kind}-members", gid), conds, sort, View(req, ids_only))
     return handler
+
+
+def content(kind: str):
+    """A content collection (templates, tags, catalog, coupons, forms, images...)."""
+    def handler(req: Request):
+        check_params(req)
+        conds, sort = parse_filter(req), check_sort(req)
+        if kind == "coupon-codes" and not any(c.field in ("coupon.id", "profile.id") for c in conds):
+            raise bad_request(COUPON_FILTER_REQUIRED, parameter="filter")
+        return paged(req, ContentSource(req.store, kind), conds, sort, View(req))
+    return handler
+
+
+def flow_action_messages(req: Request):
+    ds, rid = req.store.ds, req.match["id"]
+    found = ds.content.action_index(rid)
+    if found is None:
+        raise not_found(f"A flow action with id {rid} does not exist.")
+    check_params(req)
+    conds, sort = parse_filter(req), check_sort(req)
+    action = gen_content.flow_action(ds, req.store.small_record("flow", found[0]), found[1])
+    messages = [gen_content.flow_message(ds, action, m) for m in range(len(action["relationships"]["flow-messages"]))]
+    src = ContentSource(req.store, "flow-messages", messages, key=f"flow-messages:{rid}")
+    return paged(req, src, conds, sort, View(req))
 
 
 def get_accounts(req: Request):
@@ -360,6 +407,17 @@ ROUTES = [
     ("GET", rf"/api/profile-bulk-import-jobs/{ID}", "get_bulk_import_profiles_job", get_job),
     ("GET", rf"/api/profile-bulk-import-jobs/{ID}/import-errors", "get_errors_for_bulk_import_profiles_job",
      get_job_errors),
+    ("GET", rf"/api/flow-actions/{ID}/flow-messages", "get_flow_action_messages", flow_action_messages),
+    ("GET", r"/api/templates", "get_templates", content("templates")),
+    ("GET", r"/api/tags", "get_tags", content("tags")),
+    ("GET", r"/api/tag-groups", "get_tag_groups", content("tag-groups")),
+    ("GET", r"/api/catalog-items", "get_catalog_items", content("catalog-items")),
+    ("GET", r"/api/catalog-variants", "get_catalog_variants", content("catalog-variants")),
+    ("GET", r"/api/catalog-categories", "get_catalog_categories", content("catalog-categories")),
+    ("GET", r"/api/coupons", "get_coupons", content("coupons")),
+    ("GET", r"/api/coupon-codes", "get_coupon_codes", content("coupon-codes")),
+    ("GET", r"/api/forms", "get_forms", content("forms")),
+    ("GET", r"/api/images", "get_images", content("images")),
 ]
 COMPILED = [(m, re.compile(p + "$"), op, fn) for m, p, op, fn in ROUTES]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import functools
 
-from . import gen_catalog, gen_events, gen_profiles
+from . import gen_catalog, gen_content, gen_events, gen_profiles
 from .config import SandboxConfig
 from .util import B32, B62, AffineCodec, Rng, UlidCodec, h, iso, mix, salt
 
@@ -108,6 +108,7 @@ class Dataset:
         self.small = functools.lru_cache(maxsize=8192)(self._small)
         self.group = functools.lru_cache(maxsize=4096)(self._group)
         self._member_counts: dict = {}
+        self.content = gen_content.Content(self)  # messages, flow actions, templates, catalog... (gen_content)
 
     def clear_caches(self):
         """Drop the bounded LRU caches (memory measurements, benchmarks)."""

@@ -50,6 +50,7 @@ CAMPAIGN_STATUS = (
     "Queued without Recipients", "Cancelled: Billing Limit", "Cancelled: Misconfigured", "Unknown",
 )
 TRIGGER_TYPES = ("Metric", "Added to List", "Unconfigured", "Date Based", "Price Drop", "Low Inventory")
+COUPON_CODE_STATUS = ("ASSIGNED_TO_PROFILE", "DELETING", "PROCESSING", "UNASSIGNED", "USED", "VERSION_NOT_ACTIVE")
 MEMBER_FILTERS = {
     "email": L(), "phone_number": L(), "push_token": L(), "_kx": S("equals"),
     "joined_group_at": S(*DT4, t="datetime"),
@@ -184,6 +185,70 @@ ENDPOINTS = {
         Endpoint("bulk_import_profiles", "profile-bulk-import-job", 10, 150),
         Endpoint("get_bulk_import_profiles_job", "profile-bulk-import-job", 10, 150, includes=("lists",)),
         Endpoint("get_errors_for_bulk_import_profiles_job", "import-error", 10, 150, page=(20, 1, 100)),
+        # The content behind every send (klaviyo_sandbox.gen_content).
+        Endpoint(
+            "get_flow_action_messages", "flow-message", 3, 60, page=(50, 1, 50),
+            filters={"id": FieldSpec(list=("any",)), "name": S("contains", "ends-with", "equals", "starts-with"),
+                     "created": S("equals", *DT4, t="datetime"), "updated": S("equals", *DT4, t="datetime")},
+            sorts=("created", "id", "name", "updated"),
+        ),
+        Endpoint(
+            "get_templates", "template", 75, 750, page=(10, 1, 10),
+            filters={"id": L(single=("equals",)), "name": L(single=("contains", "equals")),
+                     "created": S("equals", *DT4, t="datetime"), "updated": S("equals", *DT4, t="datetime")},
+            sorts=("created", "id", "name", "updated"), additional=("definition",),
+        ),
+        Endpoint(
+            "get_tags", "tag", 3, 60, page=(50, 1, 50),
+            filters={"name": L(single=("contains", "ends-with", "equals", "starts-with"), lst=("equals",))},
+            sorts=("id", "name"), includes=("tag-group",),
+        ),
+        Endpoint(
+            "get_tag_groups", "tag-group", 3, 60, page=(25, 1, 25),
+            filters={"name": L(single=("contains", "ends-with", "equals", "starts-with"), lst=("equals",)),
+                     "exclusive": S("equals", t="boolean"), "default": S("equals", t="boolean")},
+            sorts=("id", "name"),
+        ),
+        Endpoint(
+            "get_catalog_items", "catalog-item", 350, 3500, page=(100, 1, 100),
+            filters={"ids": FieldSpec(list=("any",)), "category.id": S("equals"), "title": S("contains"),
+                     "published": S("equals", t="boolean")},
+            sorts=("created",), includes=("variants",),
+        ),
+        Endpoint(
+            "get_catalog_variants", "catalog-variant", 350, 3500, page=(100, 1, 100),
+            filters={"ids": FieldSpec(list=("any",)), "item.id": S("equals"), "sku": S("equals"),
+                     "title": S("contains"), "published": S("equals", t="boolean")},
+            sorts=("created",),
+        ),
+        Endpoint(
+            "get_catalog_categories", "catalog-category", 350, 3500, page=(100, 1, 100),
+            filters={"ids": FieldSpec(list=("any",)), "item.id": S("equals"), "name": S("contains")},
+            sorts=("created",),
+        ),
+        Endpoint("get_coupons", "coupon", 75, 750, page=(100, 1, 100)),
+        Endpoint(
+            "get_coupon_codes", "coupon-code", 350, 3500, page=(100, 1, 100),
+            filters={"expires_at": S(*DT4, t="datetime"), "status": S("equals", enum=COUPON_CODE_STATUS),
+                     "coupon.id": L(single=("equals",), lst=("any",)),
+                     "profile.id": L(single=("equals",), lst=("any",))},
+            includes=("coupon",),
+        ),
+        Endpoint(
+            "get_forms", "form", 3, 60, page=(20, 1, 100),
+            filters={"id": L(single=("equals",), lst=("any",)), "name": L(single=("contains", "equals"), lst=("any",)),
+                     "ab_test": S("equals", t="boolean"), "updated_at": S(*DT4, t="datetime"),
+                     "created_at": S(*DT4, t="datetime"), "status": S("equals", enum=("draft", "live"))},
+            sorts=("created_at", "updated_at"),
+        ),
+        Endpoint(
+            "get_images", "image", 10, 150, page=(20, 1, 100),
+            filters={"id": L(single=("equals",), lst=("any",)), "updated_at": S(*DT4, t="datetime"),
+                     "format": L(single=("equals",), lst=("any",)),
+                     "name": L(single=("contains", "ends-with", "equals", "starts-with"), lst=("any",)),
+                     "size": S(*DT4, t="integer"), "hidden": L(single=("equals",), lst=("any",), t="boolean")},
+            sorts=("format", "id", "name", "size", "updated_at"),
+        ),
     ]
 }
 

@@ -89,7 +89,7 @@ def campaign(ds, k: int) -> dict:
     messages = [{"type": "campaign-message", "id": ds.message_ids.id(k * 4 + m, created)} for m in range(r.int(1, 2))]
     return {
         "type": "campaign", "id": ds.campaign_ids.id(k, created), "attributes": attrs,
-        "relationships": {"campaign-messages": messages, "tags": None}, "_i": k,
+        "relationships": {"campaign-messages": messages, "tags": _tags(ds, "campaign", k)}, "_i": k,
         "_x": {"messages.channel": channel},
     }
 
@@ -107,7 +107,11 @@ def flow(ds, k: int) -> dict:
         "trigger_type": r.choice(["Metric", "Added to List", "Date Based", "Price Drop", "Low Inventory", "Unconfigured"]),
     }
     return {"type": "flow", "id": ds.flow_ids.id(k), "attributes": attrs,
-            "relationships": {"flow-actions": None, "tags": None}, "_i": k}
+            "relationships": {"flow-actions": ds.content.action_refs(k), "tags": _tags(ds, "flow", k)}, "_i": k}
+
+
+def _tags(ds, kind: str, k: int) -> list:
+    return [{"type": "tag", "id": ds.content.tag_id(j)} for j in ds.content.tags_of(kind, k)]
 
 
 def review(ds, k: int) -> dict:

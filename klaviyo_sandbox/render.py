@@ -11,6 +11,10 @@ PLURAL = {
     "profile": "profiles", "event": "events", "campaign": "campaigns", "list": "lists", "segment": "segments",
     "flow": "flows", "metric": "metrics", "review": "reviews", "account": "accounts",
     "profile-bulk-import-job": "profile-bulk-import-jobs", "catalog-item": "catalog-items",
+    "campaign-message": "campaign-messages", "flow-action": "flow-actions", "flow-message": "flow-messages",
+    "template": "templates", "tag": "tags", "tag-group": "tag-groups", "catalog-variant": "catalog-variants",
+    "catalog-category": "catalog-categories", "coupon": "coupons", "coupon-code": "coupon-codes", "form": "forms",
+    "image": "images",
 }
 dumps = json.JSONEncoder(separators=(",", ":")).encode  # ASCII-escaped: fast join/encode
 

@@ -246,3 +246,35 @@ class ListSource(Source):
 
     def version(self):
         return self._version
+
+
+CONTENT_DT = {
+    "templates": ("created", "updated"), "images": ("updated_at",), "forms": ("created_at", "updated_at"),
+    "catalog-items": ("created", "updated"), "catalog-variants": ("created", "updated"),
+    "catalog-categories": ("updated",), "coupon-codes": ("expires_at",), "flow-messages": ("created", "updated"),
+}
+
+
+class ContentSource(Source):
+    """A generated content collection (klaviyo_sandbox.gen_content), filtered and sorted per request.
+
+    Small collections, so the records are one in-memory list; `sort=created` on catalog
+    resources and every other sort work on it, unsorted requests keep generation order.
+    """
+
+    def __init__(self, store, kind: str, recs: list | None = None, key: str | None = None):
+        super().__init__(0, store.caches)
+        self.store, self.kind = store, kind
+        self.rtype = kind.rstrip("s") if kind != "catalog-categories" else "catalog-category"
+        self.recs = recs if recs is not None else store.content_records(kind)
+        self.datetime_fields = frozenset(CONTENT_DT.get(kind, ()))
+        self.cache_key = key or f"content:{kind}"
+
+    def overlay(self):
+        for rec in self.recs:
+            rec.setdefault("_seq", rec["_i"])
+            rec.setdefault("_nat", rec["_i"])
+        return self.recs
+
+    def version(self):
+        return self.store.version

@@ -24,6 +24,8 @@ PROFILE_ATTRS = ("email", "phone_number", "external_id", "first_name", "last_nam
 UPDATED_FIELD = {"campaign": "updated_at"}
 STREAM_KINDS = {"profiles": "profile", "events": "event", "campaigns": "campaign", "flows": "flow",
                 "lists": "list", "segments": "segment", "metrics": "metric", "reviews": "review"}
+# Content collections (gen_content) a touch can change: their change-time attribute.
+CONTENT_TOUCH = {"templates": "updated", "forms": "updated_at", "images": "updated_at"}
 
 
 class Store:
@@ -41,6 +43,7 @@ class Store:
         self.new_events: list = []
         self.small_patch = {k: {} for k in ("campaign", "flow", "list", "segment", "metric", "review")}
         self.new_lists: dict = {}  # id -> list record created via POST /api/lists
+        self.content_patch = {k: {} for k in CONTENT_TOUCH}  # content kind -> index -> touched record
         self.added: dict = {}  # list id -> {profile id: (joined ts, seq)}
         self.suppressed: dict = {}  # list id -> {generated profile index} hidden from the base set
         self.request_log = deque(maxlen=cfg.request_log_size)
@@ -178,6 +181,10 @@ class Store:
             return None
         return self.small_patch[kind].get(j) or self.ds.small(kind, j)
 
+    def small_record(self, kind: str, k: int) -> dict:
+        """A campaign, flow... as served now (touched ones included)."""
+        return self.small_patch[kind].get(k) or self.ds.small(kind, k)
+
     def create_list(self, name: str, opt_in_process: str | None) -> dict:
         with self.lock:
             seq, now = self.next_seq(), self.now()
@@ -249,9 +256,11 @@ class Store:
     # ------------------------------------------------------------ touch
     def touch(self, stream: str, n: int) -> dict:
         """Set `updated` of n records to now (profiles & small collections) and add n events."""
+        if stream in CONTENT_TOUCH:
+            return self._touch_content(stream, n)
         kind = STREAM_KINDS.get(stream)
         if kind is None:
-            raise ValueError(f"unknown stream {stream!r}; choose from {', '.join(STREAM_KINDS)}")
+            raise ValueError(f"unknown stream {stream!r}; choose from {', '.join([*STREAM_KINDS, *CONTENT_TOUCH])}")
         with self.lock:
             self.touches += 1
             r = Rng(h(self.ds.seed, salt("touch"), self.touches))
@@ -292,6 +301,28 @@ class Store:
                 out.append(rec["id"])
             self._bump()
             return out
+
+    def content_records(self, kind: str) -> list:
+        """A content collection as served now: generated records, touched ones replaced."""
+        records = self.ds.content.records(kind)
+        patch = self.content_patch.get(kind)
+        return [patch.get(rec["_i"], rec) for rec in records] if patch else records
+
+    def _touch_content(self, stream: str, n: int) -> dict:
+        """Set the change time of n templates/forms/images to now (no events)."""
+        with self.lock:
+            self.touches += 1
+            r = Rng(h(self.ds.seed, salt("touch"), self.touches))
+            records = self.content_records(stream)
+            touched = []
+            for rec in r.sample(records, min(n, len(records))):
+                rec = copy.deepcopy(rec)
+                rec["attributes"][CONTENT_TOUCH[stream]] = iso(self.now())
+                rec["_seq"] = len(records) + self.next_seq()  # after every generated record of its second
+                self.content_patch[stream][rec["_i"]] = rec
+                touched.append(rec["id"])
+            self._bump()
+            return {"stream": stream, "touched": touched, "events": []}
 
     def _touch_small(self, kind: str, r: Rng, n: int) -> list:
         field = UPDATED_FIELD.get(kind, "updated")

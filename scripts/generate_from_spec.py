@@ -54,6 +54,24 @@ RESOURCE_STREAMS: dict[str, str] = {
     "profiles": "/api/profiles",
     "reviews": "/api/reviews",
     "segments": "/api/segments",
+    "flow_messages": "/api/flow-actions/{id}/flow-messages",
+    "templates": "/api/templates",
+    "tags": "/api/tags",
+    "tag_groups": "/api/tag-groups",
+    "catalog_items": "/api/catalog-items",
+    "catalog_variants": "/api/catalog-variants",
+    "catalog_categories": "/api/catalog-categories",
+    "coupons": "/api/coupons",
+    "coupon_codes": "/api/coupon-codes",
+    "forms": "/api/forms",
+    "images": "/api/images",
+}
+
+# Streams read from the ``included`` resources of a parent collection (one request per
+# page of parents instead of one per parent): stream name -> (GET path, JSON:API type).
+INCLUDED_STREAMS: dict[str, tuple[str, str]] = {
+    "campaign_messages": ("/api/campaigns", "campaign-message"),
+    "flow_actions": ("/api/flows", "flow-action"),
 }
 
 # Membership streams: stream name -> (GET path, parent key). Records are
@@ -66,6 +84,7 @@ MEMBER_STREAMS: dict[str, tuple[str, str]] = {
 # Properties the tap adds to records from its request context (appended last).
 EXTRA_PROPERTIES: dict[str, dict[str, dict]] = {
     "campaigns": {"channel": {"type": ["string", "null"]}},
+    "campaign_messages": {"channel": {"type": ["string", "null"]}},  # the campaigns pass it came from
 }
 
 # Operations kept in the trimmed spec and listed in the endpoint table.
@@ -95,6 +114,17 @@ OPERATION_IDS: tuple[str, ...] = (
     "get_segment",
     "get_profiles_for_segment",
     "get_profile_ids_for_segment",
+    "get_flow_action_messages",
+    "get_templates",
+    "get_tags",
+    "get_tag_groups",
+    "get_catalog_items",
+    "get_catalog_variants",
+    "get_catalog_categories",
+    "get_coupons",
+    "get_coupon_codes",
+    "get_forms",
+    "get_images",
 )
 
 # Top-level keys of the full spec that the trimmed spec keeps ("paths" and
@@ -442,6 +472,22 @@ def response_item_schema(spec: dict, path: str) -> dict:
     return to_json_schema(inline_refs(item, spec))
 
 
+def included_item_schema(spec: dict, path: str, resource_type: str) -> dict:
+    """Converted JSON Schema of the ``included`` resource of ``resource_type`` in GET ``path``'s 200 response."""
+    op = get_operation(spec, path)
+    try:
+        response = deref(spec, op["responses"]["200"])
+        document = deref(spec, response["content"][JSON_API]["schema"])
+        items = deref(spec, document["properties"]["included"])["items"]
+    except (KeyError, TypeError):
+        raise SpecError(f"GET {path}: no 200 {JSON_API} document with included resources") from None
+    for alternative in items.get("oneOf", [items]):
+        resource = inline_refs(alternative, spec)
+        if resource_type in (resource.get("properties", {}).get("type", {}).get("enum") or ()):
+            return to_json_schema(resource)
+    raise SpecError(f"GET {path}: no included resource of type {resource_type!r}")
+
+
 def relationship_property(name: str, to_many: bool) -> str:
     base = name.replace("-", "_")
     if to_many:
@@ -495,6 +541,9 @@ def build_stream_schema(spec: dict, stream: str) -> dict:
     if stream in RESOURCE_STREAMS:
         resource = response_item_schema(spec, RESOURCE_STREAMS[stream])
         properties = flatten_resource(resource, context=stream)
+    elif stream in INCLUDED_STREAMS:
+        resource = included_item_schema(spec, *INCLUDED_STREAMS[stream])
+        properties = flatten_resource(resource, context=stream)
     elif stream in MEMBER_STREAMS:
         path, parent_key = MEMBER_STREAMS[stream]
         resource = response_item_schema(spec, path)
@@ -517,7 +566,7 @@ def build_stream_schema(spec: dict, stream: str) -> dict:
 
 
 def all_streams() -> list[str]:
-    return list(RESOURCE_STREAMS) + list(MEMBER_STREAMS)
+    return list(RESOURCE_STREAMS) + list(INCLUDED_STREAMS) + list(MEMBER_STREAMS)
 
 
 # --------------------------------------------------------------------------- #

@@ -170,6 +170,16 @@ class KlaviyoStream(RESTStream):
     def request_decorator(self, func: t.Callable) -> t.Callable:
         return self.connection.wrap(func)
 
+    @property
+    def required_scopes(self) -> tuple[str, ...]:
+        """The read scopes this stream needs, its parent streams' included (from the spec)."""
+        scopes: list[str] = []
+        stream_type: t.Any = self
+        while stream_type is not None:
+            scopes += [s for s in endpoints.endpoint(stream_type.operation_id).scopes if s not in scopes]
+            stream_type = stream_type.parent_stream_type
+        return tuple(scopes)
+
     def validate_response(self, response: requests.Response) -> None:
         raise_for_response(response, required_scopes=endpoints.endpoint(self.operation_id).scopes)
         decode_document(response)

@@ -8,10 +8,12 @@ from functools import cached_property
 from urllib.parse import quote
 
 from klaviyo_core import filters
+from klaviyo_core.client import decode_document
 from tap_klaviyo.client import KlaviyoStream, NextLinkPaginator, Window, _parse, profile_fields_params
 from tap_klaviyo.custom_fields import EVENT_FIELDS, PROFILE_FIELDS, CustomFieldsMixin
 
 if t.TYPE_CHECKING:
+    import requests
     from singer_sdk.helpers.types import Context
 
 CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
@@ -236,6 +238,184 @@ class SegmentMembersStream(_MembersStream):
     primary_keys = ("segment_id", "profile_id")
 
 
+# -- the content behind every send (docs/streams.md) -------------------------------------
+
+
+class IncludedMixin:
+    """Records that are the ``included`` resources of a parent collection's pages.
+
+    One request per page of parents (50 flows, 100 campaigns) instead of one per
+    parent. Each record gets its parent's id from the parent's relationship, which
+    Klaviyo fills in; the included resource's own back link may be missing.
+    """
+
+    include: t.ClassVar[str]  # the parent's relationship, e.g. "campaign-messages"
+    parent_key: t.ClassVar[str]  # the record's key for the parent's id, e.g. "campaign_id"
+
+    @property
+    def extra_params(self) -> dict[str, str]:  # type: ignore[override]
+        return {"include": self.include}
+
+    def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
+        document = decode_document(response)
+        included = {(r["type"], r["id"]): r for r in document.get("included") or []}
+        for parent in document.get("data") or []:
+            refs = ((parent.get("relationships") or {}).get(self.include) or {}).get("data") or []
+            for ref in refs:
+                resource = included.get((ref["type"], ref["id"]))
+                if resource is None:
+                    continue  # JSON:API includes every related resource; nothing to emit otherwise
+                record = self.to_record(resource)  # type: ignore[attr-defined]
+                record[self.parent_key] = parent["id"]
+                yield record
+
+
+class CampaignMessagesStream(IncludedMixin, CampaignsStream):
+    """Campaign messages (subject, preview text, sender, template) via ``include`` on campaigns.
+
+    Full table: Klaviyo cannot filter messages on their own change time. Derived from
+    the campaigns stream, so it reads every pass that stream reads (each channel, and
+    archived campaigns when that stream reads them) with one request per page of 100
+    campaigns.
+    """
+
+    name = "campaign_messages"
+    replication_key = None
+    include = "campaign-messages"
+    parent_key = "campaign_id"
+    # Full table: no bookmark to keep per pass. Only the channel of the pass goes into the
+    # records (the SDK copies the state context into them); other pass keys stay out.
+    state_partitioning_keys: t.ClassVar[list[str]] = ["channel"]
+
+
+class FlowActionsStream(IncludedMixin, FlowsStream):
+    """Flow actions (type, status, settings) via ``include`` on flows: one request per 50 flows.
+
+    Full table, derived from the flows stream like campaign messages from campaigns.
+    """
+
+    name = "flow_actions"
+    replication_key = None
+    include = "flow-actions"
+    parent_key = "flow_id"
+    state_partitioning_keys: t.ClassVar[list[str]] = []  # full table: nothing to keep per pass
+
+    def generate_child_contexts(self, record: dict, context: Context | None) -> t.Iterable[Context | None]:
+        """Only actions that can send something have messages: delays and splits cost no request."""
+        action_type = (record.get("definition") or {}).get("type")
+        if self.child_streams and action_type not in ACTIONS_WITHOUT_MESSAGES:
+            yield {"flow_action_id": record["id"]}
+
+
+#: Flow action types (the spec's ``definition.type``) that never have flow messages.
+ACTIONS_WITHOUT_MESSAGES = frozenset({
+    "action-output-split", "back-in-stock-delay", "code", "conditional-split", "countdown-delay",
+    "list-update", "multi-branch-split", "target-date", "time-delay", "trigger-split", "update-profile",
+})
+
+
+class FlowMessagesStream(KlaviyoStream):
+    """Messages of each flow action that sends one, incremental on ``updated`` per action.
+
+    Klaviyo allows 3 requests a second here: the shared limiter paces them, one
+    action after another. A bookmark per action lets a killed run resume.
+    """
+
+    name = "flow_messages"
+    operation_id = "get_flow_action_messages"
+    parent_stream_type = FlowActionsStream
+    replication_key = "updated"
+    is_sorted = True
+    sort = "updated"
+
+    def windows(self, context: Context | None) -> list[Window]:
+        """One pass per action, no tail pass: a second request per action would halve the pace.
+
+        (A future-dated ``updated`` is still emitted; the bookmark is capped at the run's start.)
+        """
+        return [Window(self.get_starting_timestamp(context), self.end_date)]
+
+    def get_url(self, context: Context | None) -> str:
+        action_id = quote(str((context or {})["flow_action_id"]), safe="")
+        return f"{self.url_base}/api/flow-actions/{action_id}/flow-messages"
+
+
+class TemplatesStream(KlaviyoStream):
+    """Templates with their HTML, and the drag-and-drop ``definition`` Klaviyo adds when asked."""
+
+    name = "templates"
+    operation_id = "get_templates"
+    replication_key = "updated"
+    is_sorted = True
+    sort = "updated"
+    extra_params: t.ClassVar[dict[str, str]] = {"additional-fields[template]": "definition"}
+
+
+class TagsStream(KlaviyoStream):
+    """Tags, resolving the ``tag_ids`` of campaigns and flows; no change time, so full table."""
+
+    name = "tags"
+    operation_id = "get_tags"
+
+
+class TagGroupsStream(KlaviyoStream):
+    name = "tag_groups"
+    operation_id = "get_tag_groups"
+
+
+class CatalogItemsStream(KlaviyoStream):
+    """Catalog items; Klaviyo filters catalog resources on no change time, so full table."""
+
+    name = "catalog_items"
+    operation_id = "get_catalog_items"
+
+
+class CatalogVariantsStream(KlaviyoStream):
+    name = "catalog_variants"
+    operation_id = "get_catalog_variants"
+
+
+class CatalogCategoriesStream(KlaviyoStream):
+    name = "catalog_categories"
+    operation_id = "get_catalog_categories"
+
+
+class CouponsStream(KlaviyoStream):
+    name = "coupons"
+    operation_id = "get_coupons"
+
+    def generate_child_contexts(self, record: dict, context: Context | None) -> t.Iterable[Context | None]:
+        if self.child_streams:
+            yield {"coupon_id": record["id"]}
+
+
+class CouponCodesStream(KlaviyoStream):
+    """Codes of each coupon (Klaviyo requires a coupon filter); full table."""
+
+    name = "coupon_codes"
+    operation_id = "get_coupon_codes"
+    parent_stream_type = CouponsStream
+
+    def filter_conditions(self, context: Context | None) -> list[str | None]:
+        return [filters.condition("equals", "coupon.id", (context or {})["coupon_id"])]
+
+
+class FormsStream(KlaviyoStream):
+    name = "forms"
+    operation_id = "get_forms"
+    replication_key = "updated_at"
+    is_sorted = True
+    sort = "updated_at"
+
+
+class ImagesStream(KlaviyoStream):
+    name = "images"
+    operation_id = "get_images"
+    replication_key = "updated_at"
+    is_sorted = True
+    sort = "updated_at"
+
+
 STREAM_TYPES: tuple[type[KlaviyoStream], ...] = (
     CampaignsStream,
     EventsStream,
@@ -247,4 +427,17 @@ STREAM_TYPES: tuple[type[KlaviyoStream], ...] = (
     SegmentsStream,
     ListMembersStream,
     SegmentMembersStream,
+    CampaignMessagesStream,
+    FlowActionsStream,
+    FlowMessagesStream,
+    TemplatesStream,
+    TagsStream,
+    TagGroupsStream,
+    CatalogItemsStream,
+    CatalogVariantsStream,
+    CatalogCategoriesStream,
+    CouponsStream,
+    CouponCodesStream,
+    FormsStream,
+    ImagesStream,
 )

@@ -52,7 +52,7 @@ def test_outputs_match_committed_trimmed_spec(trimmed_spec):
 
 
 def test_schemas_shape(trimmed_spec):
-    for stream in gen.RESOURCE_STREAMS:
+    for stream in [*gen.RESOURCE_STREAMS, *gen.INCLUDED_STREAMS]:
         schema = json.loads((REPO_ROOT / gen.SCHEMAS_DIR / f"{stream}.json").read_text())
         props = schema["properties"]
         assert next(iter(props)) == "id"
@@ -78,6 +78,23 @@ def test_endpoint_table_covers_operations(trimmed_spec):
     }
     assert table["create_list"]["daily"] == 150
     assert table["get_metrics"]["page_size_max"] is None
+    # the content streams: 3/s endpoints, small page maxima, their own scopes
+    assert table["get_flow_action_messages"] == {
+        "method": "GET", "path": "/api/flow-actions/{id}/flow-messages", "burst_per_second": 3,
+        "steady_per_minute": 60, "daily": None, "page_size_default": 50, "page_size_max": 50,
+        "scopes": ["flows:read"],
+    }
+    assert (table["get_templates"]["page_size_max"], table["get_tag_groups"]["page_size_max"]) == (10, 25)
+    assert table["get_coupon_codes"]["scopes"] == ["coupon-codes:read"]
+
+
+def test_included_streams_are_the_included_resource_with_its_parent_key():
+    campaign_messages = json.loads((REPO_ROOT / gen.SCHEMAS_DIR / "campaign_messages.json").read_text())
+    assert {"definition", "send_times", "campaign_id", "template_id", "image_id"} <= set(campaign_messages["properties"])
+    flow_actions = json.loads((REPO_ROOT / gen.SCHEMAS_DIR / "flow_actions.json").read_text())
+    assert {"definition", "created", "updated", "flow_id", "flow_message_ids"} <= set(flow_actions["properties"])
+    with pytest.raises(gen.SpecError, match="no included resource of type 'profile'"):
+        gen.included_item_schema(gen.load_json(REPO_ROOT / gen.TRIMMED_SPEC_PATH), "/api/flows", "profile")
 
 
 # --------------------------------------------------------------------------- #

@@ -41,6 +41,9 @@ def _value(raw: str | None) -> t.Any:
 def _matches(resource: dict, op: str, field: str, value: t.Any) -> bool:
     if field == "messages.channel":
         return resource.get("_channel") == value
+    if field.endswith(".id") and field[:-3] in (resource.get("relationships") or {}):  # e.g. coupon.id
+        raw = (resource["relationships"][field[:-3]].get("data") or {}).get("id")
+        return raw == value if op == "equals" else raw in value
     raw = (resource.get("attributes") or {}).get(field)
     if raw is None:
         return False
@@ -61,6 +64,7 @@ class FakeKlaviyo:
 
     def __init__(self, mocker: requests_mock.Mocker, page_cap: int | None = None) -> None:
         self.collections: dict[str, list[dict]] = {}
+        self.included: dict[str, list[dict]] = {}
         self.page_cap = page_cap
         self.mocker = mocker
         self.failures: list[tuple[int, dict[str, str], t.Any]] = []
@@ -68,6 +72,10 @@ class FakeKlaviyo:
 
     def add(self, path: str, *resources: dict) -> None:
         self.collections.setdefault(path, []).extend(resources)
+
+    def include(self, path: str, *resources: dict) -> None:
+        """Resources the collection at ``path`` returns as ``included`` when asked to include any."""
+        self.included.setdefault(path, []).extend(resources)
 
     def fail_next(self, status: int, headers: dict[str, str] | None = None, body: t.Any = None) -> None:
         """Answer the next request with this failure instead of data."""
@@ -103,6 +111,8 @@ class FakeKlaviyo:
         if offset + size < len(items):
             following = {**params, "page[cursor]": base64.b64encode(str(offset + size).encode()).decode()}
             links["next"] = f"{BASE_URL}{path}?{urlencode(following)}"
+        if "include" in params and path in self.included:
+            return {"data": page, "links": links, "included": self.included[path]}
         return {"data": page, "links": links}
 
     @staticmethod

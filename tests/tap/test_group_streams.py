@@ -18,7 +18,9 @@ from tests.tap.test_custom_fields import discover, select, stream_schema, sync
 
 GROUPS_ON = {"list_and_segment_streams": True}
 BUILT_IN = {"campaigns", "events", "flows", "lists", "metrics", "profiles", "reviews", "segments",
-            "list_members", "segment_members"}
+            "list_members", "segment_members"} | {
+    "campaign_messages", "flow_actions", "flow_messages", "templates", "tags", "tag_groups", "catalog_items",
+    "catalog_variants", "catalog_categories", "coupons", "coupon_codes", "forms", "images"}
 
 
 # -- names ------------------------------------------------------------------------------------------

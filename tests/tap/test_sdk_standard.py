@@ -10,7 +10,19 @@ from singer_sdk.testing import get_tap_test_class
 
 from tap_klaviyo.tap import TapKlaviyo
 from tests.tap.conftest import CONFIG
-from tests.tap.fake_klaviyo import FakeKlaviyo, campaign, event, member, profile, review, simple, ts
+from tests.tap.fake_klaviyo import (
+    FakeKlaviyo,
+    campaign,
+    event,
+    member,
+    profile,
+    resource,
+    review,
+    simple,
+    to_many,
+    to_one,
+    ts,
+)
 
 
 def populated(mocker: requests_mock.Mocker) -> FakeKlaviyo:
@@ -25,7 +37,31 @@ def populated(mocker: requests_mock.Mocker) -> FakeKlaviyo:
     fake.add("/api/reviews", review("r1", ts(2), ts(3)))
     fake.add("/api/lists/L1/profiles", member("p1", ts(3)), member("p2", ts(4)))
     fake.add("/api/segments/S1/profiles", member("p1", ts(3)))
+    add_content(fake)
     return fake
+
+
+def add_content(fake: FakeKlaviyo) -> None:
+    """A record or two for each content stream (docs/streams.md)."""
+    fake.include("/api/campaigns", *(resource("campaign-message", f"cm-c{i}", {"definition": None, "send_times": [],
+                                                                               "created_at": ts(1), "updated_at": ts(2)})
+                                     for i in range(3)))
+    fake.collections["/api/flows"][0]["relationships"] = {"flow-actions": to_many("flow-action", "A1")}
+    fake.include("/api/flows", resource("flow-action", "A1", {"created": ts(1), "updated": ts(2),
+                                                              "definition": {"type": "send-email"}}))
+    fake.add("/api/flow-actions/A1/flow-messages", simple("flow-message", "FM1", ts(2), channel="email"))
+    fake.add("/api/templates", simple("template", "T1", ts(2), editor_type="CODE", html="<p>hi</p>"))
+    fake.add("/api/tags", resource("tag", "tag1", {"name": "VIP"}, {"tag-group": to_one("tag-group", "G1")}))
+    fake.add("/api/tag-groups", resource("tag-group", "G1", {"name": "Default", "exclusive": False, "default": True}))
+    for path in ("/api/catalog-items", "/api/catalog-variants", "/api/catalog-categories"):
+        fake.add(path, simple(path.split("-")[-1], "$custom:::$default:::X", ts(2)))
+    fake.add("/api/coupons", resource("coupon", "SAVE10", {"external_id": "SAVE10"}))
+    fake.add("/api/coupon-codes", resource("coupon-code", "SAVE10-A", {"unique_code": "A", "status": "UNASSIGNED"},
+                                           {"coupon": to_one("coupon", "SAVE10")}))
+    fake.add("/api/forms", resource("form", "F1", {"name": "Popup", "status": "live", "ab_test": False,
+                                                   "created_at": ts(1), "updated_at": ts(2)}))
+    fake.add("/api/images", resource("image", "I1", {"name": "logo", "image_url": "https://x/y.png", "format": "png",
+                                                     "size": 10, "hidden": False, "updated_at": ts(2)}))
 
 
 @pytest.fixture(scope="module", autouse=True)
