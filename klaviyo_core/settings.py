@@ -233,7 +233,8 @@ def _check_oauth(config: t.Mapping[str, t.Any]) -> None:
     if _access_token_only(config):
         return  # an orchestrator refreshes it; its expiry ends the run with one line
     missing = [name for name in ("client_id", "client_secret") if not setting_text(config, name)]
-    if not setting_text(config, "refresh_token") and not _stored_refresh_token(config):
+    stored = _stored_refresh_token(config)  # before any request: a token file of another account is refused
+    if not setting_text(config, "refresh_token") and not stored:
         missing.append("refresh_token")
     if missing:
         names = " and ".join(filter(None, [", ".join(missing[:-1]), missing[-1]]))
