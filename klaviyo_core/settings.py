@@ -40,7 +40,7 @@ CONNECTION_SETTINGS = th.PropertiesList(
         title="OAuth client ID",
         description=(
             "Client ID of your Klaviyo OAuth app. OAuth replaces api_key: set client_id, "
-            "client_secret and refresh_token (get one with `klaviyo-oauth authorize`)."
+            "client_secret and refresh_token (get one per Klaviyo account with `klaviyo-oauth authorize`)."
         ),
     ),
     th.Property(
@@ -56,8 +56,8 @@ CONNECTION_SETTINGS = th.PropertiesList(
         secret=True,
         title="OAuth refresh token",
         description=(
-            "Refresh token from `klaviyo-oauth authorize`. May be left out when token_file "
-            "already holds one. Tokens Klaviyo rotates are kept in token_file, never here."
+            "Refresh token from `klaviyo-oauth authorize`; it names the account. May be left out when "
+            "token_file already holds one. Tokens Klaviyo rotates are kept in token_file, never here."
         ),
     ),
     th.Property(
@@ -65,7 +65,10 @@ CONNECTION_SETTINGS = th.PropertiesList(
         th.StringType,
         secret=True,
         title="OAuth access token",
-        description="Optional current access token; used until Klaviyo rejects it, then refreshed.",
+        description=(
+            "Optional current access token; used until Klaviyo rejects it, then refreshed. Alone (no "
+            "refresh_token, no token_file) it is used as handed over, e.g. by an orchestrator."
+        ),
     ),
     th.Property(
         "token_file",
@@ -73,8 +76,9 @@ CONNECTION_SETTINGS = th.PropertiesList(
         title="OAuth token file",
         description=(
             "Where rotated OAuth tokens are kept (owner-only, mode 0600) and read first on the "
-            "next run. Default: $XDG_CONFIG_HOME (or ~/.config)/klaviyo-singer/"
-            "oauth-<hash of client_id>.json."
+            "next run; one file per Klaviyo account, bound to its account, refresh token and host. "
+            "Default: $XDG_CONFIG_HOME (or ~/.config)/klaviyo-singer/oauth-<hash of client_id, "
+            "token_url, base_url and refresh_token>.json."
         ),
     ),
     th.Property(
