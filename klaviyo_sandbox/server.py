@@ -74,9 +74,9 @@ class App:
         if op == "405":
             return error_response(ApiError(405, "method_not_allowed", f"Method {method} not allowed.")), None
         principal, account = self.authenticate(headers.get("Authorization") or "")
+        self.served.account = account  # logged even when refused: whose token was presented
         if principal is None:
             return error_response(ApiError(401, "not_authenticated", "Missing or invalid private key.")), op
-        self.served.account = account
         if not valid_revision(headers.get("revision")):
             return error_response(ApiError(
                 400, "invalid", "Missing or invalid `revision` header. Please provide a valid revision "
@@ -96,7 +96,8 @@ class App:
         return resp, op
 
     def authenticate(self, auth: str) -> tuple[str | None, str | None]:
-        """(rate-limit principal, account id) of a credential; (None, None) when it opens nothing."""
+        """(rate-limit principal, account id) of a credential; principal None when it opens nothing
+        (the account is still told for an expired token, for the request log)."""
         primary = self.store.ds.account_id
         if auth.startswith("Klaviyo-API-Key "):
             key = auth[len("Klaviyo-API-Key "):].strip()
@@ -105,8 +106,9 @@ class App:
         if auth[:7].lower() == "bearer ":
             info = self.oauth.check_access(auth[7:].strip())
             if not info:
-                return None, None
-            account = info.get("account") or primary
+                known = self.oauth.access.get(auth[7:].strip())
+                return None, (self.oauth.account_of(known) if known else None)
+            account = self.oauth.account_of(info)
             # OAuth apps get their own quota per installed app instance (Klaviyo docs).
             return f"oauth:{info['client_id']}:{account}", account
         return None, None
