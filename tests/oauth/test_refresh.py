@@ -228,3 +228,39 @@ def test_world_readable_token_file_is_tightened(tmp_path, caplog):
     assert store.load(CLIENT_ID) is not None
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert "readable by others" in caplog.text
+
+
+def test_saved_tokens_are_used_only_by_their_seed_or_current_refresh_token(fake, tmp_path):
+    config = fake.config(tmp_path)
+    connect(config).request("GET", PING)  # seeds the file with the config's token, rotates it
+    rotated = json.loads((tmp_path / "tokens.json").read_text())["refresh_token"]
+    for refresh_token in (FIRST_REFRESH_TOKEN, rotated):  # the seed, and its rotated successor
+        assert TokenStore.for_config({**config, "refresh_token": refresh_token}).load() is not None
+    with pytest.raises(TokenFileConflict, match=r"another refresh token \(account ACC123\)"):
+        TokenStore.for_config({**config, "refresh_token": "canary-refresh-of-account-B-XYZ"}).load()
+    default = {**config, "token_file": ""}  # a default file is keyed by the refresh token: never shared
+    assert TokenStore.for_config(default).path != TokenStore.for_config(
+        {**default, "refresh_token": "canary-refresh-of-account-B-XYZ"}
+    ).path
+
+
+def test_a_token_file_of_an_older_version_is_used_only_by_its_own_refresh_token(fake, tmp_path):
+    legacy = {"client_id": CLIENT_ID, "token_url": f"{fake.url}/oauth/token", "refresh_token": "canary-refresh-old-XYZ"}
+    (tmp_path / "tokens.json").write_text(json.dumps({"format": "klaviyo-singer-oauth/1", **legacy}))
+    config = fake.config(tmp_path)
+    with pytest.raises(TokenFileConflict, match="saved by an older version"):
+        TokenStore.for_config(config).load()
+    assert TokenStore.for_config({**config, "refresh_token": "canary-refresh-old-XYZ"}).load() is not None
+    assert TokenStore.for_config({**config, "refresh_token": ""}).load() is not None  # the file is the source
+
+
+def test_an_access_token_alone_is_used_until_rejected_then_one_line(fake, tmp_path):
+    fake.access_tokens["canary-access-handed-XYZ"] = time.time() + 3600
+    connection = connect({"access_token": "canary-access-handed-XYZ", "base_url": fake.url})
+    assert connection.request("GET", PING).status_code == 200
+    fake.expire_access_tokens()
+    with pytest.raises(KlaviyoError) as caught:
+        connection.request("GET", PING)
+    assert "Klaviyo rejected the access_token" in str(caught.value) and "\n" not in str(caught.value)
+    assert fake.token_posts == 0 and not (tmp_path / "xdg").exists()
+    assert_clean(str(caught.value))
