@@ -250,9 +250,12 @@ def _check_oauth(config: t.Mapping[str, t.Any]) -> None:
 
 
 def _access_token_only(config: t.Mapping[str, t.Any]) -> bool:
-    """An access token with no way (nor wish) to refresh it: no refresh token, no token file."""
+    """An access token handed over alone: no client secret, refresh token or token file to refresh it.
+
+    With a client secret, the config means to refresh: a missing refresh token is then an error.
+    """
     return bool(setting_text(config, "access_token")) and not any(
-        setting_text(config, name) for name in ("refresh_token", "token_file")
+        setting_text(config, name) for name in ("client_secret", "refresh_token", "token_file")
     )
 
 
