@@ -67,7 +67,7 @@ CONNECTION_SETTINGS = th.PropertiesList(
         title="OAuth access token",
         description=(
             "Optional current access token; used until Klaviyo rejects it, then refreshed. Alone (no "
-            "refresh_token, no token_file) it is used as handed over, e.g. by an orchestrator."
+            "client_secret, refresh_token or token_file) it is used as handed over, e.g. by an orchestrator."
         ),
     ),
     th.Property(
