@@ -190,15 +190,18 @@ class TokenStore:
         *,
         base_url: str | None = None,
         seeds: t.Iterable[str] = (),
-        keep_seeds: bool = True,
+        keep_seeds: bool | None = None,
     ) -> None:
         """Write via a 0600 temporary file and ``os.replace``: never half-written, never shared.
 
-        The seeds are those already recorded (when ``keep_seeds``: the same grant's
-        lineage), the config's refresh token, and ``seeds``.
+        The seeds are the config's refresh token, ``seeds``, and those already recorded:
+        kept when this config may use the file (``keep_seeds`` None), or as the caller
+        decided (``klaviyo-oauth authorize`` keeps them for the same account only).
         """
-        previous = self.read_record() if keep_seeds else None
-        kept = list(previous.get("seeds") or []) if previous and not self.mismatch(previous, client_id) else []
+        previous = self.read_record() if keep_seeds is not False else None
+        if previous and keep_seeds is None and self.mismatch(previous, client_id):
+            previous = None
+        kept = list(previous.get("seeds") or []) if previous else []
         binding_seed = self.binding.seed if self.binding else None
         record = {
             "format": TOKEN_FILE_FORMAT,
