@@ -22,11 +22,12 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import requests
 
 from klaviyo_core.errors import KlaviyoError
-from klaviyo_core.settings import DEFAULT_AUTHORIZE_URL, DEFAULT_TOKEN_URL
+from klaviyo_core.settings import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, DEFAULT_REVISION, DEFAULT_TOKEN_URL
 
 #: Refresh this long before expiry (or at half the lifetime of shorter-lived tokens).
 EARLY_REFRESH_SECONDS = 300.0
-TOKEN_FILE_FORMAT = "klaviyo-singer-oauth/1"
+#: Version 2 binds the tokens to an app, token endpoint, API host, account and seed refresh tokens.
+TOKEN_FILE_FORMAT = "klaviyo-singer-oauth/2"
 LOGGER = logging.getLogger("klaviyo.oauth")
 
 
@@ -47,6 +48,7 @@ class Tokens:
     expires_at: float | None = None  # epoch seconds; None: use until a 401
     expires_in: float | None = None
     scope: str | None = None
+    account_id: str | None = None  # the Klaviyo account the grant belongs to, once known
 
     def refresh_due(self, now: float) -> bool:
         if not self.access_token:
@@ -60,12 +62,75 @@ class Tokens:
         return f"Tokens(expires_at={self.expires_at}, scope={self.scope!r})"
 
 
-def default_token_path(client_id: str) -> Path:
-    """``$XDG_CONFIG_HOME/klaviyo-singer/oauth-<hash>.json``; one file per OAuth app."""
+def seed_fingerprint(refresh_token: str) -> str:
+    """A one-way fingerprint of a refresh token: names its lineage without revealing it."""
+    return hashlib.sha256(f"klaviyo-singer-seed\0{refresh_token}".encode()).hexdigest()[:32]
+
+
+def same_url(first: str | None, second: str | None) -> bool:
+    return (first or "").strip().rstrip("/") == (second or "").strip().rstrip("/")
+
+
+def default_token_path(
+    client_id: str,
+    refresh_token: str,
+    *,
+    token_url: str = DEFAULT_TOKEN_URL,
+    base_url: str = DEFAULT_BASE_URL,
+) -> Path:
+    """``$XDG_CONFIG_HOME/klaviyo-singer/oauth-<hash>.json``: one file per app, endpoint, host and seed.
+
+    Keyed by the refresh token the config gives (its fingerprint, never the token): one
+    OAuth app installed in several Klaviyo accounts has one refresh token per account,
+    so each account's pipeline gets its own file, and a sandbox or proxy never shares
+    production's.
+    """
     xdg = os.environ.get("XDG_CONFIG_HOME", "")
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".config"
-    digest = hashlib.sha256(client_id.encode()).hexdigest()[:16]
+    key = "\0".join(
+        (client_id, token_url.strip().rstrip("/"), base_url.strip().rstrip("/"), seed_fingerprint(refresh_token))
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return base / "klaviyo-singer" / f"oauth-{digest}.json"
+
+
+def revoke_url(token_url: str) -> str:
+    """Klaviyo revokes at ``/oauth/revoke`` next to ``/oauth/token``."""
+    head, _, tail = token_url.rstrip("/").rpartition("/")
+    if tail != "token":
+        raise KlaviyoError(f"Cannot tell the revoke URL from token_url {token_url}: it should end in /oauth/token.")
+    return f"{head}/revoke"
+
+
+def account_of(base_url: str, access_token: str, *, timeout: float = 30.0) -> dict | None:
+    """The account an access token opens (``GET /api/accounts``), or None when it cannot be told.
+
+    Used to bind saved tokens to their account; a failure only leaves the binding for later.
+    """
+    try:
+        response = requests.get(
+            f"{base_url.rstrip('/')}/api/accounts",
+            headers={
+                "Authorization": f"Bearer {access_token}",
+                "revision": DEFAULT_REVISION,
+                "Accept": "application/vnd.api+json",
+            },
+            timeout=(10.0, timeout),
+        )
+        data = response.json().get("data") if response.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+    account = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+    return account if account and account.get("id") else None
+
+
+def account_name(account: dict | None) -> str:
+    """``ID (organization)`` for messages; the id alone when there is no name."""
+    if not account:
+        return "(unknown account)"
+    info = (account.get("attributes") or {}).get("contact_information") or {}
+    name = info.get("organization_name") or info.get("default_sender_name")
+    return f"{account['id']} ({name})" if name else str(account["id"])
 
 
 class TokenEndpoint:
@@ -101,14 +166,19 @@ class TokenEndpoint:
             raise KlaviyoError(f"The OAuth token endpoint {self.token_url} answered without a refresh_token.")
         return tokens
 
-    def _post(self, form: dict[str, str]) -> dict:
+    def revoke(self, token: str, hint: str) -> None:
+        """``POST /oauth/revoke`` (RFC 7009): an unknown or already revoked token is success too."""
+        self._post({"token": token, "token_type_hint": hint}, url=revoke_url(self.token_url), expect_json=False)
+
+    def _post(self, form: dict[str, str], *, url: str = "", expect_json: bool = True) -> dict:
         """Retry network trouble and 5xx/429 with short backoff; a 4xx is final."""
+        url = url or self.token_url
         secrets_ = [self._client_secret, *form.values()]
         failure = ""
         for attempt in range(1, self.max_tries + 1):
             try:
                 response = requests.post(
-                    self.token_url,
+                    url,
                     data=form,
                     auth=(self.client_id, self._client_secret),
                     headers={"Accept": "application/json"},
@@ -118,14 +188,14 @@ class TokenEndpoint:
                 failure = scrub(f"{type(exc).__name__}: {exc}", secrets_)
             else:
                 if response.status_code < 400:
-                    return _json_body(response, self.token_url)
+                    return _json_body(response, url) if expect_json else {}
                 if response.status_code != 429 and response.status_code < 500:
                     raise _refusal(response, secrets_)
                 failure = f"HTTP {response.status_code}"
             if attempt < self.max_tries:
                 self._sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
         raise KlaviyoError(
-            f"Could not get an OAuth token from {self.token_url} after {self.max_tries} tries "
+            f"Could not get an answer from {url} after {self.max_tries} tries "
             f"({failure[:200]}). Check the network and the token_url setting."
         )
 
@@ -181,20 +251,23 @@ def scrub(text: str, secrets_: t.Iterable[str | None]) -> str:
 
 def reauthorize_command(
     client_id: str,
-    token_file: Path,
+    token_file: Path | str | None,
     *,
     token_url: str = DEFAULT_TOKEN_URL,
     authorize_url: str = DEFAULT_AUTHORIZE_URL,
+    base_url: str = DEFAULT_BASE_URL,
     scope: str | None = None,
 ) -> str:
-    """The exact ``klaviyo-oauth authorize`` call that stores a fresh refresh token."""
+    """The exact ``klaviyo-oauth authorize`` call that stores fresh tokens where this config reads them."""
     parts = ["klaviyo-oauth authorize", f"--client-id {client_id}"]
-    if token_file != default_token_path(client_id):
+    if token_file:
         parts.append(f"--token-file {token_file}")
     if token_url != DEFAULT_TOKEN_URL:
         parts.append(f"--token-url {token_url}")
     if authorize_url != DEFAULT_AUTHORIZE_URL:
         parts.append(f"--authorize-url {authorize_url}")
+    if not same_url(base_url, DEFAULT_BASE_URL):
+        parts.append(f"--base-url {base_url}")
     if scope:
         parts.append(f"--scopes '{scope}'")
     return " ".join(parts)

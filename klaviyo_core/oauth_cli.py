@@ -20,25 +20,30 @@ import webbrowser
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from klaviyo_core.auth import OAuthAuth, TokenStore
+from klaviyo_core.auth import Binding, OAuthAuth, TokenStore
 from klaviyo_core.errors import KlaviyoError
 from klaviyo_core.oauth import (
     PKCE,
     OAuthError,
     TokenEndpoint,
     Tokens,
+    account_name,
+    account_of,
     authorize_link,
     code_from,
     default_token_path,
     is_redirect,
     parse_redirect,
+    same_url,
     scopes_for,
+    seed_fingerprint,
 )
-from klaviyo_core.settings import DEFAULT_AUTHORIZE_URL, DEFAULT_TOKEN_URL, setting_text
+from klaviyo_core.settings import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, setting_text
 
 DEFAULT_PORT = 8400
 _SETTINGS = (
     "client_id", "client_secret", "refresh_token", "access_token", "token_file", "token_url", "authorize_url",
+    "base_url",
 )  # fmt: skip
 
 
@@ -162,12 +167,38 @@ def cmd_exchange(args: argparse.Namespace, settings: dict) -> int:
 
 def cmd_refresh(args: argparse.Namespace, settings: dict) -> int:
     auth = OAuthAuth.from_config(settings)
+    if auth.tokens.refresh_token == "" and TokenStore.for_config(settings) is None:
+        raise KlaviyoError("Nothing to refresh: set refresh_token, or token_file (pass --token-file or --config).")
     before = auth.tokens.refresh_token
     tokens = auth.refresh_now()
     until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(tokens.expires_at)) if tokens.expires_at else "?"
     rotated = "rotated" if tokens.refresh_token != before else "unchanged"
-    print(f"Refreshed: access token valid until {until}; refresh token {rotated}; stored in {auth.token_file}.")
+    print(  # noqa: T201
+        f"Refreshed account {tokens.account_id or '(unknown)'}: access token valid until {until}; "
+        f"refresh token {rotated}; stored in {auth.token_file}."
+    )
     _maybe_print_refresh_token(args, tokens)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace, settings: dict) -> int:
+    """Revoke the grant at Klaviyo (``POST /oauth/revoke``), then forget the local tokens."""
+    store = TokenStore.for_config(settings)
+    saved = store.load() if store else None
+    refresh_token = (saved.refresh_token if saved else "") or settings["refresh_token"]
+    access_token = (saved.access_token if saved else None) or settings["access_token"]
+    if not refresh_token and not access_token:
+        where = f"no tokens in {store.path}" if store else "no token_file"
+        raise KlaviyoError(f"Nothing to revoke: {where} and no refresh_token or access_token in the settings.")
+    endpoint = TokenEndpoint(settings["token_url"], settings["client_id"], _client_secret(settings))
+    if refresh_token:
+        endpoint.revoke(refresh_token, "refresh_token")  # Klaviyo ends the whole grant with it
+    if access_token:
+        endpoint.revoke(access_token, "access_token")
+    removed = store.remove() if store else False
+    account = f" of account {saved.account_id}" if saved and saved.account_id else ""
+    local = f"; removed {store.path}" if removed else "; no local token file to remove"
+    print(f"Revoked the OAuth grant{account} at Klaviyo{local}.")  # noqa: T201
     return 0
 
 
@@ -185,26 +216,96 @@ def _exchange(settings: dict, code: str, verifier: str, redirect_uri: str, resta
 
 
 def _store_and_report(args: argparse.Namespace, settings: dict, tokens: Tokens) -> int:
-    store = TokenStore.for_config(settings)
+    account = account_of(settings["base_url"], tokens.access_token or "")
+    tokens.account_id = account["id"] if account else None
+    store = _authorize_store(settings, tokens)
     try:
-        store.save(settings["client_id"], tokens, settings["token_url"])
+        _guard_overwrite(store, settings, tokens)
+    except KlaviyoError:
+        _revoke_quietly(settings, tokens)  # the new grant would dangle, stored nowhere
+        raise
+    try:
+        store.save(
+            settings["client_id"],
+            tokens,
+            settings["token_url"],
+            base_url=settings["base_url"],
+            seeds=[seed_fingerprint(tokens.refresh_token)],
+            keep_seeds=_same_account(store.read_record(), tokens),
+        )
     except OSError as exc:
         raise KlaviyoError(f"Could not write {store.path} ({exc.strerror}): pass --token-file PATH.") from None
     snippet = {"client_id": settings["client_id"], "client_secret": "<your client secret>"}
-    if store.path != default_token_path(settings["client_id"]):
-        snippet["token_file"] = str(store.path)
-    for name, default in (("token_url", DEFAULT_TOKEN_URL), ("authorize_url", DEFAULT_AUTHORIZE_URL)):
-        if settings[name] != default:
+    snippet["token_file"] = str(store.path)  # the file, not the client_id, names the account's tokens
+    for name, default in (
+        ("token_url", DEFAULT_TOKEN_URL), ("authorize_url", DEFAULT_AUTHORIZE_URL), ("base_url", DEFAULT_BASE_URL)
+    ):  # fmt: skip
+        if not same_url(settings[name], default):
             snippet[name] = settings[name]
+    checked = "" if account else " (could not read GET /api/accounts: is accounts:read among the scopes?)"
     print(  # noqa: T201
-        f"Authorised (scopes: {tokens.scope or 'as requested'}). Tokens stored in {store.path} "
-        "(owner-only, mode 0600).\nSet these settings for tap-klaviyo / target-klaviyo (and no "
-        f"api_key); the refresh token is read from that file:\n{json.dumps(snippet, indent=2)}\n"
-        "To run on another machine, copy the file there (keep mode 0600), or authorise again with "
-        "--print-refresh-token and set refresh_token."
+        f"Authorised account {account_name(account)}{checked} (scopes: {tokens.scope or 'as requested'}). "
+        f"Tokens stored in {store.path} (owner-only, mode 0600).\nSet these settings for this account's "
+        "tap-klaviyo / target-klaviyo (and no api_key); the refresh token is read from that file:\n"
+        f"{json.dumps(snippet, indent=2)}\n"
+        "Each Klaviyo account needs its own token_file. To run on another machine, copy the file there "
+        "(keep mode 0600), or authorise again with --print-refresh-token and set refresh_token."
     )
     _maybe_print_refresh_token(args, tokens)
     return 0
+
+
+def _authorize_store(settings: dict, tokens: Tokens) -> TokenStore:
+    """Where authorised tokens go: token_file, the config's own file, or a new file for this grant."""
+    binding = Binding.from_config(settings)
+    if settings["token_file"]:
+        return TokenStore(settings["token_file"], binding, explicit=True)
+    seed = binding.refresh_token or tokens.refresh_token  # a config's refresh token keeps its file
+    path = default_token_path(
+        settings["client_id"], seed, token_url=settings["token_url"], base_url=settings["base_url"]
+    )
+    return TokenStore(path, binding, explicit=True)
+
+
+def _same_account(record: dict | None, tokens: Tokens) -> bool:
+    return bool(record and tokens.account_id and record.get("account_id") == tokens.account_id)
+
+
+def _guard_overwrite(store: TokenStore, settings: dict, tokens: Tokens) -> None:
+    """Never replace another account's, app's or host's tokens, nor narrow the scopes they have."""
+    record = store.read_record()
+    if record is None:
+        return
+    fix = f"pass another --token-file, or run klaviyo-oauth revoke --token-file {store.path} first"
+    other = record.get("client_id") != settings["client_id"] or not all(
+        same_url(record.get(name) or settings[name], settings[name]) for name in ("token_url", "base_url")
+    )
+    if other:
+        raise KlaviyoError(f"token_file {store.path} holds the tokens of another app or host: {fix}.")
+    if not _same_account(record, tokens):
+        known = record.get("account_id")
+        if known or store.mismatch(record) or not store.binding or not store.binding.refresh_token:
+            theirs = f"account {known}" if known else "an account that cannot be confirmed"
+            raise KlaviyoError(
+                f"token_file {store.path} holds the tokens of {theirs}, and the browser approved account "
+                f"{tokens.account_id or '(unknown)'}: nothing was stored; {fix}."
+            )
+        return
+    lost = set((record.get("scope") or "").split()) - set((tokens.scope or "").split())
+    if lost:
+        raise KlaviyoError(
+            f"token_file {store.path} holds tokens with scopes these lack ({' '.join(sorted(lost))}; e.g. "
+            f"the tap's): nothing was stored; authorise into another --token-file, or request --for both."
+        )
+
+
+def _revoke_quietly(settings: dict, tokens: Tokens) -> None:
+    try:
+        TokenEndpoint(settings["token_url"], settings["client_id"], settings["client_secret"]).revoke(
+            tokens.refresh_token, "refresh_token"
+        )
+    except KlaviyoError:
+        _say("Could not revoke the refused grant at Klaviyo; it expires unused after 90 days.")
 
 
 def _maybe_print_refresh_token(args: argparse.Namespace, tokens: Tokens) -> None:
@@ -237,12 +338,13 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     settings = {name: setting_text(config, name) for name in _SETTINGS}
     settings["client_id"] = os.environ.get("KLAVIYO_CLIENT_ID", "").strip() or settings["client_id"]
     settings["client_secret"] = os.environ.get("KLAVIYO_CLIENT_SECRET", "").strip() or settings["client_secret"]
-    for name in ("client_id", "client_secret", "token_file", "token_url", "authorize_url"):
+    for name in ("client_id", "client_secret", "token_file", "token_url", "authorize_url", "base_url"):
         value = getattr(args, name, None)
         if value:
             settings[name] = value.strip()
     settings["token_url"] = settings["token_url"] or DEFAULT_TOKEN_URL
     settings["authorize_url"] = settings["authorize_url"] or DEFAULT_AUTHORIZE_URL
+    settings["base_url"] = settings["base_url"] or DEFAULT_BASE_URL
     if not settings["client_id"]:
         raise KlaviyoError("No client ID: pass --client-id, set KLAVIYO_CLIENT_ID, or use --config.")
     if args.command != "url":
@@ -257,9 +359,11 @@ _EXAMPLES = """examples:
             klaviyo-oauth exchange --config config.json --code 'REDIRECT_URL' --state S \\
                 --verifier V --redirect-uri https://app.example/cb
   refresh   klaviyo-oauth refresh --config config.json
+  revoke    klaviyo-oauth revoke --config config.json     (at Klaviyo, and the local token file)
 
 Register http://127.0.0.1:8400/callback (or your --redirect-uri) in the app's redirect URLs.
-Tokens go to the token file (mode 0600) and are printed only with --print-refresh-token."""
+Tokens go to the token file (mode 0600) and are printed only with --print-refresh-token.
+One file per Klaviyo account: authorising another account never touches the first one's file."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,9 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config", metavar="FILE", help="tap/target config JSON to read the settings below from")
     add("--client-id", dest="client_id", help="OAuth app client ID (or env KLAVIYO_CLIENT_ID)")
     add("--client-secret", dest="client_secret", help="prefer env KLAVIYO_CLIENT_SECRET: flags show in ps")
-    add("--token-file", dest="token_file", metavar="PATH", help="default ~/.config/klaviyo-singer/oauth-*.json")
+    add("--token-file", dest="token_file", metavar="PATH", help="default ~/.config/klaviyo-singer/oauth-<hash>.json")
     add("--token-url", dest="token_url", metavar="URL", help=f"default {DEFAULT_TOKEN_URL}")
     add("--authorize-url", dest="authorize_url", metavar="URL", help=f"default {DEFAULT_AUTHORIZE_URL}")
+    add("--base-url", dest="base_url", metavar="URL", help=f"API host the tokens are for (default {DEFAULT_BASE_URL})")
     scopes = argparse.ArgumentParser(add_help=False)
     add = scopes.add_argument
     add("--for", dest="for_", choices=("tap", "target", "both"), default="both", help="default scopes (both)")
@@ -301,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--redirect-uri", required=True, help="the redirect URI given to `url`")
     add("--state", help="state printed by `url`; checked when --code is a redirect URL")
     sub.add_parser("refresh", parents=[common, show], help="refresh now and store the rotated token")
+    sub.add_parser("revoke", parents=[common], help="revoke the grant at Klaviyo and delete the token file")
     return parser
 
 
@@ -309,6 +415,7 @@ COMMANDS: dict[str, t.Callable[[argparse.Namespace, dict], int]] = {
     "url": cmd_url,
     "exchange": cmd_exchange,
     "refresh": cmd_refresh,
+    "revoke": cmd_revoke,
 }
 
 

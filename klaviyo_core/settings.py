@@ -40,7 +40,7 @@ CONNECTION_SETTINGS = th.PropertiesList(
         title="OAuth client ID",
         description=(
             "Client ID of your Klaviyo OAuth app. OAuth replaces api_key: set client_id, "
-            "client_secret and refresh_token (get one with `klaviyo-oauth authorize`)."
+            "client_secret and refresh_token (get one per Klaviyo account with `klaviyo-oauth authorize`)."
         ),
     ),
     th.Property(
@@ -56,8 +56,8 @@ CONNECTION_SETTINGS = th.PropertiesList(
         secret=True,
         title="OAuth refresh token",
         description=(
-            "Refresh token from `klaviyo-oauth authorize`. May be left out when token_file "
-            "already holds one. Tokens Klaviyo rotates are kept in token_file, never here."
+            "Refresh token from `klaviyo-oauth authorize`; it names the account. May be left out when "
+            "token_file already holds one. Tokens Klaviyo rotates are kept in token_file, never here."
         ),
     ),
     th.Property(
@@ -65,7 +65,10 @@ CONNECTION_SETTINGS = th.PropertiesList(
         th.StringType,
         secret=True,
         title="OAuth access token",
-        description="Optional current access token; used until Klaviyo rejects it, then refreshed.",
+        description=(
+            "Optional current access token; used until Klaviyo rejects it, then refreshed. Alone (no "
+            "client_secret, refresh_token or token_file) it is used as handed over, e.g. by an orchestrator."
+        ),
     ),
     th.Property(
         "token_file",
@@ -73,8 +76,9 @@ CONNECTION_SETTINGS = th.PropertiesList(
         title="OAuth token file",
         description=(
             "Where rotated OAuth tokens are kept (owner-only, mode 0600) and read first on the "
-            "next run. Default: $XDG_CONFIG_HOME (or ~/.config)/klaviyo-singer/"
-            "oauth-<hash of client_id>.json."
+            "next run; one file per Klaviyo account, bound to its account, refresh token and host. "
+            "Default: $XDG_CONFIG_HOME (or ~/.config)/klaviyo-singer/oauth-<hash of client_id, "
+            "token_url, base_url and refresh_token>.json."
         ),
     ),
     th.Property(
@@ -225,21 +229,34 @@ def _check_api_key(key: str) -> None:
 
 
 def _check_oauth(config: t.Mapping[str, t.Any]) -> None:
+    for name in OAUTH_SETTINGS:
+        if any(ch.isspace() for ch in setting_text(config, name)):
+            raise config_error(f"Setting {name} contains whitespace: paste the value again.")
+    _check_url(config, "token_url", DEFAULT_TOKEN_URL, https_only=True)
+    _check_url(config, "authorize_url", DEFAULT_AUTHORIZE_URL, https_only=False)
+    if _access_token_only(config):
+        return  # an orchestrator refreshes it; its expiry ends the run with one line
     missing = [name for name in ("client_id", "client_secret") if not setting_text(config, name)]
-    if not setting_text(config, "refresh_token") and not _stored_refresh_token(config):
+    stored = _stored_refresh_token(config)  # before any request: a token file of another account is refused
+    if not setting_text(config, "refresh_token") and not stored:
         missing.append("refresh_token")
     if missing:
         names = " and ".join(filter(None, [", ".join(missing[:-1]), missing[-1]]))
         raise config_error(
             f"OAuth setting{'s' if len(missing) > 1 else ''} {names} "
             f"{'are' if len(missing) > 1 else 'is'} missing: OAuth needs client_id, client_secret "
-            "and refresh_token (`klaviyo-oauth authorize` gets a refresh token)."
+            "and refresh_token (`klaviyo-oauth authorize` gets a refresh token), or an access_token alone."
         )
-    for name in OAUTH_SETTINGS:
-        if any(ch.isspace() for ch in setting_text(config, name)):
-            raise config_error(f"Setting {name} contains whitespace: paste the value again.")
-    _check_url(config, "token_url", DEFAULT_TOKEN_URL, https_only=True)
-    _check_url(config, "authorize_url", DEFAULT_AUTHORIZE_URL, https_only=False)
+
+
+def _access_token_only(config: t.Mapping[str, t.Any]) -> bool:
+    """An access token handed over alone: no client secret, refresh token or token file to refresh it.
+
+    With a client secret, the config means to refresh: a missing refresh token is then an error.
+    """
+    return bool(setting_text(config, "access_token")) and not any(
+        setting_text(config, name) for name in ("client_secret", "refresh_token", "token_file")
+    )
 
 
 def _check_url(config: t.Mapping[str, t.Any], name: str, default: str, *, https_only: bool) -> None:
@@ -254,10 +271,35 @@ def _check_url(config: t.Mapping[str, t.Any], name: str, default: str, *, https_
 
 
 def _stored_refresh_token(config: t.Mapping[str, t.Any]) -> bool:
-    """Whether the token file already holds a refresh token for this client_id."""
-    client_id = setting_text(config, "client_id")
-    if not client_id:
+    """Whether the config's token file holds a refresh token this config may use."""
+    if not setting_text(config, "client_id"):
         return False
-    from klaviyo_core.auth import TokenStore  # noqa: PLC0415 - auth imports this module
+    from klaviyo_core.auth import TokenFileConflict, TokenStore  # noqa: PLC0415 - auth imports this module
 
-    return TokenStore.for_config(config).load(client_id) is not None
+    store = TokenStore.for_config(config)
+    try:
+        return store is not None and store.load() is not None
+    except TokenFileConflict as exc:
+        raise config_error(str(exc)) from None
+
+
+#: Settings whose values never appear in a message, whatever is wrong with them.
+SECRET_SETTINGS = ("api_key", "client_secret", "refresh_token", "access_token")
+
+
+def redact_config_errors(exc: ConfigValidationError) -> ConfigValidationError:
+    """The SDK's schema errors with the values of secret settings left out.
+
+    jsonschema's messages start with the offending value ("12345 is not of type
+    'string'"): for a secret setting that would print the secret. Such an error is
+    replaced by one naming the setting and the fix.
+    """
+    errors = []
+    for message in exc.errors or [str(exc)]:
+        name = next((n for n in SECRET_SETTINGS if message.endswith(f"in config['{n}']")), None)
+        errors.append(
+            f"Setting {name} must be text (a JSON string in quotes); its value is not shown, as it is secret."
+            if name
+            else message
+        )
+    return ConfigValidationError(str(exc), errors=errors)

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-seconds", type=int, default=3600, help="OAuth access-token lifetime")
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     p.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
+    p.add_argument("--accounts", type=int, default=1, help="Klaviyo accounts behind the one OAuth app (seed + k)")
     return p
 
 
@@ -43,7 +44,7 @@ def config_from_args(args) -> SandboxConfig:
         rate_limit_scale=args.rate_limit_scale, rate_window=args.rate_window, fault_rate=args.fault_rate,
         faults=args.faults, timeout_seconds=args.timeout_seconds, api_key=args.api_key, now=args.now,
         job_seconds=args.job_seconds, token_seconds=args.token_seconds, client_id=args.client_id,
-        client_secret=args.client_secret,
+        client_secret=args.client_secret, accounts=args.accounts,
     )
 
 

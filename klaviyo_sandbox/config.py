@@ -38,6 +38,7 @@ class SandboxConfig:
     client_secret: str = DEFAULT_CLIENT_SECRET
     request_log_size: int = 10000  # bounded so long benchmarks don't grow memory
     extra_api_keys: tuple = field(default_factory=tuple)
+    accounts: int = 1  # Klaviyo accounts behind the one token endpoint (account k has seed + k)
 
     def __post_init__(self):
         if isinstance(self.faults, str):
@@ -47,6 +48,8 @@ class SandboxConfig:
             raise ValueError(f"unknown fault kinds {bad}; choose from {','.join(FAULT_KINDS)}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError("fault_rate must be within 0..1")
+        if self.accounts < 1:
+            raise ValueError("accounts must be >= 1")
         if self.scale <= 0:
             raise ValueError("scale must be > 0")
         if self.rate_window not in ("fixed", "sliding"):

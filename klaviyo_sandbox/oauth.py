@@ -4,11 +4,18 @@ Mirrors Klaviyo's app flow closely enough for connector tests: /oauth/authorize
 auto-approves and redirects back with `code` and `state`; /oauth/token takes HTTP Basic
 client credentials and a form-encoded body; errors are RFC 6749 JSON
 (`invalid_client` 401, `invalid_grant`/`invalid_request`/`unsupported_grant_type` 400).
+
+One app may be installed in several accounts behind the one token endpoint, as on Klaviyo:
+the consent page approves for the account the browser is signed in to (`sign_in`), and every
+token a grant issues (codes, access tokens, rotated refresh tokens) stays bound to that account.
+`/oauth/revoke` follows RFC 7009 (which Klaviyo's docs point to): revoking a refresh token ends
+its whole grant, access tokens included; an unknown token is not an error.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import secrets
 import threading
@@ -25,14 +32,25 @@ def pkce_challenge(verifier: str) -> str:
 
 
 class OAuthServer:
-    def __init__(self, client_id: str, client_secret: str, token_seconds: int, clock=time.monotonic):
+    def __init__(self, client_id: str, client_secret: str, token_seconds: int, clock=time.monotonic,
+                 accounts: list | None = None):
         self.clients = {client_id: client_secret}
+        self.accounts = list(accounts or [None])
+        self.signed_in = self.accounts[0]  # the account the (simulated) browser approves for
+        self.grants = itertools.count(1)
         self.token_seconds = token_seconds
         self.clock = clock
         self.lock = threading.Lock()
         self.codes: dict = {}
         self.access: dict = {}  # token -> {client_id, scope, expires}
         self.refresh: dict = {}  # token -> {client_id, scope, active}
+
+    def sign_in(self, account: str):
+        """The browser signs in to `account` (an id this sandbox serves); the consent page approves for it."""
+        if account not in self.accounts:
+            raise ValueError(f"unknown account {account!r}; this sandbox serves {self.accounts}")
+        self.signed_in = account
+        return account
 
     # ------------------------------------------------------------ authorize
     def authorize(self, params: dict):
@@ -56,7 +74,7 @@ class OAuthServer:
                 self.codes[code] = {
                     "client_id": client_id, "redirect_uri": redirect, "challenge": params["code_challenge"],
                     "scope": params.get("scope") or DEFAULT_SCOPE, "expires": self.clock() + CODE_TTL,
-                    "used": False, "issued": [],
+                    "used": False, "issued": [], "account": self.signed_in,
                 }
             query = {"code": code}
         if state is not None:
@@ -106,7 +124,7 @@ class OAuthServer:
             if not verifier or pkce_challenge(verifier) != grant["challenge"]:
                 return self._json(400, "invalid_grant", "Invalid code_verifier.")
             grant["used"] = True
-            status, headers, body = self._issue(client_id, grant["scope"])
+            status, headers, body = self._issue(client_id, grant["scope"], grant["account"], next(self.grants))
             grant["issued"].append(json.loads(body)["refresh_token"])
             return status, headers, body
 
@@ -116,13 +134,18 @@ class OAuthServer:
             if old is None or not old["active"] or old["client_id"] != client_id:
                 return self._json(400, "invalid_grant", "The refresh token is invalid, expired or revoked.")
             old["active"] = False  # rotation: each refresh token works once
-            return self._issue(client_id, old["scope"])
+            return self._issue(client_id, old["scope"], self.account_of(old), old.get("grant"))
 
-    def _issue(self, client_id: str, scope: str):
+    def account_of(self, info: dict):
+        """The account a token opens (tokens seeded by hand without one open the first account)."""
+        return info.get("account") or self.accounts[0]
+
+    def _issue(self, client_id: str, scope: str, account, grant):
         access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        self.access[access] = {"client_id": client_id, "scope": scope,
+        self.access[access] = {"client_id": client_id, "scope": scope, "account": account, "grant": grant,
                                "expires": self.clock() + self.token_seconds}
-        self.refresh[refresh] = {"client_id": client_id, "scope": scope, "active": True}
+        self.refresh[refresh] = {"client_id": client_id, "scope": scope, "account": account, "grant": grant,
+                                 "active": True}
         body = {"access_token": access, "token_type": "Bearer", "expires_in": self.token_seconds,
                 "refresh_token": refresh, "scope": scope}
         return 200, {"Cache-Control": "no-store", "Pragma": "no-cache"}, json.dumps(body).encode()
@@ -130,11 +153,22 @@ class OAuthServer:
     def revoke(self, headers, body: bytes):
         if self._client(headers.get("Authorization", "")) is None:
             return self._json(401, "invalid_client", "Client authentication failed.")
+        client_id = self._client(headers.get("Authorization", ""))
         token = dict(parse_qsl(body.decode("utf-8", "replace"))).get("token", "")
         with self.lock:
+            info = self.access.get(token) or self.refresh.get(token)
+            if info is None or info["client_id"] != client_id:
+                return 200, {}, b""  # RFC 7009: an unknown token is not an error
             self.access.pop(token, None)
-            if token in self.refresh:
+            if token in self.refresh:  # a refresh token ends its whole grant
                 self.refresh[token]["active"] = False
+                grant = self.refresh[token].get("grant")
+                if grant is not None:
+                    for other in self.refresh.values():
+                        if other.get("grant") == grant:
+                            other["active"] = False
+                    for access in [k for k, v in self.access.items() if v.get("grant") == grant]:
+                        del self.access[access]
         return 200, {}, b""
 
     # ------------------------------------------------------------ resource access

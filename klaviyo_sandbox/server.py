@@ -1,6 +1,7 @@
 """HTTP front end: routing, auth, revision header, rate limits, fault injection, admin."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -49,12 +50,20 @@ class App:
 
     def __init__(self, cfg: SandboxConfig):
         self.cfg = cfg
-        self.store = Store(cfg)
+        self.store = Store(cfg)  # the first account: API keys open it
+        # More accounts behind the same token endpoint, as one OAuth app installed in several
+        # Klaviyo accounts: each has its own data (seed + k) and is opened by the tokens it issued.
+        self.accounts = {self.store.ds.account_id: self.store}
+        for k in range(1, cfg.accounts):
+            other = Store(dataclasses.replace(cfg, seed=cfg.seed + k))
+            self.accounts[other.ds.account_id] = other
         self.limiter = RateLimiter(cfg.rate_limit_scale, cfg.rate_window)
         self.faults = FaultInjector(cfg.seed, cfg.fault_rate, cfg.faults)
-        self.oauth = OAuthServer(cfg.client_id, cfg.client_secret, cfg.token_seconds)
-        self.store.jobs = JobManager(self.store, cfg.job_seconds)
-        self.store.oauth = self.oauth
+        self.oauth = OAuthServer(cfg.client_id, cfg.client_secret, cfg.token_seconds, accounts=list(self.accounts))
+        for store in self.accounts.values():
+            store.jobs = JobManager(store, cfg.job_seconds)
+            store.oauth = self.oauth
+        self.served = threading.local()  # the account the current thread's request was answered from
         self.stopping = threading.Event()
 
     # ------------------------------------------------------------ API pipeline
@@ -65,7 +74,8 @@ class App:
         op, fn, match = found
         if op == "405":
             return error_response(ApiError(405, "method_not_allowed", f"Method {method} not allowed.")), None
-        principal = self.authenticate(headers.get("Authorization") or "")
+        principal, account = self.authenticate(headers.get("Authorization") or "")
+        self.served.account = account  # logged even when refused: whose token was presented
         if principal is None:
             return error_response(ApiError(401, "not_authenticated", "Missing or invalid private key.")), op
         if not valid_revision(headers.get("revision")):
@@ -73,6 +83,7 @@ class App:
                 400, "invalid", "Missing or invalid `revision` header. Please provide a valid revision "
                 "(format: YYYY-MM-DD[.suffix]), e.g. 2026-07-15.", parameter="revision")), op
         req = api.Request(self, method, path, raw_query, params, headers, body, base)
+        req.store = self.accounts[account]  # a credential opens exactly the account that issued it
         req.match, req.op = match, op
         limited = self.rate_limit(req, principal)
         if isinstance(limited, Response):
@@ -85,15 +96,23 @@ class App:
         resp.headers.update(limited)
         return resp, op
 
-    def authenticate(self, auth: str) -> str | None:
+    def authenticate(self, auth: str) -> tuple[str | None, str | None]:
+        """(rate-limit principal, account id) of a credential; principal None when it opens nothing
+        (the account is still told for an expired token, for the request log)."""
+        primary = self.store.ds.account_id
         if auth.startswith("Klaviyo-API-Key "):
             key = auth[len("Klaviyo-API-Key "):].strip()
-            return "key" if key == self.cfg.api_key or key in self.cfg.extra_api_keys else None
+            ok = key == self.cfg.api_key or key in self.cfg.extra_api_keys
+            return ("key", primary) if ok else (None, None)
         if auth[:7].lower() == "bearer ":
             info = self.oauth.check_access(auth[7:].strip())
+            if not info:
+                known = self.oauth.access.get(auth[7:].strip())
+                return None, (self.oauth.account_of(known) if known else None)
+            account = self.oauth.account_of(info)
             # OAuth apps get their own quota per installed app instance (Klaviyo docs).
-            return f"oauth:{info['client_id']}" if info else None
-        return None
+            return f"oauth:{info['client_id']}:{account}", account
+        return None, None
 
     def rate_limit(self, req, principal: str):
         """RateLimit-* headers to add, or a 429 Response."""
@@ -127,6 +146,8 @@ class App:
                 out = self.state()
             elif path == "/__sandbox/requests" and method == "GET":
                 out = list(store.request_log)[-int(q.get("limit", "100")):]
+            elif path == "/__sandbox/sign-in" and method == "POST":  # the account the consent page approves for
+                out = {"account": self.oauth.sign_in(q.get("account", ""))}
             elif path == "/__sandbox/health":
                 out = {"ok": True}
             else:
@@ -154,6 +175,7 @@ class App:
             "overlay": {"profiles_patched": len(s.profile_patch), "profiles_new": len(s.new_profiles),
                         "events_new": len(s.new_events), "lists_new": len(s.new_lists), "jobs": len(s.jobs.jobs)},
             "counters": dict(s.counters),
+            "accounts": list(self.accounts),
         }
 
 
@@ -219,8 +241,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if fault == "slow":
             app.stopping.wait(FaultInjector.slow_seconds(u))
+        app.served.account = None
         resp, op = self.respond_to(app, method, path, split.query, params, body, fault)
-        app.store.log_request(method, path, resp.status, op, fault)
+        account = app.served.account
+        app.accounts.get(account, app.store).log_request(method, path, resp.status, op, fault, account)
         self.send(resp, truncate=fault == "truncated")
 
     def respond_to(self, app: App, method, path, raw_query, params, body, fault):
@@ -325,7 +349,8 @@ class Sandbox:
         if self.httpd is None:
             return
         self.app.stopping.set()
-        self.app.store.jobs.shutdown()
+        for store in self.app.accounts.values():
+            store.jobs.shutdown()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.httpd = None
@@ -357,3 +382,8 @@ class Sandbox:
     @property
     def oauth(self) -> OAuthServer:
         return self.app.oauth
+
+    @property
+    def accounts(self) -> dict[str, Store]:
+        """Account id -> its store; the first is ``store``."""
+        return self.app.accounts

@@ -339,9 +339,10 @@ class Store:
         return out
 
     # ------------------------------------------------------------ observability
-    def log_request(self, method: str, path: str, status: int, op: str | None, fault: str | None):
+    def log_request(self, method: str, path: str, status: int, op: str | None, fault: str | None,
+                    account: str | None = None):
         self.request_log.append({"t": round(self.now(), 3), "method": method, "path": path,
-                                 "status": status, "op": op, "fault": fault})
+                                 "status": status, "op": op, "fault": fault, "account": account})
         self.counters[f"status:{status}"] += 1
         if op:
             self.counters[f"op:{op}"] += 1

@@ -12,10 +12,16 @@ import pendulum
 from singer_sdk import Tap
 from singer_sdk.tap_base import CliTestOptionValue
 from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
 
 from klaviyo_core.cli import run_cli
 from klaviyo_core.client import KlaviyoConnection
-from klaviyo_core.settings import CONNECTION_SETTINGS, check_connection_settings, config_error
+from klaviyo_core.settings import (
+    CONNECTION_SETTINGS,
+    check_connection_settings,
+    config_error,
+    redact_config_errors,
+)
 from tap_klaviyo import groups
 from tap_klaviyo.client import load_schema
 from tap_klaviyo.custom_fields import (
@@ -153,7 +159,10 @@ class TapKlaviyo(Tap):
         # Custom catalog metadata (list ids) is lost when the SDK parses the catalog.
         self._raw_catalog = catalog if isinstance(catalog, Mapping) else None
         self._settings_to_check = validate_config
-        super().__init__(*args, validate_config=validate_config, **kwargs)
+        try:
+            super().__init__(*args, validate_config=validate_config, **kwargs)
+        except ConfigValidationError as exc:
+            raise redact_config_errors(exc) from None  # the SDK's messages quote the values
         self._check_settings()
 
     def setup_mapper(self) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from singer_sdk import Target
 from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
 
 from klaviyo_core.cli import run_cli
 from klaviyo_core.client import KlaviyoConnection
@@ -18,6 +19,7 @@ from klaviyo_core.settings import (
     DEFAULT_MAX_CONCURRENCY,
     check_connection_settings,
     config_error,
+    redact_config_errors,
 )
 from target_klaviyo.jobs import ImportJobs
 from target_klaviyo.lists import resolve_list
@@ -118,7 +120,10 @@ class TargetKlaviyo(Target):
     ).to_dict()
 
     def __init__(self, *args: t.Any, validate_config: bool = True, **kwargs: t.Any) -> None:
-        super().__init__(*args, validate_config=validate_config, **kwargs)
+        try:
+            super().__init__(*args, validate_config=validate_config, **kwargs)
+        except ConfigValidationError as exc:
+            raise redact_config_errors(exc) from None  # the SDK's messages quote the values
         if validate_config:
             check_connection_settings(self.config)
             check_target_settings(self.config)

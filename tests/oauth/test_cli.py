@@ -284,3 +284,28 @@ def test_url_scopes_and_client_id_from_env(flags, scope, monkeypatch, capsys):
     assert step["authorize_url"].startswith("https://www.klaviyo.com/oauth/authorize?")
     assert params["client_id"] == "env-client" and params["scope"] == scope == step["scopes"]
     assert params["redirect_uri"] == "http://127.0.0.1:8400/callback"
+
+
+def test_reauthorising_with_the_printed_command_revives_the_same_config(fake, tmp_path, browser, capsys):
+    """invalid_grant names the exact command; after it, the unchanged config runs again."""
+    import shlex  # noqa: PLC0415
+
+    from klaviyo_core.errors import KlaviyoError  # noqa: PLC0415
+    from klaviyo_core.oauth import seed_fingerprint  # noqa: PLC0415
+
+    config = {**fake.config(tmp_path), "token_file": ""}  # the default file, keyed by the refresh token
+    assert KlaviyoConnection(config).get("/api/accounts")["data"][0]["id"] == "ACC123"
+    fake.refuse_refresh_with = "invalid_grant"
+    fake.expire_access_tokens()
+    with pytest.raises(KlaviyoError) as caught:
+        KlaviyoConnection(config).get("/api/accounts")
+    command = re.search(r"Re-authorise with: klaviyo-oauth (authorize .*?) \(client secret", str(caught.value))
+    fake.refuse_refresh_with = None
+
+    assert oauth_cli.main([*shlex.split(command.group(1)), "--redirect-port", "0", "--timeout", "5"]) == 0
+    assert "Authorised account ACC123" in capsys.readouterr().out
+
+    fake.expire_access_tokens()
+    assert KlaviyoConnection(config).get("/api/accounts")["data"][0]["id"] == "ACC123"
+    path = re.search(r"--token-file (\S+)", command.group(1)).group(1)
+    assert seed_fingerprint(config["refresh_token"]) in json.loads(Path(path).read_text())["seeds"]

@@ -10,7 +10,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from klaviyo_core.auth import ApiKeyAuth, OAuthAuth, TokenStore, auth_from_config
 from klaviyo_core.client import KlaviyoConnection
 from klaviyo_core.oauth import Tokens, default_token_path
-from klaviyo_core.settings import CONNECTION_SETTINGS, check_connection_settings
+from klaviyo_core.settings import CONNECTION_SETTINGS, DEFAULT_TOKEN_URL, check_connection_settings
 from tap_klaviyo.tap import TapKlaviyo
 from tests.oauth.conftest import assert_clean
 
@@ -37,7 +37,8 @@ def error_of(config: dict) -> str:
         ({**OAUTH, "client_secret": ""}, "OAuth setting client_secret is missing"),
         ({"refresh_token": "canary-refresh-XYZ"}, "OAuth settings client_id and client_secret are missing"),
         ({"client_id": "app-1", "client_secret": "canary-secret-XYZ"}, "OAuth setting refresh_token is missing"),
-        ({"access_token": "canary-access-XYZ"}, "OAuth settings client_id, client_secret and refresh_token are missing"),
+        ({"access_token": "canary-access-XYZ", "token_file": "/nonexistent/t.json"},
+         "OAuth settings client_id, client_secret and refresh_token are missing"),
         ({**OAUTH, "refresh_token": "canary-re fresh"}, "Setting refresh_token contains whitespace"),
         ({**OAUTH, "token_url": "http://auth.example.com/oauth/token"}, "Setting token_url must use https"),
         ({**OAUTH, "token_url": "ftp://x"}, "Setting token_url must be an http(s) URL"),
@@ -56,6 +57,7 @@ def test_invalid_credentials_give_one_line_naming_the_setting(config, expected):
         OAUTH,
         {**OAUTH, "api_key": ""},  # Meltano passes unset settings as ""
         {**OAUTH, "access_token": "canary-access-XYZ", "token_url": "http://127.0.0.1:9/oauth/token"},
+        {"access_token": "canary-access-XYZ"},  # handed over by an orchestrator, refreshed there
     ],
 )
 def test_valid_credentials(config):
@@ -65,9 +67,13 @@ def test_valid_credentials(config):
 def test_refresh_token_may_come_from_the_token_file(tmp_path):
     config = {"client_id": "app-1", "client_secret": "canary-secret-XYZ", "token_file": str(tmp_path / "t.json")}
     assert "refresh_token is missing" in error_of(config)
-    TokenStore(tmp_path / "t.json").save("app-1", Tokens(refresh_token="canary-refresh-XYZ"), "https://x")
+    TokenStore(tmp_path / "t.json").save("app-1", Tokens(refresh_token="canary-refresh-XYZ"), DEFAULT_TOKEN_URL)
     check_connection_settings(config)
-    assert "refresh_token is missing" in error_of({**config, "client_id": "other-app"})
+    assert "holds the OAuth tokens of another app" in error_of({**config, "client_id": "other-app"})
+    assert "holds OAuth tokens from another token endpoint" in error_of(
+        {**config, "token_url": "https://127.0.0.1/oauth/token"}
+    )
+    assert "holds OAuth tokens for another API host" in error_of({**config, "base_url": "http://127.0.0.1:1"})
 
 
 def test_secrets_are_marked_secret_and_oauth_settings_exist():
@@ -96,14 +102,21 @@ def test_auth_from_config_picks_the_method_and_hides_secrets(tmp_path):
     assert "app-1" in repr(oauth)
 
 
-def test_default_token_path_honours_xdg_and_is_per_client(tmp_path, monkeypatch):
+def test_default_token_path_honours_xdg_and_is_per_app_account_and_host(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    path = default_token_path("app-1")
+    path = default_token_path("app-1", "canary-refresh-A")
     assert path.parent == tmp_path / "cfg" / "klaviyo-singer"
     assert path.name.startswith("oauth-") and path.suffix == ".json" and "app-1" not in path.name
-    assert default_token_path("app-2") != path
+    assert "canary" not in str(path)
+    others = {
+        default_token_path("app-2", "canary-refresh-A"),
+        default_token_path("app-1", "canary-refresh-B"),  # another account's refresh token
+        default_token_path("app-1", "canary-refresh-A", token_url="http://127.0.0.1:1/oauth/token"),
+        default_token_path("app-1", "canary-refresh-A", base_url="http://127.0.0.1:1"),
+    }
+    assert len(others) == 4 and path not in others
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")
-    assert str(default_token_path("app-1")).endswith(f".config/klaviyo-singer/{path.name}")
+    assert str(default_token_path("app-1", "canary-refresh-A")).endswith(f".config/klaviyo-singer/{path.name}")
 
 
 def test_about_lists_oauth_settings(capsys):

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from klaviyo_core.auth import OAuthAuth, TokenStore
+from klaviyo_core.auth import OAuthAuth, TokenFileConflict, TokenStore
 from klaviyo_core.client import KlaviyoConnection
 from klaviyo_core.errors import KlaviyoError
-from klaviyo_core.oauth import OAuthError, TokenEndpoint, Tokens
+from klaviyo_core.oauth import OAuthError, TokenEndpoint, Tokens, seed_fingerprint
+from klaviyo_core.settings import DEFAULT_TOKEN_URL
 from tests.oauth.conftest import assert_clean
 from tests.oauth.fake_klaviyo import CLIENT_ID, CLIENT_SECRET, FIRST_REFRESH_TOKEN, FakeKlaviyo
 
@@ -28,7 +29,8 @@ def test_first_request_gets_a_token_and_sends_it_as_bearer(fake, tmp_path):
     connection = KlaviyoConnection(fake.config(tmp_path))  # the plugins' way: auth from config
     assert connection.get("/api/accounts")["data"][0]["id"] == "ACC123"
     assert fake.refresh_calls == 1
-    assert fake.bearer_tokens_seen == ["canary-access-1-XYZ"]
+    # once to bind the token file to its account (GET /api/accounts), once for the request
+    assert fake.bearer_tokens_seen == ["canary-access-1-XYZ"] * 2
 
 
 def test_refreshes_before_expiry_not_after(fake_on_clock, clock, tmp_path):
@@ -113,7 +115,7 @@ def test_concurrent_first_requests_share_one_token(fake, tmp_path):
         thread.start()
     for thread in threads:
         thread.join(10)
-    assert fake.refresh_calls == 1 and fake.api_ok == 8
+    assert fake.refresh_calls == 1 and fake.api_ok == 8 + 1  # + the account lookup binding the token file
 
 
 def test_rotated_refresh_token_is_persisted_and_preferred_next_run(fake, tmp_path):
@@ -124,7 +126,10 @@ def test_rotated_refresh_token_is_persisted_and_preferred_next_run(fake, tmp_pat
     token_file = tmp_path / "tokens.json"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     saved = json.loads(token_file.read_text())
-    assert saved["client_id"] == CLIENT_ID and saved["format"] == "klaviyo-singer-oauth/1"
+    assert saved["client_id"] == CLIENT_ID and saved["format"] == "klaviyo-singer-oauth/2"
+    assert saved["account_id"] == "ACC123" and saved["base_url"] == fake.url
+    assert saved["seeds"] == [seed_fingerprint(FIRST_REFRESH_TOKEN)]
+    assert FIRST_REFRESH_TOKEN not in token_file.read_text()  # only its fingerprint
     assert saved["refresh_token"] == "canary-refresh-1-XYZ"  # rotated; the first one is dead now
     assert FIRST_REFRESH_TOKEN not in fake.refresh_tokens
     assert json.loads(config_file.read_text()) == config  # never written back into the config
@@ -146,15 +151,20 @@ def test_default_token_file_is_private(fake, tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
 
 
-def test_token_file_of_another_app_is_ignored(fake, tmp_path):
+def test_token_file_of_another_app_is_refused_in_one_line(fake, tmp_path):
     TokenStore(tmp_path / "tokens.json").save("another-app", Tokens(refresh_token="canary-refresh-other-XYZ"), "x")
-    connect(fake.config(tmp_path)).request("GET", PING)
-    assert fake.refresh_calls == 1
+    with pytest.raises(TokenFileConflict) as caught:
+        connect(fake.config(tmp_path))
+    assert f"Setting token_file {tmp_path / 'tokens.json'} holds the OAuth tokens of another app" in str(caught.value)
+    assert "\n" not in str(caught.value) and fake.token_posts == 0
+    assert_clean(str(caught.value))
 
 
 def test_refused_stored_token_falls_back_to_the_config_token(fake, tmp_path, caplog):
-    TokenStore(tmp_path / "tokens.json").save(CLIENT_ID, Tokens(refresh_token="canary-refresh-stale-XYZ"), "x")
-    assert connect(fake.config(tmp_path)).request("GET", PING).status_code == 200
+    config = fake.config(tmp_path)
+    store = TokenStore.for_config(config)  # the config's own lineage, whose rotated token went stale
+    store.save(CLIENT_ID, Tokens(refresh_token="canary-refresh-stale-XYZ"), config["token_url"])
+    assert connect(config).request("GET", PING).status_code == 200
     assert "older OAuth refresh token was refused" in caplog.text
 
 
@@ -213,8 +223,44 @@ def test_4xx_is_final_and_names_the_oauth_error(fake, tmp_path):
 
 def test_world_readable_token_file_is_tightened(tmp_path, caplog):
     store = TokenStore(tmp_path / "tokens.json")
-    store.save(CLIENT_ID, Tokens(refresh_token="canary-refresh-XYZ"), "x")
+    store.save(CLIENT_ID, Tokens(refresh_token="canary-refresh-XYZ"), DEFAULT_TOKEN_URL)
     os.chmod(store.path, 0o644)
     assert store.load(CLIENT_ID) is not None
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert "readable by others" in caplog.text
+
+
+def test_saved_tokens_are_used_only_by_their_seed_or_current_refresh_token(fake, tmp_path):
+    config = fake.config(tmp_path)
+    connect(config).request("GET", PING)  # seeds the file with the config's token, rotates it
+    rotated = json.loads((tmp_path / "tokens.json").read_text())["refresh_token"]
+    for refresh_token in (FIRST_REFRESH_TOKEN, rotated):  # the seed, and its rotated successor
+        assert TokenStore.for_config({**config, "refresh_token": refresh_token}).load() is not None
+    with pytest.raises(TokenFileConflict, match=r"another refresh token \(account ACC123\)"):
+        TokenStore.for_config({**config, "refresh_token": "canary-refresh-of-account-B-XYZ"}).load()
+    default = {**config, "token_file": ""}  # a default file is keyed by the refresh token: never shared
+    assert TokenStore.for_config(default).path != TokenStore.for_config(
+        {**default, "refresh_token": "canary-refresh-of-account-B-XYZ"}
+    ).path
+
+
+def test_a_token_file_of_an_older_version_is_used_only_by_its_own_refresh_token(fake, tmp_path):
+    legacy = {"client_id": CLIENT_ID, "token_url": f"{fake.url}/oauth/token", "refresh_token": "canary-refresh-old-XYZ"}
+    (tmp_path / "tokens.json").write_text(json.dumps({"format": "klaviyo-singer-oauth/1", **legacy}))
+    config = fake.config(tmp_path)
+    with pytest.raises(TokenFileConflict, match="saved by an older version"):
+        TokenStore.for_config(config).load()
+    assert TokenStore.for_config({**config, "refresh_token": "canary-refresh-old-XYZ"}).load() is not None
+    assert TokenStore.for_config({**config, "refresh_token": ""}).load() is not None  # the file is the source
+
+
+def test_an_access_token_alone_is_used_until_rejected_then_one_line(fake, tmp_path):
+    fake.access_tokens["canary-access-handed-XYZ"] = time.time() + 3600
+    connection = connect({"access_token": "canary-access-handed-XYZ", "base_url": fake.url})
+    assert connection.request("GET", PING).status_code == 200
+    fake.expire_access_tokens()
+    with pytest.raises(KlaviyoError) as caught:
+        connection.request("GET", PING)
+    assert "Klaviyo rejected the access_token" in str(caught.value) and "\n" not in str(caught.value)
+    assert fake.token_posts == 0 and not (tmp_path / "xdg").exists()
+    assert_clean(str(caught.value))

@@ -86,3 +86,52 @@ def test_expired_access_token_is_401(sb):
     sb.oauth.access[tok["access_token"]]["expires"] = 0  # simulate the hour passing
     resp = Client(sb.base_url, bearer=tok["access_token"]).get("/api/accounts")
     assert resp.status == 401 and resp.json()["errors"][0]["code"] == "not_authenticated"
+
+
+def _grant(sb, account, verifier="m" * 64):
+    """Code flow with the browser signed in to `account`: (access, refresh) tokens."""
+    sb.oauth.sign_in(account)
+    code = _authorize(sb, verifier)["code"]
+    tok = _token(sb, {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+                      "redirect_uri": REDIRECT}).json()
+    return tok["access_token"], tok["refresh_token"]
+
+
+def test_several_accounts_behind_one_token_endpoint():
+    from klaviyo_sandbox import Sandbox, SandboxConfig
+
+    with Sandbox(SandboxConfig(seed=5, scale=0.01, rate_limit_scale=0.0, accounts=2)) as sb:
+        first, second = list(sb.accounts)
+        assert first != second and sb.accounts[first] is sb.store
+        tokens = {account: _grant(sb, account) for account in (first, second)}
+        for account, (access, refresh) in tokens.items():
+            client = Client(sb.base_url, bearer=access)
+            assert client.get("/api/accounts").json()["data"][0]["id"] == account
+            lists = {item["id"] for item in client.get("/api/lists").json()["data"]}
+            assert lists and lists <= set(sb.accounts[account].ds.list_ids.id(j) for j in range(1000))
+            rotated = _token(sb, {"grant_type": "refresh_token", "refresh_token": refresh}).json()
+            again = Client(sb.base_url, bearer=rotated["access_token"]).get("/api/accounts").json()
+            assert again["data"][0]["id"] == account  # a rotated token stays bound to its account
+            tokens[account] = (rotated["access_token"], rotated["refresh_token"])
+        # an API key opens the first account; writes land in the account of the credential
+        assert Client(sb.base_url, sb.api_key).get("/api/accounts").json()["data"][0]["id"] == first
+        made = Client(sb.base_url, bearer=tokens[second][0]).post(
+            "/api/lists", {"data": {"type": "list", "attributes": {"name": "Second's list"}}})
+        assert made.status == 201 and made.json()["data"]["id"] in sb.accounts[second].new_lists
+        assert not sb.store.new_lists
+        logged = [e["account"] for e in sb.accounts[second].request_log]
+        assert logged and set(logged) == {second}
+
+        # revoking the refresh token ends the whole grant; the other account's grant lives on
+        access, refresh = tokens[second]
+        assert _revoke(sb, refresh).status == 200
+        assert Client(sb.base_url, bearer=access).get("/api/accounts").status == 401
+        assert _token(sb, {"grant_type": "refresh_token", "refresh_token": refresh}).json()["error"] == "invalid_grant"
+        assert Client(sb.base_url, bearer=tokens[first][0]).get("/api/accounts").status == 200
+        assert _revoke(sb, "never-issued").status == 200  # RFC 7009: not an error
+
+
+def _revoke(sb, token):
+    c = Client(sb.base_url, revision=None)
+    return c.post("/oauth/revoke", urlencode({"token": token, "token_type_hint": "refresh_token"}).encode(),
+                  headers=_basic(sb))
