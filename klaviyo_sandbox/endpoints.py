@@ -184,6 +184,13 @@ ENDPOINTS = {
         Endpoint("bulk_import_profiles", "profile-bulk-import-job", 10, 150),
         Endpoint("get_bulk_import_profiles_job", "profile-bulk-import-job", 10, 150, includes=("lists",)),
         Endpoint("get_errors_for_bulk_import_profiles_job", "import-error", 10, 150, page=(20, 1, 100)),
+        Endpoint("bulk_subscribe_profiles", "profile-subscription-bulk-create-job", 75, 750),
+        Endpoint("bulk_unsubscribe_profiles", "profile-subscription-bulk-delete-job", 75, 750),
+        Endpoint("bulk_suppress_profiles", "profile-suppression-bulk-create-job", 75, 750),
+        Endpoint("get_bulk_suppress_profiles_job", "profile-suppression-bulk-create-job", 75, 750),
+        Endpoint("bulk_unsuppress_profiles", "profile-suppression-bulk-delete-job", 75, 750),
+        Endpoint("get_bulk_unsuppress_profiles_job", "profile-suppression-bulk-delete-job", 75, 750),
+        Endpoint("bulk_create_events", "event-bulk-create-job", 10, 150),
     ]
 }
 

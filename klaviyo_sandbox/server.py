@@ -17,6 +17,7 @@ from . import api
 from .config import SandboxConfig
 from .endpoints import SLOW_ADDITIONAL
 from .faults import FaultInjector
+from .bulk import BulkWrites
 from .jobs import MAX_BODY, JobManager
 from .oauth import OAuthServer
 from .ratelimit import RateLimiter
@@ -53,6 +54,7 @@ class App:
         self.faults = FaultInjector(cfg.seed, cfg.fault_rate, cfg.faults)
         self.oauth = OAuthServer(cfg.client_id, cfg.client_secret, cfg.token_seconds)
         self.store.jobs = JobManager(self.store, cfg.job_seconds)
+        self.store.bulk = BulkWrites(self.store, cfg.job_seconds)
         self.store.oauth = self.oauth
         self.stopping = threading.Event()
 
