@@ -104,8 +104,9 @@ class Store:
                 return rec
         return None
 
-    def upsert_profile(self, attrs: dict, pid: str | None = None) -> tuple[dict, bool]:
-        """Bulk-import upsert: match by id, email, phone, external_id; nulls never clear fields."""
+    def upsert_profile(self, attrs: dict, pid: str | None = None, unset: tuple = ()) -> tuple[dict, bool]:
+        """Bulk-import upsert: match by id, email, phone, external_id; nulls never clear fields;
+        ``unset`` (meta.patch_properties.unset) removes custom properties."""
         with self.lock:
             rec = self.get_profile(pid) if pid else None
             for field in ("email", "phone_number", "external_id"):
@@ -123,6 +124,8 @@ class Store:
                     merged = dict(a.get(k) or {})
                     merged.update({kk: v for kk, v in attrs[k].items() if v is not None})
                     a[k] = merged
+            if unset:
+                a["properties"] = {k: v for k, v in (a.get("properties") or {}).items() if k not in unset}
             a["updated"] = iso(now)
             self._store_profile(rec)
             return rec, created

@@ -19,9 +19,9 @@ with no job to follow: their rows count as written once Klaviyo has accepted the
 from __future__ import annotations
 
 import threading
-import time
 import typing as t
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from time import monotonic, sleep
 
 from klaviyo_core.errors import KlaviyoAPIError, KlaviyoError, json_document
 from target_klaviyo.jobs import FINISHED, FIRST_POLL_SECONDS, MAX_POLL_SECONDS
@@ -72,7 +72,7 @@ class BatchSender:
         self._lock = threading.Lock()
         self.requests = 0
         self.rows_sent = 0
-        self._last_progress = time.monotonic()
+        self._last_progress = monotonic()
 
     def submit(self, batch: Batch) -> None:
         """Queue one request; waits while twice ``max_concurrency`` are queued (memory stays bounded)."""
@@ -112,7 +112,7 @@ class BatchSender:
             self._executor = None
 
     def _log_progress(self) -> None:
-        now = time.monotonic()
+        now = monotonic()
         if now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
             self.logger.info("Progress: Klaviyo accepted %d rows in %d requests so far", self.rows_sent, self.requests)
@@ -134,7 +134,7 @@ class BatchSender:
             self.rows_sent += len(batch.items)
             if batch.operation.job_path:
                 job_id = json_document(response)["data"]["id"]
-                self._jobs.append((batch.operation, job_id, time.monotonic()))
+                self._jobs.append((batch.operation, job_id, monotonic()))
         self.report.sent(batch.stream, len(batch.items))
 
     def _split(self, batch: Batch, exc: KlaviyoAPIError) -> None:
@@ -158,7 +158,7 @@ class BatchSender:
         self._jobs.clear()
         interval = FIRST_POLL_SECONDS
         while pending:
-            time.sleep(interval)
+            sleep(interval)
             still = []
             for operation, job_id, submitted in pending:
                 attributes = self.connection.get(operation.job_path.format(id=job_id))["data"]["attributes"]
@@ -168,7 +168,7 @@ class BatchSender:
                 if status == "cancelled":
                     raise KlaviyoError(f"Klaviyo {operation.name} job {job_id} was cancelled ({progress}); run again.")
                 if status not in FINISHED:
-                    if time.monotonic() >= submitted + self.timeout:
+                    if monotonic() >= submitted + self.timeout:
                         raise KlaviyoError(
                             f"Klaviyo {operation.name} job {job_id} did not finish within {self.timeout:.0f} s "
                             f"({progress}). Raise wait_timeout_seconds or turn wait_for_completion off."
