@@ -69,26 +69,29 @@ class BatchSender:
         self._executor: ThreadPoolExecutor | None = None
         self._futures: set[Future[None]] = set()
         self._jobs: list[tuple[Operation, str, float]] = []  # (operation, job id, submitted at)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # counters and job ids (worker threads)
+        self._queue_lock = threading.RLock()  # submit/finish: sinks may drain in parallel threads
         self.requests = 0
         self.rows_sent = 0
         self._last_progress = monotonic()
 
     def submit(self, batch: Batch) -> None:
         """Queue one request; waits while twice ``max_concurrency`` are queued (memory stays bounded)."""
-        self._raise_failures(block=len(self._futures) >= 2 * self.max_concurrency)
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="klaviyo-send")
-        self._futures.add(self._executor.submit(self._send, batch))
+        with self._queue_lock:
+            self._raise_failures(block=len(self._futures) >= 2 * self.max_concurrency)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="klaviyo-send")
+            self._futures.add(self._executor.submit(self._send, batch))
 
     def finish(self) -> None:
         """Return once every request is answered (and every job finished, when waiting); raise the first failure."""
-        while self._futures:
-            self._raise_failures(block=True)
-        if self.wait_for_completion and self._jobs:
-            self._wait_for_jobs()
-        if self.requests:
-            self.logger.info("Klaviyo accepted %d rows in %d requests", self.rows_sent, self.requests)
+        with self._queue_lock:
+            while self._futures:
+                self._raise_failures(block=True)
+            if self.wait_for_completion and self._jobs:
+                self._wait_for_jobs()
+            if self.requests:
+                self.logger.info("Klaviyo accepted %d rows in %d requests", self.rows_sent, self.requests)
 
     def _raise_failures(self, *, block: bool) -> None:
         if not self._futures:

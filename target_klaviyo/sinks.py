@@ -272,6 +272,7 @@ class BulkOperationSink(KlaviyoListSink):
     def __init__(self, target: TargetKlaviyo, *args: t.Any, **kwargs: t.Any) -> None:
         self.op = self.operation_class(target.operation_options)
         super().__init__(target, *args, **kwargs)
+        self.sender = target.sender  # made here, in the reader's thread: drains may run in parallel
 
     @override
     def check_columns(self, stream_name: str, columns: set[str]) -> None:
@@ -298,11 +299,11 @@ class BulkOperationSink(KlaviyoListSink):
     def write(self, items: list[Item]) -> None:
         """Queue the batch's requests and return while they are sent (finished before any STATE)."""
         for group, requests in split(items, self.op, self.list_id):
-            self.target.sender.submit(Batch(self.stream_name, self.op, group, requests, self.list_id))
+            self.sender.submit(Batch(self.stream_name, self.op, group, requests, self.list_id))
 
     @override
     def clean_up(self) -> None:
-        self.target.sender.finish()
+        self.sender.finish()
         super().clean_up()
 
 

@@ -7,6 +7,7 @@ suppression (suppress, unsuppress) and events (track); see docs/target.md.
 from __future__ import annotations
 
 import sys
+import threading
 import typing as t
 from functools import cached_property
 from pathlib import Path
@@ -180,6 +181,7 @@ class TargetKlaviyo(Target):
             check_connection_settings(self.config)
             check_target_settings(self.config)
         self.message_reader.on_bad_line = self._reject_input_line
+        self._plan_lock = threading.Lock()
 
     def _reject_input_line(self, number: int, line: str, reason: str, stream: str | None) -> None:
         """A line the reader could not use: in the rejects file with why, never in the log."""
@@ -233,11 +235,12 @@ class TargetKlaviyo(Target):
         return {}
 
     def plan(self, stream: str, requests: dict[str, int], rows: int) -> None:
-        """Dry run: count what would be sent for one batch of valid rows."""
-        counts = self.dry_run_plan.setdefault(stream, {"rows": 0})
-        counts["rows"] += rows
-        for endpoint, n in requests.items():
-            counts[endpoint] = counts.get(endpoint, 0) + n
+        """Dry run: count what would be sent for one batch of valid rows (sinks may drain in threads)."""
+        with self._plan_lock:
+            counts = self.dry_run_plan.setdefault(stream, {"rows": 0})
+            counts["rows"] += rows
+            for endpoint, n in requests.items():
+                counts[endpoint] = counts.get(endpoint, 0) + n
 
     @override
     def _write_state_message(self, state: dict) -> None:
