@@ -73,6 +73,7 @@ class BatchSender:
         self._queue_lock = threading.RLock()  # submit/finish: sinks may drain in parallel threads
         self.requests = 0
         self.rows_sent = 0
+        self._summarised = 0
         self._last_progress = monotonic()
 
     def submit(self, batch: Batch) -> None:
@@ -90,7 +91,8 @@ class BatchSender:
                 self._raise_failures(block=True)
             if self.wait_for_completion and self._jobs:
                 self._wait_for_jobs()
-            if self.requests:
+            if self.requests != self._summarised:  # finish runs at every STATE and at the end
+                self._summarised = self.requests
                 self.logger.info("Klaviyo accepted %d rows in %d requests", self.rows_sent, self.requests)
 
     def _raise_failures(self, *, block: bool) -> None:
