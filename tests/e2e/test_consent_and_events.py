@@ -41,3 +41,19 @@ def test_consent_and_events_jobs_write_once_and_reruns_change_nothing(project: M
 
     time.sleep(1)  # the sandbox's jobs take 0.5 s: a duplicate would have landed by now
     assert len(store.tracked_events) == len(ORDERS), "unique_id: a rerun creates no event twice"
+
+
+def test_outside_the_sandbox_the_examples_never_read_the_people_file_or_its_list(project: MeltanoProject) -> None:
+    """dev: tap-jsonl's TAP_JSONL_PATH (people) and target-klaviyo's list must not leak into the events job."""
+    env = {"TAP_JSONL_PATH": "people.jsonl", "TARGET_KLAVIYO_LIST_NAME": "VIP", "TAP_JSONL__ORDERS_PATH": "orders.jsonl"}
+
+    orders = json.loads(project.run("config", "print", "tap-jsonl--orders", "--format=json", **env).check().stdout)
+    consent = json.loads(project.run("config", "print", "tap-jsonl--consent", "--format=json", **env).check().stdout)
+    track = json.loads(project.run("config", "print", "target-klaviyo--track", "--format=json", **env).check().stdout)
+    subscribe = json.loads(project.run("config", "print", "target-klaviyo--subscribe", "--format=json", **env)
+                           .check().stdout)
+
+    assert orders["path"] == "orders.jsonl"
+    assert not consent.get("path")
+    assert not track.get("list_name") and track["operation"] == "track"
+    assert not subscribe.get("list_name") and subscribe["operation"] == "subscribe"
