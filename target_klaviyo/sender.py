@@ -158,29 +158,38 @@ class BatchSender:
     # -- jobs --------------------------------------------------------------------------
 
     def _wait_for_jobs(self) -> None:
-        """Poll every suppression job until Klaviyo has completed it."""
+        """Poll every suppression job (``max_concurrency`` at a time) until Klaviyo has completed it."""
         pending = list(self._jobs)
         self._jobs.clear()
         interval = FIRST_POLL_SECONDS
-        while pending:
-            sleep(interval)
-            still = []
-            for operation, job_id, submitted in pending:
-                attributes = self.connection.get(operation.job_path.format(id=job_id))["data"]["attributes"]
-                status = attributes.get("status")
-                progress = f"{status}, {attributes.get('completed_count') or 0} of {attributes.get('total_count')}"
-                self.logger.info("Klaviyo %s job %s: %s", operation.name, job_id, progress)
-                if status == "cancelled":
-                    raise KlaviyoError(f"Klaviyo {operation.name} job {job_id} was cancelled ({progress}); run again.")
-                if status not in FINISHED:
-                    if monotonic() >= submitted + self.timeout:
-                        raise KlaviyoError(
-                            f"Klaviyo {operation.name} job {job_id} did not finish within {self.timeout:.0f} s "
-                            f"({progress}). Raise wait_timeout_seconds or turn wait_for_completion off."
-                        )
-                    still.append((operation, job_id, submitted))
-                elif attributes.get("skipped_count"):
-                    self.logger.info("Klaviyo %s job %s skipped %d profiles (no such profile, or nothing to change)",
-                                     operation.name, job_id, attributes["skipped_count"])  # fmt: skip
-            pending = still
-            interval = min(interval * 1.5, MAX_POLL_SECONDS)
+        with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="klaviyo-poll") as pool:
+            while pending:
+                sleep(interval)
+                answers = list(pool.map(self._job_attributes, pending))
+                still = [job for job, attributes in zip(pending, answers) if not self._finished(job, attributes)]
+                done = len(pending) - len(still)
+                self.logger.info("Klaviyo %s jobs: %d of %d complete", pending[0][0].name, done, len(pending))
+                pending = still
+                interval = min(interval * 1.5, MAX_POLL_SECONDS)
+
+    def _job_attributes(self, job: tuple[Operation, str, float]) -> dict:
+        operation, job_id, _ = job
+        return self.connection.get(operation.job_path.format(id=job_id))["data"]["attributes"]
+
+    def _finished(self, job: tuple[Operation, str, float], attributes: dict) -> bool:
+        """Whether the job is complete; raise when it was cancelled or ran out of time."""
+        operation, job_id, submitted = job
+        status = attributes.get("status")
+        progress = f"{status}, {attributes.get('completed_count') or 0} of {attributes.get('total_count')}"
+        if status == "cancelled":
+            raise KlaviyoError(f"Klaviyo {operation.name} job {job_id} was cancelled ({progress}); run again.")
+        if status in FINISHED:
+            self.logger.info("Klaviyo %s job %s: %s, %d skipped (no such profile, or nothing to change)",
+                             operation.name, job_id, progress, attributes.get("skipped_count") or 0)  # fmt: skip
+            return True
+        if monotonic() >= submitted + self.timeout:
+            raise KlaviyoError(
+                f"Klaviyo {operation.name} job {job_id} did not finish within {self.timeout:.0f} s "
+                f"({progress}). Raise wait_timeout_seconds or turn wait_for_completion off."
+            )
+        return False
