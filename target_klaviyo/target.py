@@ -300,7 +300,6 @@ class TargetKlaviyo(Target):
                 f"{rows} rejected and fail_on_rejects is on: see {self.report.path} for rows and reasons."
             )
 
-
     def _log_dry_run(self) -> None:
         if not self.dry_run:
             return

@@ -251,6 +251,25 @@ def test_dry_run_checks_rows_and_reports_requests_but_writes_nothing(box, run_ta
 
 
 @pytest.mark.parametrize(
+    ("operation", "extra", "endpoint"),
+    [
+        ("upsert", {}, "1 x POST /api/profile-bulk-import-jobs"),
+        ("track", {"metric_name": "Viewed"}, "1 x POST /api/event-bulk-create-jobs"),
+        ("suppress", {}, "1 x POST /api/profile-suppression-bulk-create-jobs"),
+        ("add", {"list_name": "Dry run add e2e"}, "1 x POST /api/profile-bulk-import-jobs"),
+    ],
+)
+def test_every_operation_has_a_dry_run(box, run_target, operation, extra, endpoint):
+    rows = [{"email": f"x{i}@example.com"} for i in range(20)]
+
+    run = run_target(settings(box, operation=operation, dry_run=True, **extra), singer_lines("s", rows, {"email": TEXT}))
+
+    assert run.exit_code == 0, run.log
+    assert f"Dry run, stream 's': {operation} would send 20 rows in {endpoint}" in run.log
+    assert writes(box) == [] and not box.store.new_lists
+
+
+@pytest.mark.parametrize(
     ("config", "message"),
     [
         ({"operation": "upsert", "list_id": "X"}, "Setting list_id: operation upsert takes no list"),
