@@ -90,7 +90,6 @@ class Operation:
     job_path: t.ClassVar[str | None] = None
     #: Columns of which the stream needs at least one.
     needs_one_of: t.ClassVar[tuple[str, ...]] = ("email",)
-    own_columns: t.ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -160,7 +159,6 @@ class Subscribe(Operation):
     path = "/api/profile-subscription-bulk-create-jobs"
     max_items = 1000
     needs_one_of = ("email", "phone_number")
-    own_columns = frozenset({"channels", "consented_at"})
     consent = "SUBSCRIBED"
 
     def prepare(self, row: dict) -> Item:
@@ -206,7 +204,6 @@ class Unsubscribe(Subscribe):
     operation_id = "bulk_unsubscribe_profiles"
     path = "/api/profile-subscription-bulk-delete-jobs"
     max_items = 100
-    own_columns = frozenset({"channels"})
     consent = "UNSUBSCRIBED"
 
     def consented_at(self, row: dict) -> None:
@@ -257,7 +254,6 @@ class Track(Operation):
     path = "/api/event-bulk-create-jobs"
     max_items = 1000
     needs_one_of = (*IDENTIFIERS, *ID_COLUMNS)
-    own_columns = EVENT_COLUMNS
 
     def __init__(self, options: Options) -> None:
         super().__init__(options)

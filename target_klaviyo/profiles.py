@@ -4,7 +4,8 @@ A row is a warehouse row: identifiers (``email``, ``phone_number``, ``external_i
 Klaviyo ``profile_id``/``id``) plus whatever columns the query selected.
 Klaviyo's standard profile fields become profile attributes, everything else a
 custom property. Blank values (None, empty or whitespace-only strings) are not
-sent at all, so an empty cell never overwrites what Klaviyo already holds. Nothing
+sent at all, so an empty cell never overwrites what Klaviyo already holds (unless
+``null_clears_properties``: then a null unsets that custom property). Nothing
 here ever touches consent: a profile carries no ``subscriptions``.
 """
 
@@ -152,18 +153,17 @@ def _location(row: t.Mapping[str, t.Any]) -> dict:
 class ColumnRules:
     """Which columns may become custom properties, and what a null in one of them means.
 
-    ``property_columns`` None: every column that is not a Klaviyo attribute (or an
-    identifier, or a column with a meaning of its own for the operation). ``null_clears``:
+    ``property_columns`` None: every column that is not a Klaviyo attribute or an
+    identifier. ``null_clears``:
     a null (not an empty string) in a property column removes that property in Klaviyo
     (``meta.patch_properties.unset``); by default a null leaves it as it is.
     """
 
     property_columns: frozenset[str] | None = None
     null_clears: bool = False
-    own_columns: frozenset[str] = frozenset()  # columns the operation reads itself (e.g. consented_at)
 
     def is_property(self, column: str) -> bool:
-        if column in RESERVED_COLUMNS or column in self.own_columns or column.startswith("_sdc_"):
+        if column in RESERVED_COLUMNS or column.startswith("_sdc_"):
             return False
         return self.property_columns is None or column in self.property_columns
 
