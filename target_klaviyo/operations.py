@@ -110,7 +110,11 @@ def _list_relationship(list_id: str | None) -> dict:
 
 
 def row_channels(row: dict, found: dict[str, str], configured: tuple[str, ...] | None) -> list[str]:
-    """The consent channels of a row: its ``channels`` column, else the setting, else its identifiers."""
+    """The consent channels of a row: its ``channels`` column, else the setting, else its identifiers.
+
+    A channel the row's ``channels`` column names needs its address (email or phone) in the
+    row; from the setting, only the channels the row has an address for are used.
+    """
     raw = row.get("channels")
     if not is_blank(raw):
         names = [part.strip() for part in raw.split(",")] if isinstance(raw, str) else raw
@@ -120,14 +124,19 @@ def row_channels(row: dict, found: dict[str, str], configured: tuple[str, ...] |
         if unknown:
             raise RowRejected("invalid channels", f"channel {unknown[0]!r} is not one of {', '.join(CHANNELS)}")
         chosen = [n for n in dict.fromkeys(names) if n]
-    elif configured:
-        chosen = list(configured)
+        for channel in chosen:  # the row itself asks for it: its address must be there
+            needed = CHANNELS[channel][2]
+            if needed not in found:
+                raise RowRejected(f"missing {needed}", f"channel {channel} needs a {needed} and the row has none")
+    elif configured:  # the setting: the configured channels this row has an address for
+        chosen = [channel for channel in configured if CHANNELS[channel][2] in found]
+        if not chosen:
+            wanted = " or ".join(sorted({CHANNELS[c][2] for c in configured}))
+            raise RowRejected("no address for the channels", f"consent_channels need a {wanted} and the row has none")
     else:
-        return [channel for column, channel in DEFAULT_CHANNELS.items() if column in found]
-    for channel in chosen:
-        needed = CHANNELS[channel][2]
-        if needed not in found:
-            raise RowRejected(f"missing {needed}", f"channel {channel} needs a {needed} and the row has none")
+        chosen = [channel for column, channel in DEFAULT_CHANNELS.items() if column in found]
+    if not chosen:
+        raise RowRejected("no channels", "the channels column is empty: no channel to change")
     return chosen
 
 

@@ -284,3 +284,22 @@ def test_settings_that_do_not_fit_the_operation_are_one_line(box, run_target, co
     assert run.exit_code == 1
     assert message in run.log
     assert writes(box) == []
+
+
+def test_consent_channels_setting_uses_the_channels_each_row_has_an_address_for(box, run_target):
+    rows = [
+        {"email": "mail.only@example.com", "phone_number": None, "consented_at": None, "channels": None},
+        {"email": None, "phone_number": "+14155550177", "consented_at": None, "channels": None},
+        {"email": "both@example.com", "phone_number": "+14155550178", "consented_at": None, "channels": []},
+    ]
+    config = settings(box, operation="subscribe", consent_channels=["email_marketing", "sms_transactional"])
+
+    run = run_target(config, singer_lines("c", rows, CONSENT_COLUMNS))
+
+    assert run.exit_code == 0, run.log
+    store = box.store
+    assert set(store.consent[store.find_profile("email", "mail.only@example.com")["id"]]) == {
+        "suppression", "email_marketing"}
+    assert set(store.consent[store.find_profile("phone_number", "+14155550177")["id"]]) == {
+        "suppression", "sms_transactional"}
+    assert [r["reason"] for r in run.rejects()] == ["the channels column is empty: no channel to change"]
