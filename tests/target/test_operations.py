@@ -303,3 +303,24 @@ def test_consent_channels_setting_uses_the_channels_each_row_has_an_address_for(
     assert set(store.consent[store.find_profile("phone_number", "+14155550177")["id"]]) == {
         "suppression", "sms_transactional"}
     assert [r["reason"] for r in run.rejects()] == ["the channels column is empty: no channel to change"]
+
+
+def test_lost_answers_and_throttling_are_retried_and_no_event_or_row_is_doubled(run_target, monkeypatch):
+    """Truncated answers come after the sandbox applied the request: the retry sends it again, and
+    unique_id keeps the event single. 5xx, resets and 429 bursts are retried."""
+    monkeypatch.setattr(sender, "sleep", lambda seconds: None)
+    faults = ("500", "reset", "truncated", "429")
+    config = sandbox.SandboxConfig(seed=3, scale=0.01, rate_limit_scale=0.0, job_seconds=0.0, fault_rate=0.3,
+                                   faults=faults)
+    rows = [{"email": f"f{i}@example.com", "metric_name": "Viewed", "unique_id": f"v{i}"} for i in range(3000)]
+    columns = {"email": TEXT, "metric_name": TEXT, "unique_id": TEXT}
+    with sandbox.Sandbox(config) as box:
+        run = run_target(settings(box, operation="track", max_concurrency=4),
+                         singer_lines("v", rows, columns, state={"v": 1}))
+        events = list(box.store.tracked_events)
+        counters = dict(box.store.counters)
+
+    assert run.exit_code == 0, run.log
+    assert run.states == [{"v": 1}]
+    assert sorted(e["unique_id"] for e in events) == sorted(f"v{i}" for i in range(3000))
+    assert counters.get("fault:truncated", 0) >= 1, f"an answer was lost after the events were applied: {counters}"
