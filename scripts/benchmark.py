@@ -186,6 +186,8 @@ TARGET_OPERATIONS: dict[str, dict[str, t.Any]] = {
     "add": {"list_name": "Benchmark"},
     "upsert": {},
     "subscribe": {},
+    "unsubscribe": {},
+    "suppress": {},
     "track": {"metric_name": "Placed Order"},
 }
 
@@ -193,10 +195,10 @@ TARGET_OPERATIONS: dict[str, dict[str, t.Any]] = {
 def target_row(operation: str, i: int) -> dict:
     """Row ``i`` of the benchmark input for ``operation`` (deterministic)."""
     email = f"bench.{i}@example.com"
-    if operation == "subscribe":
+    if operation in ("subscribe", "unsubscribe"):
         phone = f"+1415{i % 10_000_000:07d}" if i % 10 == 0 else None  # every 10th also subscribes to SMS
         consented = "2025-03-01T12:00:00Z" if i % 2 else None  # half are historical imports
-        return {"email": email, "phone_number": phone, "consented_at": consented}
+        return {"email": email, "phone_number": phone, "consented_at": consented if operation == "subscribe" else None}
     if operation == "track":
         return {"email": email, "unique_id": f"order-{i}", "time": "2026-05-01T12:00:00Z", "value": i % 97 + 0.5,
                 "properties": {"items": i % 5 + 1, "sku": f"SKU-{i % 300}"}}  # fmt: skip
