@@ -5,7 +5,7 @@ import json
 import re
 from urllib.parse import quote
 
-from . import filters, gen_catalog, gen_content
+from . import bulk, filters, gen_catalog, gen_content
 from .endpoints import ENDPOINTS, METRICS_PAGE
 from .query import Query, decode_cursor, encode_cursor, query_hash
 from .render import bad_request, collection_document, document, dumps, not_found, resource, resource_json
@@ -145,7 +145,7 @@ class View:
             ds, prof = self.req.store.ds, rec.get("_profile", rec)
             attrs = dict(attrs)
             if "subscriptions" in self.additional:
-                attrs["subscriptions"] = ds.subscriptions(prof.get("_i"), prof)
+                attrs["subscriptions"] = self.req.store.subscriptions(prof)
             if "predictive_analytics" in self.additional:
                 attrs["predictive_analytics"] = ds.predictive(prof.get("_i"))
             if "definition" in self.additional:  # templates: drag-and-drop ones have a definition
@@ -418,6 +418,17 @@ ROUTES = [
     ("GET", r"/api/coupon-codes", "get_coupon_codes", content("coupon-codes")),
     ("GET", r"/api/forms", "get_forms", content("forms")),
     ("GET", r"/api/images", "get_images", content("images")),
+    ("POST", r"/api/profile-subscription-bulk-create-jobs", "bulk_subscribe_profiles", bulk.subscribe),
+    ("POST", r"/api/profile-subscription-bulk-delete-jobs", "bulk_unsubscribe_profiles", bulk.unsubscribe),
+    ("POST", r"/api/profile-suppression-bulk-create-jobs", "bulk_suppress_profiles",
+     bulk.suppression("bulk_suppress_profiles")),
+    ("GET", rf"/api/profile-suppression-bulk-create-jobs/{ID}", "get_bulk_suppress_profiles_job",
+     bulk.get_suppression_job("profile-suppression-bulk-create-job")),
+    ("POST", r"/api/profile-suppression-bulk-delete-jobs", "bulk_unsuppress_profiles",
+     bulk.suppression("bulk_unsuppress_profiles")),
+    ("GET", rf"/api/profile-suppression-bulk-delete-jobs/{ID}", "get_bulk_unsuppress_profiles_job",
+     bulk.get_suppression_job("profile-suppression-bulk-delete-job")),
+    ("POST", r"/api/event-bulk-create-jobs", "bulk_create_events", bulk.create_events),
 ]
 COMPILED = [(m, re.compile(p + "$"), op, fn) for m, p, op, fn in ROUTES]
 

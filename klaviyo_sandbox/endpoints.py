@@ -249,6 +249,13 @@ ENDPOINTS = {
                      "size": S(*DT4, t="integer"), "hidden": L(single=("equals",), lst=("any",), t="boolean")},
             sorts=("format", "id", "name", "size", "updated_at"),
         ),
+        Endpoint("bulk_subscribe_profiles", "profile-subscription-bulk-create-job", 75, 750),
+        Endpoint("bulk_unsubscribe_profiles", "profile-subscription-bulk-delete-job", 75, 750),
+        Endpoint("bulk_suppress_profiles", "profile-suppression-bulk-create-job", 75, 750),
+        Endpoint("get_bulk_suppress_profiles_job", "profile-suppression-bulk-create-job", 75, 750),
+        Endpoint("bulk_unsuppress_profiles", "profile-suppression-bulk-delete-job", 75, 750),
+        Endpoint("get_bulk_unsuppress_profiles_job", "profile-suppression-bulk-delete-job", 75, 750),
+        Endpoint("bulk_create_events", "event-bulk-create-job", 10, 150),
     ]
 }
 

@@ -10,6 +10,7 @@ import json
 import re
 import threading
 
+from . import validate
 from .render import ApiError, bad_request
 from .util import B62, AffineCodec, iso
 
@@ -56,6 +57,9 @@ class JobManager:
         except (ValueError, UnicodeDecodeError):
             raise bad_request("The request body is not valid JSON.", pointer="/data") from None
         data = doc.get("data") if isinstance(doc, dict) else None
+        found = validate.problem("bulk_import_profiles", doc) if isinstance(data, dict) else None
+        if found:
+            raise bad_request(found[1], pointer=found[0])
         if not isinstance(data, dict) or data.get("type") != "profile-bulk-import-job":
             raise bad_request("`data.type` must be 'profile-bulk-import-job'.", pointer="/data/type")
         profiles = ((data.get("attributes") or {}).get("profiles") or {}).get("data")
@@ -74,7 +78,7 @@ class JobManager:
             if problem:
                 errors.append(self._error(k, item, *problem))
             else:
-                rows.append((item.get("id"), item["attributes"]))
+                rows.append((item.get("id"), item["attributes"], unset_properties(item)))
         with self.store.lock:
             seq = self.store.next_seq()
             job = Job(self.codec.id(seq), self.store.now(), self.duration, rows, errors, lists)
@@ -121,8 +125,8 @@ class JobManager:
             if job.applied:
                 return
             ids = []
-            for pid, attrs in job.rows:
-                rec, _ = self.store.upsert_profile(attrs, pid=pid)
+            for pid, attrs, unset in job.rows:
+                rec, _ = self.store.upsert_profile(attrs, pid=pid, unset=unset)
                 ids.append(rec["id"])
             for lid in job.lists:
                 self.store.add_members(lid, ids)
@@ -152,6 +156,12 @@ class JobManager:
                 "relationships": {"lists": [{"type": "list", "id": lid} for lid in job.lists],
                                   "profiles": None, "import-errors": None},
                 "_seq": job.seq, "_nat": job.seq, "_x": {"status": status}}
+
+
+def unset_properties(item: dict) -> tuple:
+    """Names in ``meta.patch_properties.unset`` (a name or a list of names): properties to remove."""
+    unset = (((item.get("meta") or {}).get("patch_properties") or {}).get("unset")) or ()
+    return (unset,) if isinstance(unset, str) else tuple(unset)
 
 
 def row_problem(item: dict):

@@ -10,7 +10,9 @@ MEDIA_TYPE = "application/vnd.api+json"
 PLURAL = {
     "profile": "profiles", "event": "events", "campaign": "campaigns", "list": "lists", "segment": "segments",
     "flow": "flows", "metric": "metrics", "review": "reviews", "account": "accounts",
-    "profile-bulk-import-job": "profile-bulk-import-jobs", "catalog-item": "catalog-items",
+    "profile-bulk-import-job": "profile-bulk-import-jobs",
+    "profile-suppression-bulk-create-job": "profile-suppression-bulk-create-jobs",
+    "profile-suppression-bulk-delete-job": "profile-suppression-bulk-delete-jobs", "catalog-item": "catalog-items",
     "campaign-message": "campaign-messages", "flow-action": "flow-actions", "flow-message": "flow-messages",
     "template": "templates", "tag": "tags", "tag-group": "tag-groups", "catalog-variant": "catalog-variants",
     "catalog-category": "catalog-categories", "coupon": "coupons", "coupon-code": "coupon-codes", "form": "forms",

@@ -18,6 +18,7 @@ from . import api
 from .config import SandboxConfig
 from .endpoints import SLOW_ADDITIONAL
 from .faults import FaultInjector
+from .bulk import BulkWrites
 from .jobs import MAX_BODY, JobManager
 from .oauth import OAuthServer
 from .ratelimit import RateLimiter
@@ -62,6 +63,7 @@ class App:
         self.oauth = OAuthServer(cfg.client_id, cfg.client_secret, cfg.token_seconds, accounts=list(self.accounts))
         for store in self.accounts.values():
             store.jobs = JobManager(store, cfg.job_seconds)
+            store.bulk = BulkWrites(store, cfg.job_seconds)
             store.oauth = self.oauth
         self.served = threading.local()  # the account the current thread's request was answered from
         self.stopping = threading.Event()

@@ -50,6 +50,10 @@ class Store:
         self.counters: Counter = Counter()
         self.touches = 0
         self.jobs = None  # set by the server (JobManager)
+        self.bulk = None  # set by the server (bulk.BulkWrites: consent, suppression, event jobs)
+        self.consent: dict = {}  # profile id -> {channel: {consent, timestamp}, "suppression": [...]}
+        self.tracked_events: list = []  # events from bulk_create_events
+        self.tracked_keys: set = set()  # (profile id, metric name, unique_id) already recorded
         self.oauth = None  # set by the server (OAuthServer)
 
     # ------------------------------------------------------------ clock
@@ -103,8 +107,9 @@ class Store:
                 return rec
         return None
 
-    def upsert_profile(self, attrs: dict, pid: str | None = None) -> tuple[dict, bool]:
-        """Bulk-import upsert: match by id, email, phone, external_id; nulls never clear fields."""
+    def upsert_profile(self, attrs: dict, pid: str | None = None, unset: tuple = ()) -> tuple[dict, bool]:
+        """Bulk-import upsert: match by id, email, phone, external_id; nulls never clear fields;
+        ``unset`` (meta.patch_properties.unset) removes custom properties."""
         with self.lock:
             rec = self.get_profile(pid) if pid else None
             for field in ("email", "phone_number", "external_id"):
@@ -122,6 +127,8 @@ class Store:
                     merged = dict(a.get(k) or {})
                     merged.update({kk: v for kk, v in attrs[k].items() if v is not None})
                     a[k] = merged
+            if unset:
+                a["properties"] = {k: v for k, v in (a.get("properties") or {}).items() if k not in unset}
             a["updated"] = iso(now)
             self._store_profile(rec)
             return rec, created
@@ -146,6 +153,41 @@ class Store:
             if value:
                 self.identifiers[field][value.lower()] = rec["id"]
         self._bump()
+
+    # ------------------------------------------------------------ consent (bulk.py)
+    def change_consent(self, pid: str, channels: dict, *, lift: tuple = (), add_suppression: str | None = None):
+        """Set {channel: (consent, timestamp)}; lift email suppressions with these reasons; add one."""
+        with self.lock:
+            state = self.consent.setdefault(pid, {"suppression": []})
+            for channel, (consent, stamp) in channels.items():
+                state[channel] = {"consent": consent, "timestamp": stamp}
+            state["suppression"] = [s for s in state["suppression"] if s["reason"] not in lift]
+            if add_suppression and not any(s["reason"] == add_suppression for s in state["suppression"]):
+                state["suppression"].append({"reason": add_suppression, "timestamp": iso(self.now())})
+            self._bump()
+
+    def subscriptions(self, prof: dict) -> dict:
+        """The profile's `subscriptions`: generated, with what consent operations changed on top."""
+        subs = self.ds.subscriptions(prof.get("_i"), prof)
+        state = self.consent.get(prof["id"])
+        if not state:
+            return subs
+        subs = copy.deepcopy(subs)
+        email = subs["email"]["marketing"]
+        if "email_marketing" in state:
+            change = state["email_marketing"]
+            email.update(consent=change["consent"], consent_timestamp=change["timestamp"],
+                         last_updated=change["timestamp"], method="API")
+        email["suppression"] = state["suppression"]
+        email["can_receive_email_marketing"] = email.get("consent") == "SUBSCRIBED" and not state["suppression"]
+        for name, kind in (("sms_marketing", "marketing"), ("sms_transactional", "transactional")):
+            if name in state:
+                change = state[name]
+                subs["sms"][kind] = {**(subs["sms"].get(kind) or {}), "consent": change["consent"],
+                                     "consent_timestamp": change["timestamp"], "last_updated": change["timestamp"],
+                                     "method": "API", "method_detail": "",
+                                     f"can_receive_sms_{kind}": change["consent"] == "SUBSCRIBED"}
+        return subs
 
     # ------------------------------------------------------------ events
     def add_event(self, profile_id: str | None = None, metric_index: int | None = None,

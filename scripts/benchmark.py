@@ -14,8 +14,9 @@ sandbox's counters), CPU seconds per 100k records, and the tap's peak RSS
 (``wait4`` rusage of the tap process). ``--rss-check`` also runs each stream with a
 tenth of the data and prints the ratio of the peak RSS.
 
-``--target N`` adds N profiles to a list with target-klaviyo (rows piped from a file
-of Singer messages) and prints profiles/s, jobs and requests made, 429s, CPU and RSS.
+``--target N`` writes N rows with target-klaviyo (piped from a file of Singer messages),
+once per operation of ``--target-operations`` (add, upsert, subscribe, track; default add),
+and prints rows/s, requests made per Klaviyo operation, 429s, CPU and RSS.
 
 Not a test: nothing is asserted. The sandbox shares the machine's CPUs (it spends
 ~15-20 ms per 1000-event page), so say what binds when quoting the figures.
@@ -180,31 +181,51 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def bench_target(profiles: int, args: argparse.Namespace, work: Path) -> dict:
-    input_path = work / "profiles.singer"
+#: target-klaviyo operations the benchmark can run: extra settings, and each row's columns.
+TARGET_OPERATIONS: dict[str, dict[str, t.Any]] = {
+    "add": {"list_name": "Benchmark"},
+    "upsert": {},
+    "subscribe": {},
+    "unsubscribe": {},
+    "suppress": {},
+    "track": {"metric_name": "Placed Order"},
+}
+
+
+def target_row(operation: str, i: int) -> dict:
+    """Row ``i`` of the benchmark input for ``operation`` (deterministic)."""
+    email = f"bench.{i}@example.com"
+    if operation in ("subscribe", "unsubscribe"):
+        phone = f"+1415{i % 10_000_000:07d}" if i % 10 == 0 else None  # every 10th also subscribes to SMS
+        consented = "2025-03-01T12:00:00Z" if i % 2 else None  # half are historical imports
+        return {"email": email, "phone_number": phone, "consented_at": consented if operation == "subscribe" else None}
+    if operation == "track":
+        return {"email": email, "unique_id": f"order-{i}", "time": "2026-05-01T12:00:00Z", "value": i % 97 + 0.5,
+                "properties": {"items": i % 5 + 1, "sku": f"SKU-{i % 300}"}}  # fmt: skip
+    return {"email": email, "first_name": f"Person {i}", "plan": "pro" if i % 3 else "free", "orders": i % 17}
+
+
+def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str = "add") -> dict:
+    input_path = work / f"{operation}.singer"
     with input_path.open("w") as out:
-        schema = {"type": "object", "properties": {
-            "email": {"type": "string"}, "first_name": {"type": ["string", "null"]},
-            "plan": {"type": ["string", "null"]}, "orders": {"type": ["integer", "null"]},
-        }}  # fmt: skip
-        out.write(json.dumps({"type": "SCHEMA", "stream": "people", "schema": schema, "key_properties": ["email"]}) + "\n")
-        for i in range(profiles):
-            row = {"email": f"bench.{i}@example.com", "first_name": f"Person {i}", "plan": "pro" if i % 3 else "free",
-                   "orders": i % 17}  # fmt: skip
-            out.write(json.dumps({"type": "RECORD", "stream": "people", "record": row}) + "\n")
+        columns = target_row(operation, 0)
+        schema = {"type": "object", "properties": {c: {} for c in columns}}
+        out.write(json.dumps({"type": "SCHEMA", "stream": "people", "schema": schema, "key_properties": []}) + "\n")
+        for i in range(rows):
+            out.write(json.dumps({"type": "RECORD", "stream": "people", "record": target_row(operation, i)}) + "\n")
         out.write(json.dumps({"type": "STATE", "value": {"people": "done"}}) + "\n")
     with Sandbox(scale=0.01, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale,
                  job_seconds=args.job_seconds, rate_window=args.rate_window) as sandbox:
         config = {
-            "api_key": sandbox.api_key, "base_url": sandbox.base_url, "list_name": "Benchmark",
+            "api_key": sandbox.api_key, "base_url": sandbox.base_url, "operation": operation,
             "wait_for_completion": args.wait_for_completion, "max_concurrency": args.max_concurrency,
             "rate_limit_share": args.rate_limit_share,
-            "rejects_file": str(work / "rejects.jsonl"),
+            "rejects_file": str(work / f"rejects-{operation}.jsonl"), **TARGET_OPERATIONS[operation],
         }  # fmt: skip
-        config_path = work / "target-config.json"
+        config_path = work / f"target-config-{operation}.json"
         config_path.write_text(json.dumps(config))
         before = sandbox.counters()
-        log_path = work / "target.log"
+        log_path = work / f"target-{operation}.log"
         with input_path.open("rb") as source, open(os.devnull, "wb") as sink, open(log_path, "w") as log:
             wall, cpu, rss_kb, code = run([*TARGET, "--config", str(config_path)], stdin=source, stdout=sink, stderr=log)
         after = sandbox.counters()
@@ -212,11 +233,11 @@ def bench_target(profiles: int, args: argparse.Namespace, work: Path) -> dict:
         raise SystemExit(f"target failed (exit {code}); see {log_path}")
     ops = {k[3:]: after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("op:")}
     return {
-        "profiles": profiles, "wall_s": round(wall, 1), "profiles_per_s": round(profiles / wall),
+        "operation": operation, "profiles": rows, "wall_s": round(wall, 1), "profiles_per_s": round(rows / wall),
         "jobs": ops.get("bulk_import_profiles", 0), "requests": sum(ops.values()), "requests_by_operation": ops,
         "status_429": after.get("status:429", 0) - before.get("status:429", 0), "cpu_s": round(cpu, 1),
         "peak_rss_mb": round(rss_kb / 1024, 1), "wait_for_completion": args.wait_for_completion,
-        "log": str(log_path),
+        "latency_ms": args.latency_ms, "max_concurrency": args.max_concurrency, "log": str(log_path),
     }  # fmt: skip
 
 
@@ -250,7 +271,9 @@ def main() -> int:
     parser.add_argument("--custom-fields", action=argparse.BooleanOptionalAction, default=True,
                         help="discover_custom_fields (the tap's default: on)")
     parser.add_argument("--rss-check", action="store_true", help="also run each stream with a tenth of the data")
-    parser.add_argument("--target", type=int, default=0, metavar="N", help="add N profiles with target-klaviyo")
+    parser.add_argument("--target", type=int, default=0, metavar="N", help="write N rows with target-klaviyo")
+    parser.add_argument("--target-operations", default="add",
+                        help=f"comma list of target operations to run with --target ({', '.join(TARGET_OPERATIONS)})")
     parser.add_argument("--job-seconds", type=float, default=10.0, help="sandbox bulk import job duration")
     parser.add_argument("--wait-for-completion", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
@@ -276,13 +299,16 @@ def main() -> int:
                       f"{small['peak_rss_mb']} MB ({big['peak_rss_mb'] / small['peak_rss_mb']:.2f}x)")
     result: dict[str, t.Any] = {"streams": rows}
     if args.target:
-        target = bench_target(args.target, args, work)
-        result["target"] = target
-        print()
-        print(f"target: {target['profiles']:,} profiles in {target['wall_s']} s = {target['profiles_per_s']:,} "
-              f"profiles/s; {target['jobs']} import jobs, {target['requests']} requests "
-              f"{target['requests_by_operation']}; {target['status_429']} 429s; CPU {target['cpu_s']} s; "
-              f"peak RSS {target['peak_rss_mb']} MB (wait_for_completion={target['wait_for_completion']})")
+        result["target"] = []
+        for operation in [o for o in args.target_operations.split(",") if o]:
+            target = bench_target(args.target, args, work, operation)
+            result["target"].append(target)
+            print()
+            print(f"target {operation}: {target['profiles']:,} rows in {target['wall_s']} s = "
+                  f"{target['profiles_per_s']:,} rows/s; {target['requests']} requests "
+                  f"{target['requests_by_operation']}; {target['status_429']} 429s; CPU {target['cpu_s']} s; "
+                  f"peak RSS {target['peak_rss_mb']} MB (wait_for_completion={target['wait_for_completion']}, "
+                  f"latency {target['latency_ms']:g} ms, max_concurrency {target['max_concurrency']})", flush=True)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

@@ -125,6 +125,14 @@ OPERATION_IDS: tuple[str, ...] = (
     "get_coupon_codes",
     "get_forms",
     "get_images",
+    # target-klaviyo's consent, suppression and event operations
+    "bulk_subscribe_profiles",
+    "bulk_unsubscribe_profiles",
+    "bulk_suppress_profiles",
+    "get_bulk_suppress_profiles_job",
+    "bulk_unsuppress_profiles",
+    "get_bulk_unsuppress_profiles_job",
+    "bulk_create_events",
 )
 
 # Top-level keys of the full spec that the trimmed spec keeps ("paths" and

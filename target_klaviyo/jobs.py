@@ -38,20 +38,17 @@ MAX_POLL_SECONDS = 15.0
 FINISHED = ("complete", "cancelled")
 
 
-def job_body(resources: list[dict], list_id: str) -> dict:
-    """The request body of one job, with the list attached (membership only, no consent)."""
-    return {
-        "data": {
-            "type": "profile-bulk-import-job",
-            "attributes": {"profiles": {"data": resources}},
-            "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}},
-        }
-    }
+def job_body(resources: list[dict], list_id: str | None) -> dict:
+    """The request body of one job, with the list attached when there is one (membership only, no consent)."""
+    data: dict[str, t.Any] = {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": resources}}}
+    if list_id:
+        data["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
+    return {"data": data}
 
 
 def split_for_jobs(
     profiles: list[PreparedProfile],
-    list_id: str,
+    list_id: str | None,
     *,
     max_profiles: int = MAX_JOB_PROFILES,
     max_bytes: int = MAX_JOB_BYTES,
@@ -78,7 +75,7 @@ class SentProfile(t.NamedTuple):
     """What a submitted job keeps of a row: enough to put an import error's row in the rejects file."""
 
     row: dict
-    email: str
+    key: str  # identity_key of the profile as sent
 
 
 @dataclass
@@ -105,9 +102,9 @@ class ImportJob:
 
 
 class BulkImporter:
-    """Submits jobs for one list and waits for them."""
+    """Submits jobs (for one list, or none: a plain upsert) and waits for them."""
 
-    def __init__(self, connection: KlaviyoConnection, list_id: str, logger: logging.Logger) -> None:
+    def __init__(self, connection: KlaviyoConnection, list_id: str | None, logger: logging.Logger) -> None:
         self.connection = connection
         self.list_id = list_id
         self.logger = logger
@@ -120,12 +117,13 @@ class BulkImporter:
             raise KlaviyoError(f"Internal error: an import job of {size} bytes exceeds Klaviyo's 5 MB limit")
         document = json_document(self.connection.request("POST", JOBS_PATH, json=body))
         del body  # the job keeps rows and emails only, not the profiles as sent
-        sent = [SentProfile(p.row, p.email) for p in profiles]
+        sent = [SentProfile(p.row, p.key) for p in profiles]
         job = ImportJob(id=document["data"]["id"], profiles=sent, submitted_at=monotonic())
         job.update(document["data"].get("attributes") or {})
         self.logger.info(
-            "Submitted Klaviyo import job %s: %d profiles, %d bytes, list %s", job.id, len(profiles), size, self.list_id
-        )
+            "Submitted Klaviyo import job %s: %d profiles, %d bytes, list %s",
+            job.id, len(profiles), size, self.list_id or "(none)",
+        )  # fmt: skip
         return job
 
     def wait(self, jobs: list[ImportJob], timeout: float, *, until_any: bool = False) -> list[ImportJob]:

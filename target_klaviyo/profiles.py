@@ -1,9 +1,11 @@
 """Turn an input row into a Klaviyo profile, or say exactly why it cannot be one.
 
-A row is a warehouse row: ``email`` plus whatever columns the query selected.
+A row is a warehouse row: identifiers (``email``, ``phone_number``, ``external_id``, or a
+Klaviyo ``profile_id``/``id``) plus whatever columns the query selected.
 Klaviyo's standard profile fields become profile attributes, everything else a
 custom property. Blank values (None, empty or whitespace-only strings) are not
-sent at all, so an empty cell never overwrites what Klaviyo already holds. Nothing
+sent at all, so an empty cell never overwrites what Klaviyo already holds (unless
+``null_clears_properties``: then a null unsets that custom property). Nothing
 here ever touches consent: a profile carries no ``subscriptions``.
 """
 
@@ -27,9 +29,12 @@ LOCATION_FIELDS = (
     "address1", "address2", "city", "country", "region", "zip", "timezone", "latitude", "longitude", "ip",
 )
 _COORDINATES = ("latitude", "longitude")
+#: Profile identifiers Klaviyo matches on, and the columns that hold a Klaviyo profile id.
+IDENTIFIERS = ("email", "phone_number", "external_id")
+ID_COLUMNS = ("profile_id", "id")
 #: Columns with a meaning of their own; every other column is a custom property.
 RESERVED_COLUMNS = frozenset(
-    {"email", "phone_number", "external_id", "location", "properties", *TEXT_ATTRIBUTES, *LOCATION_FIELDS}
+    {*IDENTIFIERS, *ID_COLUMNS, "location", "properties", *TEXT_ATTRIBUTES, *LOCATION_FIELDS}
 )
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
@@ -46,8 +51,18 @@ class PreparedProfile:
     size: int  # bytes of the resource as it will be encoded in the request
 
     @property
-    def email(self) -> str:
-        return self.resource["attributes"]["email"]
+    def key(self) -> str:
+        """What matches Klaviyo's import errors back to this row: its first identifier."""
+        return identity_key(self.resource.get("attributes") or {}, self.resource.get("id"))
+
+
+def identity_key(attributes: t.Mapping[str, t.Any], pid: t.Any = None) -> str:
+    """``email:…``, ``phone_number:…``, ``external_id:…`` or ``id:…`` (lower case), or ''."""
+    for column in IDENTIFIERS:
+        value = attributes.get(column)
+        if isinstance(value, str) and value.strip():
+            return f"{column}:{value.strip().lower()}"
+    return f"id:{pid}" if pid else ""
 
 
 def is_blank(value: t.Any) -> bool:
@@ -134,7 +149,29 @@ def _location(row: t.Mapping[str, t.Any]) -> dict:
     return location
 
 
-def _properties(row: t.Mapping[str, t.Any]) -> dict:
+@dataclass(frozen=True)
+class ColumnRules:
+    """Which columns may become custom properties, and what a null in one of them means.
+
+    ``property_columns`` None: every column that is not a Klaviyo attribute or an
+    identifier. ``null_clears``:
+    a null (not an empty string) in a property column removes that property in Klaviyo
+    (``meta.patch_properties.unset``); by default a null leaves it as it is.
+    """
+
+    property_columns: frozenset[str] | None = None
+    null_clears: bool = False
+
+    def is_property(self, column: str) -> bool:
+        if column in RESERVED_COLUMNS or column.startswith("_sdc_"):
+            return False
+        return self.property_columns is None or column in self.property_columns
+
+
+DEFAULT_RULES = ColumnRules()
+
+
+def _properties(row: t.Mapping[str, t.Any], rules: ColumnRules = DEFAULT_RULES) -> dict:
     """Every other column (Singer ``_sdc_*`` metadata dropped); a ``properties`` object is merged in."""
     nested = row.get("properties")
     properties: dict = {}
@@ -143,33 +180,85 @@ def _properties(row: t.Mapping[str, t.Any]) -> dict:
     elif not is_blank(nested):
         properties["properties"] = nested
     for column, value in row.items():
-        if column not in RESERVED_COLUMNS and not column.startswith("_sdc_"):
+        if rules.is_property(column):
             properties[column] = value
     return {k: json_safe(v, k) for k, v in properties.items() if not is_blank(v)}
 
 
-def profile_attributes(row: t.Mapping[str, t.Any]) -> dict:
-    """The ``attributes`` of a profile upsert for this row."""
-    attributes: dict[str, t.Any] = {"email": check_email(row.get("email"))}
-    if not is_blank(row.get("phone_number")):
-        attributes["phone_number"] = normalise_phone(row["phone_number"])
-    if not is_blank(row.get("external_id")):
-        attributes["external_id"] = _text(row["external_id"], "external_id")
+def cleared_properties(row: t.Mapping[str, t.Any], rules: ColumnRules) -> list[str]:
+    """Property columns holding a null, when ``null_clears`` is on: Klaviyo unsets them."""
+    if not rules.null_clears:
+        return []
+    return [column for column, value in row.items() if value is None and rules.is_property(column)]
+
+
+def profile_id(row: t.Mapping[str, t.Any]) -> str | None:
+    """The Klaviyo profile id of a ``profile_id`` (or ``id``) column: identity, never a property."""
+    for column in ID_COLUMNS:
+        value = row.get(column)
+        if not is_blank(value):
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise RowRejected(f"invalid {column}", f"{column} must be text, not {type(value).__name__}")
+            return str(value).strip()
+    return None
+
+
+def identifiers(row: t.Mapping[str, t.Any], allowed: t.Sequence[str] = IDENTIFIERS) -> dict[str, str]:
+    """The row's profile identifiers among ``allowed`` (email, phone_number, external_id), checked.
+
+    A row without any is rejected, naming the identifier columns it could have used.
+    """
+    found: dict[str, str] = {}
+    if "email" in allowed and not is_blank(row.get("email")):
+        found["email"] = check_email(row["email"])
+    if "phone_number" in allowed and not is_blank(row.get("phone_number")):
+        found["phone_number"] = normalise_phone(row["phone_number"])
+    if "external_id" in allowed and not is_blank(row.get("external_id")):
+        found["external_id"] = _text(row["external_id"], "external_id")
+    return found
+
+
+def missing_identifier(row: t.Mapping[str, t.Any], allowed: t.Sequence[str]) -> RowRejected:
+    """Why a row has no identifier, naming the identifier columns the row has (email when none)."""
+    present = [column for column in allowed if column in row] or [allowed[0]]
+    if len(present) == 1:
+        return RowRejected(f"missing {present[0]}", f"{present[0]} is empty or missing")
+    return RowRejected("missing identifier", f"{', '.join(present)} are all empty or missing")
+
+
+def standard_attributes(row: t.Mapping[str, t.Any]) -> dict:
+    """Klaviyo's standard text attributes and the location, from columns of those names."""
+    attributes: dict[str, t.Any] = {}
     for column in TEXT_ATTRIBUTES:
         if not is_blank(row.get(column)):
             attributes[column] = _text(row[column], column)
     location = _location(row)
     if location:
         attributes["location"] = location
-    properties = _properties(row)
+    return attributes
+
+
+def profile_attributes(row: t.Mapping[str, t.Any], rules: ColumnRules = DEFAULT_RULES) -> dict:
+    """The ``attributes`` of a profile upsert for this row (at least one identifier, or a profile id)."""
+    attributes: dict[str, t.Any] = identifiers(row)
+    if not attributes and profile_id(row) is None:
+        raise missing_identifier(row, (*IDENTIFIERS, *ID_COLUMNS))
+    attributes.update(standard_attributes(row))
+    properties = _properties(row, rules)
     if properties:
         attributes["properties"] = properties
     return attributes
 
 
-def prepare_profile(row: dict) -> PreparedProfile:
+def prepare_profile(row: dict, rules: ColumnRules = DEFAULT_RULES) -> PreparedProfile:
     """Check a row and build its profile resource; raises RowRejected with the reason."""
-    resource = {"type": "profile", "attributes": profile_attributes(row)}
+    resource: dict[str, t.Any] = {"type": "profile", "attributes": profile_attributes(row, rules)}
+    pid = profile_id(row)
+    if pid is not None:
+        resource["id"] = pid
+    cleared = cleared_properties(row, rules)
+    if cleared:
+        resource["meta"] = {"patch_properties": {"unset": cleared}}
     size = encoded_size(resource)
     if size > MAX_PROFILE_BYTES:
         raise RowRejected(

@@ -1,4 +1,4 @@
-"""Sinks: one per input stream, adding its rows to the list or removing them from it.
+"""Sinks: one per input stream, writing its rows with the configured operation.
 
 Checks run in two places on purpose. The stream's SCHEMA is checked when the sink is
 created, so a stream without the needed column fails before any request is made.
@@ -19,11 +19,13 @@ from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import JSONSchemaValidator
 
 from klaviyo_core.errors import KlaviyoError
-from target_klaviyo.jobs import BulkImporter, ImportJob, split_for_jobs
+from target_klaviyo.jobs import JOBS_PATH, BulkImporter, ImportJob, split_for_jobs
 from target_klaviyo.membership import find_profile_ids, remove_from_list
-from target_klaviyo.profiles import check_email, is_blank, prepare_profile
+from target_klaviyo.operations import OPERATIONS, Track, split
+from target_klaviyo.profiles import ID_COLUMNS, IDENTIFIERS, check_email, identity_key, is_blank, prepare_profile
 from target_klaviyo.reader import reject_undecodable
 from target_klaviyo.rejects import RowRejected
+from target_klaviyo.sender import Batch
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -31,6 +33,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from target_klaviyo.operations import Item, Operation
     from target_klaviyo.profiles import PreparedProfile
     from target_klaviyo.target import TargetKlaviyo
 
@@ -53,7 +56,7 @@ class PendingBatch:
 
 
 class KlaviyoListSink(BatchSink):
-    """What adding and removing share: column check, row accounting, the list id."""
+    """What every operation shares: column check, row accounting, the list id (if any), dry runs."""
 
     operation: t.ClassVar[str]
 
@@ -66,7 +69,8 @@ class KlaviyoListSink(BatchSink):
         self.schema = without_date_formats(self.schema)
         self._row_validator = JSONSchemaValidator(self.schema) if self.validate_schema else None
         self.report = target.report
-        self.list_id = target.list_id  # resolved (maybe created) only once the columns are known to fit
+        # Resolved (maybe created) only once the columns are known to fit; None when the run has no list.
+        self.list_id = target.list_id
 
     @abc.abstractmethod
     def check_columns(self, stream_name: str, columns: set[str]) -> None:
@@ -110,11 +114,18 @@ class KlaviyoListSink(BatchSink):
     def process_batch(self, context: dict) -> None:
         batch = context.get("batch")
         if batch is not None and batch.items:
-            self.write(batch.items)
+            if self.target.dry_run:
+                self.target.plan(self.stream_name, self.planned(batch.items), len(batch.items))
+            else:
+                self.write(batch.items)
 
     @abc.abstractmethod
     def write(self, items: list[t.Any]) -> None:
         """Send one batch of checked rows; raise on failure so no STATE covers them."""
+
+    @abc.abstractmethod
+    def planned(self, items: list[t.Any]) -> dict[str, int]:
+        """Dry run: the requests ``write`` would send for these rows, by endpoint."""
 
 
 class AddToListSink(KlaviyoListSink):
@@ -128,12 +139,17 @@ class AddToListSink(KlaviyoListSink):
 
     @override
     def check_columns(self, stream_name: str, columns: set[str]) -> None:
-        if "email" not in columns:
-            raise MissingColumnError(_missing("email", stream_name, columns, f"{self.operation} needs it"))
+        if not {*IDENTIFIERS, *ID_COLUMNS} & columns:
+            need = f"{self.operation} needs it (or `phone_number`, `external_id` or `profile_id`)"
+            raise MissingColumnError(_missing("email", stream_name, columns, need))
 
     @override
     def check_row(self, record: dict) -> PreparedProfile:
-        return prepare_profile(record)
+        return prepare_profile(record, self.target.column_rules)
+
+    @override
+    def planned(self, items: list[PreparedProfile]) -> dict[str, int]:
+        return {f"POST {JOBS_PATH}": len(split_for_jobs(items, self.list_id))}
 
     @override
     def write(self, items: list[PreparedProfile]) -> None:
@@ -164,13 +180,13 @@ class AddToListSink(KlaviyoListSink):
 
     def reject_import_errors(self, profiles: t.Sequence[t.Any], errors: list[dict]) -> None:
         """Put each of Klaviyo's import errors in the rejects report, with the row when it can be found."""
-        by_email: dict[str, list[dict]] = {}
+        by_key: dict[str, list[dict]] = {}
         for profile in profiles:
-            by_email.setdefault(profile.email.lower(), []).append(profile.row)
+            by_key.setdefault(profile.key, []).append(profile.row)
         for error in errors:
             attributes = error.get("attributes") or {}
             payload = attributes.get("original_payload")
-            rows = by_email.get(_payload_email(payload).lower()) or []
+            rows = by_key.get(_payload_key(payload)) or []
             reason = attributes.get("detail") or attributes.get("title") or "no detail given"
             rejection = RowRejected("Klaviyo import error", f"Klaviyo import error: {reason}")
             self.reject(rows.pop(0) if rows else payload, rejection, was_sent=True)
@@ -208,6 +224,16 @@ class RemoveFromListSink(KlaviyoListSink):
         raise RowRejected("missing profile_id", "profile_id and email are both empty or missing")
 
     @override
+    def planned(self, items: list[tuple[str, str, dict]]) -> dict[str, int]:
+        """Emails are not looked up in a dry run (a read, but of people's data for nothing)."""
+        emails = sum(1 for kind, _, _ in items if kind == "email")
+        ids = len({value for kind, value, _ in items if kind == "id"}) + emails
+        plan = {f"DELETE /api/lists/{self.list_id}/relationships/profiles": -(-ids // 1000)}
+        if emails:
+            plan["GET /api/profiles (email look-ups)"] = -(-emails // 100)
+        return plan
+
+    @override
     def write(self, items: list[tuple[str, str, dict]]) -> None:
         rows_by_id = self.rows_by_profile_id(items)
         refused = remove_from_list(self.target.connection, self.list_id, list(rows_by_id), self.logger)
@@ -232,6 +258,67 @@ class RemoveFromListSink(KlaviyoListSink):
         return rows_by_id
 
 
+class UpsertSink(AddToListSink):
+    """Upserts profiles with bulk import jobs, no list: properties kept in step, membership untouched."""
+
+    operation = "upsert"
+
+
+class BulkOperationSink(KlaviyoListSink):
+    """subscribe, unsubscribe, suppress, unsuppress, track: checked rows, sent by the run's BatchSender."""
+
+    operation_class: t.ClassVar[type[Operation]]
+
+    def __init__(self, target: TargetKlaviyo, *args: t.Any, **kwargs: t.Any) -> None:
+        self.op = self.operation_class(target.operation_options)
+        super().__init__(target, *args, **kwargs)
+        self.sender = target.sender  # made here, in the reader's thread: drains may run in parallel
+
+    @override
+    def check_columns(self, stream_name: str, columns: set[str]) -> None:
+        needs = self.op.needs_one_of
+        if not set(needs) & columns:
+            others = ", ".join(f"`{c}`" for c in needs[1:])
+            need = f"{self.operation} needs it" + (f" (or {others})" if others else "")
+            raise MissingColumnError(_missing(needs[0], stream_name, columns, need))
+        if isinstance(self.op, Track) and "metric_name" not in columns and not self.op.options.metric_name:
+            raise MissingColumnError(
+                f"Stream '{stream_name}' has no `metric_name` column and the metric_name setting is not set: "
+                "operation track needs one of them. Set metric_name, or add the column."
+            )
+
+    @override
+    def check_row(self, record: dict) -> Item:
+        return self.op.prepare(record)
+
+    @override
+    def planned(self, items: list[Item]) -> dict[str, int]:
+        return {f"POST {self.op.path}": len(split(items, self.op, self.list_id))}
+
+    @override
+    def write(self, items: list[Item]) -> None:
+        """Queue the batch's requests and return while they are sent (finished before any STATE)."""
+        for group, requests in split(items, self.op, self.list_id):
+            self.sender.submit(Batch(self.stream_name, self.op, group, requests, self.list_id))
+
+    @override
+    def clean_up(self) -> None:
+        self.sender.finish()
+        super().clean_up()
+
+
+def _bulk_sink(operation: type[Operation]) -> type[BulkOperationSink]:
+    return type(f"{operation.__name__}Sink", (BulkOperationSink,), {
+        "operation": operation.name, "operation_class": operation, "__doc__": operation.__doc__,
+    })  # fmt: skip
+
+
+SINKS: dict[str, type[KlaviyoListSink]] = {
+    sink.operation: sink
+    for sink in (AddToListSink, RemoveFromListSink, UpsertSink, *(_bulk_sink(op) for op in OPERATIONS.values()))
+}
+
+
 def _missing(column: str, stream_name: str, columns: set[str], need: str) -> str:
     near = sorted(c for c in columns if c.lower().replace(" ", "_") == column)
     hint = f" (it has `{near[0]}`)" if near else ""
@@ -241,13 +328,12 @@ def _missing(column: str, stream_name: str, columns: set[str], need: str) -> str
     )
 
 
-def _payload_email(payload: t.Any) -> str:
-    """The email in an import error's ``original_payload`` (a profile resource or its attributes)."""
+def _payload_key(payload: t.Any) -> str:
+    """The identity key of an import error's ``original_payload`` (a profile resource or its attributes)."""
     if not isinstance(payload, dict):
         return ""
     attributes = payload.get("attributes") if isinstance(payload.get("attributes"), dict) else payload
-    email = attributes.get("email")
-    return email.strip() if isinstance(email, str) else ""
+    return identity_key(attributes, payload.get("id"))
 
 
 def without_date_formats(schema: dict) -> dict:

@@ -1,8 +1,13 @@
-"""target-klaviyo: put the people of any Singer stream in a Klaviyo list, or take them out."""
+"""target-klaviyo: write the rows of any Singer stream to Klaviyo.
+
+List membership (add, remove), profile upserts, consent (subscribe, unsubscribe),
+suppression (suppress, unsuppress) and events (track); see docs/target.md.
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
 import typing as t
 from functools import cached_property
 from pathlib import Path
@@ -22,32 +27,41 @@ from klaviyo_core.settings import (
     redact_config_errors,
 )
 from target_klaviyo.jobs import ImportJobs
-from target_klaviyo.lists import resolve_list
+from target_klaviyo.lists import find_lists_by_name, resolve_list
+from target_klaviyo.operations import CHANNELS, Options
 from target_klaviyo.privacy import private_logger
+from target_klaviyo.profiles import ColumnRules
 from target_klaviyo.reader import INPUT_STREAM, TolerantSingerReader
 from target_klaviyo.rejects import RowRejected, RunReport
-from target_klaviyo.sinks import AddToListSink, KlaviyoListSink, RemoveFromListSink
+from target_klaviyo.sender import BatchSender
+from target_klaviyo.sinks import SINKS, KlaviyoListSink
 
 if sys.version_info >= (3, 12):
     from typing import override
 else:
     from typing_extensions import override
 
-OPERATIONS: dict[str, type[KlaviyoListSink]] = {sink.operation: sink for sink in (AddToListSink, RemoveFromListSink)}
+OPERATIONS: dict[str, type[KlaviyoListSink]] = SINKS
+#: Operations that need a list, and those that may take one.
+LIST_REQUIRED = ("add", "remove")
+LIST_OPTIONAL = ("subscribe", "unsubscribe")
 
 TARGET_SETTINGS = th.PropertiesList(
     th.Property(
         "list_id",
         th.StringType,
         title="List ID",
-        description="Id of the Klaviyo list to write to (as in the list's URL). Set this or list_name.",
+        description=(
+            "Id of the Klaviyo list to write to (as in the list's URL). add and remove need this or "
+            "list_name; subscribe and unsubscribe may take one; the other operations none."
+        ),
     ),
     th.Property(
         "list_name",
         th.StringType,
         title="List name",
         description=(
-            "Exact name of the Klaviyo list to write to. Set this or list_id. "
+            "Exact name of the Klaviyo list to write to (instead of list_id). "
             "Several lists with this name is an error that names their ids."
         ),
     ),
@@ -67,9 +81,55 @@ TARGET_SETTINGS = th.PropertiesList(
         default="add",
         title="Operation",
         description=(
-            "`add`: upsert each row's profile (needs an `email` column) and add it to the list. "
-            "`remove`: take profiles off the list (needs `profile_id` or `email`). "
-            "Consent and subscriptions never change."
+            "`add`: upsert each row's profile and add it to the list. `remove`: take profiles off the list. "
+            "`upsert`: upsert profiles, no list. `subscribe` / `unsubscribe`: change consent (the only "
+            "operations that do). `suppress` / `unsuppress`: email suppression. `track`: one event a row. "
+            "Column names: docs/target.md."
+        ),
+    ),
+    th.Property(
+        "consent_channels",
+        th.ArrayType(th.StringType(allowed_values=list(CHANNELS))),
+        title="Consent channels",
+        description=(
+            "subscribe/unsubscribe: the channels to change (email_marketing, sms_marketing, "
+            "sms_transactional). Default: each channel the row has an identifier for (email marketing "
+            "for an email, SMS marketing for a phone number). A `channels` column overrides it per row."
+        ),
+    ),
+    th.Property(
+        "metric_name",
+        th.StringType,
+        title="Metric name",
+        description="track: the event's metric (e.g. `Placed Order`) when the stream has no `metric_name` column.",
+    ),
+    th.Property(
+        "property_columns",
+        th.ArrayType(th.StringType),
+        title="Property columns",
+        description=(
+            "Columns that may become custom properties (profile properties; event properties with track). "
+            "Default: every column that is not a Klaviyo attribute, identifier or operation column."
+        ),
+    ),
+    th.Property(
+        "null_clears_properties",
+        th.BooleanType,
+        default=False,
+        title="Null clears properties",
+        description=(
+            "add/upsert: a null in a property column removes that custom property in Klaviyo. Off: nulls and "
+            "empty cells never change what Klaviyo holds (standard attributes are never cleared)."
+        ),
+    ),
+    th.Property(
+        "dry_run",
+        th.BooleanType,
+        default=False,
+        title="Dry run",
+        description=(
+            "Check every row (rejects file as usual), resolve the list without creating it, and log "
+            "the requests that would be sent; nothing is written to Klaviyo."
         ),
     ),
     th.Property(
@@ -78,8 +138,9 @@ TARGET_SETTINGS = th.PropertiesList(
         default=False,
         title="Wait for import jobs",
         description=(
-            "With add: wait until Klaviyo has finished each import job, logging progress, and put "
-            "rows Klaviyo could not import in the rejects file."
+            "add/upsert/suppress/unsuppress: wait until Klaviyo has finished each job, logging progress; "
+            "import rows Klaviyo could not take go to the rejects file. (subscribe, unsubscribe and track "
+            "create no job Klaviyo lets anyone follow.)"
         ),
     ),
     th.Property(
@@ -110,7 +171,7 @@ TARGET_SETTINGS = th.PropertiesList(
 
 
 class TargetKlaviyo(Target):
-    """Singer target that adds people to a Klaviyo list or removes them from it."""
+    """Singer target that writes list membership, profiles, consent, suppressions or events to Klaviyo."""
 
     name = "target-klaviyo"
     message_reader_class = TolerantSingerReader  # a bad input line is rejected, not fatal
@@ -128,6 +189,7 @@ class TargetKlaviyo(Target):
             check_connection_settings(self.config)
             check_target_settings(self.config)
         self.message_reader.on_bad_line = self._reject_input_line
+        self._plan_lock = threading.Lock()
 
     def _reject_input_line(self, number: int, line: str, reason: str, stream: str | None) -> None:
         """A line the reader could not use: in the rejects file with why, never in the log."""
@@ -148,17 +210,79 @@ class TargetKlaviyo(Target):
             timeout=float(self.config.get("wait_timeout_seconds") or 1800),
         )
 
+    @cached_property
+    def sender(self) -> BatchSender:
+        """The run's consent, suppression and event requests: up to max_concurrency in flight."""
+        return BatchSender(
+            self.connection, self.report, self.logger,
+            max_concurrency=int(self.config.get("max_concurrency") or DEFAULT_MAX_CONCURRENCY),
+            wait_for_completion=bool(self.config.get("wait_for_completion")),
+            timeout=float(self.config.get("wait_timeout_seconds") or 1800),
+        )  # fmt: skip
+
+    @cached_property
+    def column_rules(self) -> ColumnRules:
+        columns = self.config.get("property_columns")
+        return ColumnRules(
+            property_columns=frozenset(columns) if columns is not None else None,
+            null_clears=bool(self.config.get("null_clears_properties")),
+        )
+
+    @cached_property
+    def operation_options(self) -> Options:
+        channels = self.config.get("consent_channels")
+        metric = str(self.config.get("metric_name") or "").strip()
+        return Options(rules=self.column_rules, channels=tuple(channels) if channels else None, metric_name=metric or None)
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.config.get("dry_run"))
+
+    @cached_property
+    def dry_run_plan(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def plan(self, stream: str, requests: dict[str, int], rows: int) -> None:
+        """Dry run: count what would be sent for one batch of valid rows (sinks may drain in threads)."""
+        with self._plan_lock:
+            counts = self.dry_run_plan.setdefault(stream, {"rows": 0})
+            counts["rows"] += rows
+            for endpoint, n in requests.items():
+                counts[endpoint] = counts.get(endpoint, 0) + n
+
     @override
     def _write_state_message(self, state: dict) -> None:
         """A STATE only once Klaviyo has accepted (and, when waiting, finished) every job before it."""
         if "import_jobs" in self.__dict__:
             self.import_jobs.finish()
+        if "sender" in self.__dict__:
+            self.sender.finish()
         super()._write_state_message(state)
 
     @cached_property
-    def list_id(self) -> str:
-        """Resolved once, when the first stream's schema arrives (by name it may create the list)."""
+    def list_id(self) -> str | None:
+        """Resolved once, when the first stream's schema arrives (by name it may create the list).
+
+        None when the run has no list (upsert, suppress, track; subscribe without one). A dry
+        run looks the list up but never creates it.
+        """
+        if not (self.config.get("list_id") or self.config.get("list_name")):
+            return None
+        if self.dry_run and not self.config.get("list_id"):
+            return self._list_for_dry_run(str(self.config["list_name"]))
         return resolve_list(self.connection, self.config, self.logger)
+
+    def _list_for_dry_run(self, name: str) -> str:
+        found = find_lists_by_name(self.connection, name)
+        if len(found) == 1:
+            self.logger.info("Dry run: writing would go to Klaviyo list %s (%r)", found[0]["id"], name)
+            return found[0]["id"]
+        if found:  # the same one-line error a real run gives
+            return resolve_list(self.connection, {**self.config, "create_list_if_missing": False}, self.logger)
+        if not self.config.get("create_list_if_missing", True):
+            return resolve_list(self.connection, {**self.config, "create_list_if_missing": False}, self.logger)
+        self.logger.info("Dry run: no Klaviyo list is named %r; a real run would create it", name)
+        return "(new list)"
 
     @cached_property
     def report(self) -> RunReport:
@@ -176,6 +300,7 @@ class TargetKlaviyo(Target):
         finally:
             self.report.close()
             self.report.log_summary(self.logger)
+            self._log_dry_run()
         rejected = self.report.rejected_total
         if rejected and self.config.get("fail_on_rejects"):
             rows = "1 row was" if rejected == 1 else f"{rejected} rows were"
@@ -183,17 +308,42 @@ class TargetKlaviyo(Target):
                 f"{rows} rejected and fail_on_rejects is on: see {self.report.path} for rows and reasons."
             )
 
+    def _log_dry_run(self) -> None:
+        if not self.dry_run:
+            return
+        operation = self.config.get("operation") or "add"
+        for stream, counts in sorted(self.dry_run_plan.items()):
+            requests = ", ".join(f"{n} x {endpoint}" for endpoint, n in counts.items() if endpoint != "rows")
+            self.logger.info("Dry run, stream '%s': %s would send %d rows in %s", stream, operation,
+                             counts["rows"], requests or "no requests")  # fmt: skip
+        self.logger.info("Dry run: nothing was written to Klaviyo")
+
 
 def check_target_settings(config: t.Mapping[str, t.Any]) -> None:
     """Rules the JSON schema cannot express, each as a one-line error naming the fix.
 
-    The SDK has already checked the schema (``operation`` is add or remove,
+    The SDK has already checked the schema (``operation`` is one of OPERATIONS,
     ``wait_timeout_seconds`` within 300..86400) and reported any violation by name.
     """
+    operation = str(config.get("operation") or "add")
     list_id, list_name = (str(config.get(key) or "").strip() for key in ("list_id", "list_name"))
-    if bool(list_id) == bool(list_name):
+    if operation in LIST_REQUIRED and bool(list_id) == bool(list_name):
         which = "both are set" if list_id else "neither is set"
         raise config_error(f"Set exactly one of list_id and list_name ({which}).")
+    if list_id and list_name:
+        raise config_error("Set at most one of list_id and list_name (both are set).")
+    if operation not in (*LIST_REQUIRED, *LIST_OPTIONAL) and (list_id or list_name):
+        setting = "list_id" if list_id else "list_name"
+        raise config_error(
+            f"Setting {setting}: operation {operation} takes no list; remove {setting} "
+            "(or use operation add to upsert profiles into a list)."
+        )
+    if config.get("metric_name") and operation != "track":
+        raise config_error(f"Setting metric_name is only for operation track (operation is {operation}); remove it.")
+    if config.get("consent_channels") and operation not in ("subscribe", "unsubscribe"):
+        raise config_error(
+            f"Setting consent_channels is only for subscribe and unsubscribe (operation is {operation}); remove it."
+        )
     rejects = str(config.get("rejects_file") or "klaviyo-rejects.jsonl")
     folder = Path(rejects).resolve().parent
     if not folder.is_dir():

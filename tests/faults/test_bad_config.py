@@ -85,8 +85,8 @@ TAP_ONLY = {
 TARGET_ONLY = {
     "no list": ({"api_key": KEY}, "list_id and list_name", "Set exactly one"),
     "list_id and list_name both": ({"api_key": KEY, "list_id": "X", "list_name": "Y"}, "list_id and list_name", "Set exactly one"),
-    "operation unknown": ({"api_key": KEY, "list_id": "X", "operation": "delete"}, "operation", "is not one of ['add', 'remove']"),
-    "operation wrong case": ({"api_key": KEY, "list_id": "X", "operation": "Add"}, "operation", "is not one of ['add', 'remove']"),
+    "operation unknown": ({"api_key": KEY, "list_id": "X", "operation": "delete"}, "operation", "is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track']"),
+    "operation wrong case": ({"api_key": KEY, "list_id": "X", "operation": "Add"}, "operation", "is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track']"),
     "wait_timeout_seconds too low": ({"api_key": KEY, "list_id": "X", "wait_timeout_seconds": 10}, "wait_timeout_seconds", "minimum of 300"),
     "rejects_file in a missing folder": (
         {"api_key": KEY, "list_id": "X", "rejects_file": "no/such/dir/r.jsonl"}, "rejects_file", "create it or choose another path"),

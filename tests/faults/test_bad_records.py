@@ -223,8 +223,8 @@ def test_a_stream_that_cannot_work_stops_the_run_before_any_state_and_a_fixed_re
     FIGURES.add("bad_records_tried")
     assert first.code == 1
     assert [line.split("|")[-1].strip() for line in first.error_lines] == [
-        "Stream 'orders' has no `email` column (it has `Email`): operation add needs it. "
-        "Rename the column or map it with stream_maps."
+        "Stream 'orders' has no `email` column (it has `Email`): operation add needs it "
+        "(or `phone_number`, `external_id` or `profile_id`). Rename the column or map it with stream_maps."
     ]
     assert first.stdout == ""  # no STATE: nothing claims the first stream's rows were written
     assert second.code == 0, second.stderr[-2000:]

@@ -18,8 +18,8 @@ def test_a_stream_without_the_email_column_fails_before_any_request(fake, run_ta
 
     assert run.exit_code == 1
     assert (
-        "Stream 'customers' has no `email` column (it has `Email`): operation add needs it. "
-        "Rename the column or map it with stream_maps."
+        "Stream 'customers' has no `email` column (it has `Email`): operation add needs it "
+        "(or `phone_number`, `external_id` or `profile_id`). Rename the column or map it with stream_maps."
     ) in run.log
     assert not fake.requests
     assert run.states == []
@@ -112,7 +112,7 @@ def test_a_date_the_sdk_cannot_parse_is_passed_through_as_text(fake, run_target)
     [
         ({}, "Set exactly one of list_id and list_name (neither is set)."),
         ({"list_id": "X", "list_name": "Y"}, "Set exactly one of list_id and list_name (both are set)."),
-        ({"list_id": "X", "operation": "delete"}, "'delete' is not one of ['add', 'remove'] in config['operation']"),
+        ({"list_id": "X", "operation": "delete"}, "'delete' is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track'] in config['operation']"),
         ({"list_id": "X", "wait_timeout_seconds": 299}, "299 is less than the minimum of 300"),
         ({"list_id": "X", "wait_timeout_seconds": 90_000}, "90000 is greater than the maximum of 86400"),
         ({"list_id": "X", "rejects_file": "no/such/dir/r.jsonl"}, "Setting rejects_file: folder"),
