@@ -63,6 +63,21 @@ MEMBER_STREAMS: dict[str, tuple[str, str]] = {
     "segment_members": ("/api/segments/{id}/profiles", "segment_id"),
 }
 
+# Report streams: stream name -> (POST path, grouping key columns, series?). Records are
+# the groupings, the window (values) or interval start (series), and one nullable number
+# per statistic the request's ``statistics`` enum allows. Groupings are the ones the tap
+# asks for (Klaviyo's defaults for each report).
+REPORT_STREAMS: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "campaign_values_report": ("/api/campaign-values-reports", ("campaign_id", "campaign_message_id", "send_channel"), False),
+    "flow_values_report": ("/api/flow-values-reports", ("flow_id", "flow_message_id", "send_channel"), False),
+    "flow_series_report": ("/api/flow-series-reports", ("flow_id", "flow_message_id", "send_channel"), True),
+    "form_series_report": ("/api/form-series-reports", ("form_id",), True),
+    "segment_series_report": ("/api/segment-series-reports", ("segment_id",), True),
+}
+# Metric aggregates: metric_id, date, then one column per measurement; the `by`
+# dimension columns are added by the tap from its settings.
+METRIC_AGGREGATES_STREAM = ("metric_aggregates", "/api/metric-aggregates")
+
 # Properties the tap adds to records from its request context (appended last).
 EXTRA_PROPERTIES: dict[str, dict[str, dict]] = {
     "campaigns": {"channel": {"type": ["string", "null"]}},
@@ -95,6 +110,13 @@ OPERATION_IDS: tuple[str, ...] = (
     "get_segment",
     "get_profiles_for_segment",
     "get_profile_ids_for_segment",
+    # Reporting API (report streams, tap_klaviyo/reports.py)
+    "query_campaign_values",
+    "query_flow_values",
+    "query_flow_series",
+    "query_form_series",
+    "query_segment_series",
+    "query_metric_aggregates",
 )
 
 # Top-level keys of the full spec that the trimmed spec keeps ("paths" and
@@ -491,7 +513,53 @@ def links_only_relationships(resource: dict) -> list[str]:
     return [n for n, r in rels.items() if "data" not in r.get("properties", {})]
 
 
+def request_attributes(spec: dict, path: str) -> dict:
+    """The inlined ``data.attributes`` properties of POST ``path``'s request body."""
+    op = get_operation(spec, path, "post")
+    try:
+        body = inline_refs(deref(spec, op["requestBody"])["content"][JSON_API]["schema"], spec)
+        return body["properties"]["data"]["properties"]["attributes"]["properties"]
+    except (KeyError, TypeError):
+        raise SpecError(f"POST {path}: no {JSON_API} request body with data.attributes") from None
+
+
+def request_enum(spec: dict, path: str, attribute: str) -> list[str]:
+    """The values an array attribute of a report request allows (e.g. ``statistics``)."""
+    try:
+        return list(request_attributes(spec, path)[attribute]["items"]["enum"])
+    except KeyError:
+        raise SpecError(f"POST {path}: attribute {attribute!r} has no enum of items") from None
+
+
+NUMBER = {"type": ["number", "null"]}
+DATE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def build_report_schema(spec: dict, stream: str) -> dict:
+    if stream == METRIC_AGGREGATES_STREAM[0]:
+        properties: dict[str, dict] = {"metric_id": {"type": "string"}, "date": {"type": "string", "format": "date-time"}}
+        for name in request_enum(spec, METRIC_AGGREGATES_STREAM[1], "measurements"):
+            properties[name] = NUMBER
+        return {"type": "object", "properties": properties}
+    path, groupings, series = REPORT_STREAMS[stream]
+    properties = {key: {"type": ["string", "null"]} for key in groupings}
+    if series:
+        properties["date_time"] = {"type": "string", "format": "date-time"}
+    else:
+        properties["timeframe_start"] = DATE_TIME
+        properties["timeframe_end"] = DATE_TIME
+    if "conversion_metric_id" in request_attributes(spec, path):
+        properties["conversion_metric_id"] = {"type": ["string", "null"]}
+    for name in request_enum(spec, path, "statistics"):
+        if name in properties:
+            raise SpecError(f"{stream}: statistic {name!r} clashes with a key column")
+        properties[name] = NUMBER
+    return {"type": "object", "properties": properties}
+
+
 def build_stream_schema(spec: dict, stream: str) -> dict:
+    if stream in REPORT_STREAMS or stream == METRIC_AGGREGATES_STREAM[0]:
+        return build_report_schema(spec, stream)
     if stream in RESOURCE_STREAMS:
         resource = response_item_schema(spec, RESOURCE_STREAMS[stream])
         properties = flatten_resource(resource, context=stream)
@@ -517,7 +585,7 @@ def build_stream_schema(spec: dict, stream: str) -> dict:
 
 
 def all_streams() -> list[str]:
-    return list(RESOURCE_STREAMS) + list(MEMBER_STREAMS)
+    return list(RESOURCE_STREAMS) + list(MEMBER_STREAMS) + list(REPORT_STREAMS) + [METRIC_AGGREGATES_STREAM[0]]
 
 
 # --------------------------------------------------------------------------- #
