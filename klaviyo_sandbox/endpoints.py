@@ -184,6 +184,13 @@ ENDPOINTS = {
         Endpoint("bulk_import_profiles", "profile-bulk-import-job", 10, 150),
         Endpoint("get_bulk_import_profiles_job", "profile-bulk-import-job", 10, 150, includes=("lists",)),
         Endpoint("get_errors_for_bulk_import_profiles_job", "import-error", 10, 150, page=(20, 1, 100)),
+        # Reporting API: 1/s, 2/m and 225 a day per operation.
+        Endpoint("query_campaign_values", "campaign-values-report", 1, 2, daily=225),
+        Endpoint("query_flow_values", "flow-values-report", 1, 2, daily=225),
+        Endpoint("query_flow_series", "flow-series-report", 1, 2, daily=225),
+        Endpoint("query_form_series", "form-series-report", 1, 2, daily=225),
+        Endpoint("query_segment_series", "segment-series-report", 1, 2, daily=225),
+        Endpoint("query_metric_aggregates", "metric-aggregate", 3, 60),
     ]
 }
 

@@ -145,7 +145,9 @@ class Store:
         self._bump()
 
     # ------------------------------------------------------------ events
-    def add_event(self, profile_id: str | None = None, metric_index: int | None = None) -> dict:
+    def add_event(self, profile_id: str | None = None, metric_index: int | None = None,
+                  properties: dict | None = None) -> dict:
+        """A new event dated now; ``properties`` replaces the generated ones (tests set attribution)."""
         with self.lock:
             seq = self.next_seq()
             ds, now = self.ds, self.now()
@@ -156,7 +158,9 @@ class Store:
             eid = ds.event_ids.id(ds.n_events + seq)
             rec = {
                 "type": "event", "id": eid,
-                "attributes": {"timestamp": int(now), "event_properties": gen_events.properties(r, name, seq),
+                "attributes": {"timestamp": int(now),
+                               "event_properties": properties if properties is not None
+                               else gen_events.properties(r, name, seq),
                                "datetime": iso(now), "uuid": uuid_from(r.bits64(), r.bits64())},
                 "relationships": {"profile": {"type": "profile", "id": pid},
                                   "metric": {"type": "metric", "id": ds.metric_ids.id(k)}, "attributions": None},
