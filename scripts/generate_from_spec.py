@@ -40,6 +40,7 @@ DEFAULT_SPEC = "../shared/klaviyo/openapi-stable.json"  # relative to REPO_ROOT
 TRIMMED_SPEC_PATH = "spec/klaviyo-openapi-trimmed.json"
 SCHEMAS_DIR = "tap_klaviyo/schemas"
 ENDPOINTS_PATH = "klaviyo_core/endpoints.json"
+REPORT_OPTIONS_PATH = "tap_klaviyo/report_options.json"
 
 JSON_API = "application/vnd.api+json"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -557,6 +558,18 @@ def build_report_schema(spec: dict, stream: str) -> dict:
     return {"type": "object", "properties": properties}
 
 
+def build_report_options(spec: dict) -> dict:
+    """Values the tap's report settings accept, as the report requests define them."""
+    series_path = REPORT_STREAMS["flow_series_report"][0]
+    aggregates = request_attributes(spec, METRIC_AGGREGATES_STREAM[1])
+    return {
+        "series_intervals": list(request_attributes(spec, series_path)["interval"]["enum"]),
+        "timeframe_keys": list(deref(spec, spec["components"]["schemas"]["Timeframe"])["properties"]["key"]["enum"]),
+        "metric_aggregates_by": list(aggregates["by"]["items"]["enum"]),
+        "metric_aggregates_intervals": list(aggregates["interval"]["enum"]),
+    }
+
+
 def build_stream_schema(spec: dict, stream: str) -> dict:
     if stream in REPORT_STREAMS or stream == METRIC_AGGREGATES_STREAM[0]:
         return build_report_schema(spec, stream)
@@ -641,6 +654,7 @@ def generate_from_trimmed(trimmed: dict) -> dict[str, str]:
     for stream in all_streams():
         outputs[f"{SCHEMAS_DIR}/{stream}.json"] = dump_output(build_stream_schema(trimmed, stream))
     outputs[ENDPOINTS_PATH] = dump_output(build_endpoint_table(trimmed))
+    outputs[REPORT_OPTIONS_PATH] = dump_output(build_report_options(trimmed))
     return outputs
 
 

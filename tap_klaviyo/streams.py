@@ -9,6 +9,7 @@ from urllib.parse import quote
 from klaviyo_core import filters
 from tap_klaviyo.client import KlaviyoStream, NextLinkPaginator, Window, _parse
 from tap_klaviyo.custom_fields import EVENT_FIELDS, PROFILE_FIELDS, CustomFieldsMixin
+from tap_klaviyo.reports import REPORT_STREAM_TYPES
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -209,4 +210,5 @@ STREAM_TYPES: tuple[type[KlaviyoStream], ...] = (
     SegmentsStream,
     ListMembersStream,
     SegmentMembersStream,
+    *REPORT_STREAM_TYPES,  # Reporting API, not selected by default (tap_klaviyo/reports.py)
 )
