@@ -166,6 +166,10 @@ class ReportStream(KlaviyoStream):
     def conversion_metric_id(self) -> str | None:
         return self._tap.conversion_metric_id if self.needs_conversion_metric else None
 
+    def resolve_metrics(self) -> None:
+        """Look up the metrics this report needs (raises a one-line error when one is missing)."""
+        _ = self.conversion_metric_id
+
     def prepare_request_payload(self, context: Context | None, next_page_token: t.Any) -> dict:
         attributes: dict[str, t.Any] = {"statistics": self.statistics, "timeframe": timeframe(*self._timeframe)}
         if self.conversion_metric_id:
@@ -389,6 +393,9 @@ class MetricAggregatesStream(SeriesReportStream):
     @cached_property
     def partitions(self) -> list[dict]:  # type: ignore[override]
         return [{"metric_id": metric_id} for metric_id in self._tap.aggregate_metric_ids]
+
+    def resolve_metrics(self) -> None:
+        _ = self.partitions
 
     def prepare_request_payload(self, context: Context | None, next_page_token: t.Any) -> dict:
         start, end = self._timeframe

@@ -264,6 +264,13 @@ class TapKlaviyo(Tap):
     def start_date(self) -> dt.datetime | None:
         return self._parse_setting("start_date")
 
+    def sync_all(self) -> None:
+        """Resolve the metrics selected reports need first: a missing one is one line, before any record."""
+        for stream in self.streams.values():
+            if stream.selected and isinstance(stream, reports.ReportStream):
+                stream.resolve_metrics()
+        super().sync_all()
+
     @cached_property
     def _metrics(self) -> list[dict]:
         """The account's metrics (one get_metrics read per run, only when a report needs it)."""
