@@ -305,3 +305,25 @@ def test_series_timeframes_are_cut_to_the_interval_limits():
     hourly = reports.chunks(end - dt.timedelta(days=8), end, "hourly")
     assert [b - a for a, b in hourly] == [dt.timedelta(days=7), dt.timedelta(days=1)]
     assert len(reports.chunks(start, end, "monthly")) == 2  # 52 weeks at most: 11 months, then 1
+
+
+def _schedule_script() -> t.Any:
+    import importlib.util  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "report_schedule.py"
+    spec = importlib.util.spec_from_file_location("report_schedule", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_hourly_schedule_stays_within_the_daily_budget_and_resumes_next_day():
+    script = _schedule_script()
+    with Sandbox(SandboxConfig(seed=3, scale=0.02, rate_limit_scale=0.0)) as sandbox:
+        runs = script.schedule(dt.timedelta(hours=1), 1)
+        runs += [runs[-1] + dt.timedelta(hours=1), runs[-1] + dt.timedelta(hours=2)]  # into the next UTC day
+        per_day = script.simulate(sandbox, runs, ["segment_series_report"], report_daily_request_budget=10,
+                                  start_date="2026-07-01T00:00:00Z")
+    assert {day: counts["query_segment_series"] for day, counts in per_day.items()} == {
+        "2026-07-12": 10, "2026-07-13": 2}  # 24 runs, 10 allowed; a new budget after midnight UTC
