@@ -147,6 +147,15 @@ class ReportStream(KlaviyoStream):
     needs_conversion_metric: t.ClassVar[bool] = False
 
     @property
+    def metadata(self) -> t.Any:
+        """Only the stream is off by default: selecting it selects its columns (as for any stream)."""
+        metadata = super().metadata
+        for breadcrumb, entry in metadata.items():
+            if breadcrumb and entry.selected_by_default is False:
+                entry.selected_by_default = True
+        return metadata
+
+    @property
     def http_headers(self) -> dict:
         return {**self.connection.headers, "Content-Type": JSONAPI}
 

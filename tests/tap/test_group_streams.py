@@ -18,7 +18,8 @@ from tests.tap.test_custom_fields import discover, select, stream_schema, sync
 
 GROUPS_ON = {"list_and_segment_streams": True}
 BUILT_IN = {"campaigns", "events", "flows", "lists", "metrics", "profiles", "reviews", "segments",
-            "list_members", "segment_members"}
+            "list_members", "segment_members", "campaign_values_report", "flow_values_report",
+            "flow_series_report", "form_series_report", "segment_series_report", "metric_aggregates"}
 
 
 # -- names ------------------------------------------------------------------------------------------
