@@ -308,7 +308,8 @@ class Tally:
             "failed_rate": 0.0, "bounced_or_failed_rate": ratio(bounced, recipients),
             "open_rate": ratio(opens_u, delivered), "click_rate": ratio(clicks_u, delivered),
             "click_to_open_rate": ratio(clicks_u, opens_u), "conversion_rate": ratio(conv_u, delivered),
-            "unsubscribe_rate": ratio(unsub_u, delivered), "spam_complaint_rate": ratio(c["spam_complaints"], delivered),
+            "unsubscribe_rate": ratio(unsub_u, delivered),
+            "spam_complaint_rate": ratio(c["spam_complaints"], delivered),
             "average_order_value": ratio(value, c["conversions"]), "revenue_per_recipient": ratio(value, delivered),
         }
         return {name: every[name] for name in names}

@@ -69,7 +69,9 @@ MEMBER_STREAMS: dict[str, tuple[str, str]] = {
 # per statistic the request's ``statistics`` enum allows. Groupings are the ones the tap
 # asks for (Klaviyo's defaults for each report).
 REPORT_STREAMS: dict[str, tuple[str, tuple[str, ...], bool]] = {
-    "campaign_values_report": ("/api/campaign-values-reports", ("campaign_id", "campaign_message_id", "send_channel"), False),
+    "campaign_values_report": (
+        "/api/campaign-values-reports", ("campaign_id", "campaign_message_id", "send_channel"), False
+    ),
     "flow_values_report": ("/api/flow-values-reports", ("flow_id", "flow_message_id", "send_channel"), False),
     "flow_series_report": ("/api/flow-series-reports", ("flow_id", "flow_message_id", "send_channel"), True),
     "form_series_report": ("/api/form-series-reports", ("form_id",), True),
@@ -538,7 +540,10 @@ DATE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 def build_report_schema(spec: dict, stream: str) -> dict:
     if stream == METRIC_AGGREGATES_STREAM[0]:
-        properties: dict[str, dict] = {"metric_id": {"type": "string"}, "date": {"type": "string", "format": "date-time"}}
+        properties: dict[str, dict] = {
+            "metric_id": {"type": "string"},
+            "date": {"type": "string", "format": "date-time"},
+        }
         for name in request_enum(spec, METRIC_AGGREGATES_STREAM[1], "measurements"):
             properties[name] = NUMBER
         return {"type": "object", "properties": properties}

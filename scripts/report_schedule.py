@@ -66,7 +66,8 @@ def main() -> int:
     with Sandbox(SandboxConfig(seed=3, scale=0.05, rate_limit_scale=0.0)) as box:
         for label, every in (("daily", dt.timedelta(days=1)), ("hourly", dt.timedelta(hours=1))):
             per_day = simulate(box, schedule(every, 3), start_date="2026-06-12T00:00:00Z")
-            print(f"{label} schedule (report_interval daily, lookback 3, default budget {reports.DEFAULT_DAILY_BUDGET}):")
+            budget = reports.DEFAULT_DAILY_BUDGET
+            print(f"{label} schedule (report_interval daily, lookback 3, default budget {budget}):")
             for day, counts in sorted(per_day.items()):
                 shown = ", ".join(f"{op} {n}" for op, n in sorted(counts.items()))
                 print(f"  {day}: {shown}")

@@ -385,7 +385,8 @@ class MetricAggregatesStream(SeriesReportStream):
     @classmethod
     def schema_for(cls, config: t.Mapping[str, t.Any]) -> dict:
         base = load_schema(cls.name)
-        dimensions = {dimension_column(by): {"type": ["string", "null"]} for by in config.get("metric_aggregates_by") or []}
+        by = config.get("metric_aggregates_by") or []
+        dimensions = {dimension_column(name): {"type": ["string", "null"]} for name in by}
         properties = dict(base["properties"])
         keys = ("metric_id", "date")
         return {**base, "properties": {**{k: properties.pop(k) for k in keys}, **dimensions, **properties}}

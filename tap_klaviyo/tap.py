@@ -222,14 +222,16 @@ class TapKlaviyo(Tap):
             ("report_lookback_intervals", 0, 1000),
         ):
             value = self.config.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and not (whole and low <= value <= high):
                 raise config_error(f"Setting {key} must be a whole number from {low} to {high}.")
         interval = self.config.get("report_interval")
         if interval is not None and interval not in options["series_intervals"]:
             raise config_error(
                 f"Setting report_interval must be one of {', '.join(options['series_intervals'])}, not {interval!r}."
             )
-        unknown = [by for by in self.config.get("metric_aggregates_by") or [] if by not in options["metric_aggregates_by"]]
+        by = self.config.get("metric_aggregates_by") or []
+        unknown = [name for name in by if name not in options["metric_aggregates_by"]]
         if unknown:
             raise config_error(
                 f"Setting metric_aggregates_by has unknown dimensions {', '.join(map(repr, unknown))}: use Klaviyo's "

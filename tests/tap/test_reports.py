@@ -127,6 +127,9 @@ def test_reports_are_discovered_but_not_selected_by_default(tmp_path, box):
     for name in REPORTS:
         root = next(m["metadata"] for m in streams[name]["metadata"] if m["breadcrumb"] == [])
         assert root["selected-by-default"] is False
+        # selecting the stream selects its columns, as for every other stream
+        assert all(m["metadata"].get("selected-by-default") is not False
+                   for m in streams[name]["metadata"] if m["breadcrumb"])
     assert streams["flow_series_report"]["key_properties"] == ["flow_id", "flow_message_id", "send_channel",
                                                               "date_time"]
     assert streams["campaign_values_report"]["key_properties"] == ["campaign_id", "campaign_message_id",
