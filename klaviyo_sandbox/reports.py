@@ -375,7 +375,11 @@ def report(op: str):
 
 
 def campaign_values(store, statistics, start, end, interval, conversion, groups):
-    """Choice (as Klaviyo's campaign reports): campaigns sent within the timeframe, with all their events."""
+    """Campaigns sent within the timeframe, with all their events.
+
+    Klaviyo's Reporting API overview: "performance in the Klaviyo UI is calculated based on send date"
+    (unlike metric aggregates, which filter on event time).
+    """
     ds, t0, t1 = store.ds, start.timestamp(), end.timestamp()
     wanted = {}
     for k in range(ds.n_campaigns):
