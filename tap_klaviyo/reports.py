@@ -119,7 +119,9 @@ class DailyBudget:
 
     @property
     def used(self) -> int:
-        return int(self.entry.get("requests") or 0)
+        count = self.entry.get("requests") or 0
+        # An unreadable count (a hand-edited state) is taken as spent: never exceed the cap.
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else self.limit
 
     def take(self) -> bool:
         """Count one request, or say False when the day's budget is spent."""

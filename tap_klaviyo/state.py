@@ -38,7 +38,7 @@ def check_state(state: t.Any) -> None:
 
 
 def _check_bookmark(stream: str, bookmark: dict) -> None:
-    for key in ("replication_key_value", "starting_replication_value"):
+    for key in ("replication_key_value", "starting_replication_value", "next_start"):  # next_start: reports
         value = bookmark.get(key)
         if value is None:
             continue

@@ -330,3 +330,18 @@ def test_an_hourly_schedule_stays_within_the_daily_budget_and_resumes_next_day()
                                   start_date="2026-07-01T00:00:00Z")
     assert {day: counts["query_segment_series"] for day, counts in per_day.items()} == {
         "2026-07-12": 10, "2026-07-13": 2}  # 24 runs, 10 allowed; a new budget after midnight UTC
+
+
+def test_a_broken_report_bookmark_is_one_line(tmp_path, box):
+    state = {"bookmarks": {"flow_series_report": {"next_start": "yesterday"}}}
+    run = sync(tmp_path, config_for(box), "flow_series_report", state=state)
+    assert run.code == 1 and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "next_start" in errors[0] and "flow_series_report" in errors[0]
+
+
+def test_an_unreadable_request_count_counts_as_spent():
+    budget = reports.DailyBudget({"report_requests": {"day": "2026-12-02", "requests": "many"}}, 5, "2026-12-02")
+    assert budget.take() is False
+    fresh = reports.DailyBudget({"report_requests": {"day": "2026-12-01", "requests": 5}}, 5, "2026-12-02")
+    assert fresh.take() is True and fresh.entry == {"day": "2026-12-02", "requests": 1}
