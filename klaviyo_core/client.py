@@ -28,6 +28,7 @@ from klaviyo_core.auth import KlaviyoAuth, auth_from_config
 from klaviyo_core.errors import (
     KlaviyoAPIError,
     KlaviyoError,
+    KlaviyoQuotaExhausted,
     KlaviyoRetriableError,
     json_document,
     raise_for_response,
@@ -45,6 +46,9 @@ JSONAPI = "application/vnd.api+json"
 #: (connect, read) seconds: fail fast on a dead host, allow Klaviyo's slow pages.
 #: The read timeout is the ``request_timeout`` setting.
 DEFAULT_TIMEOUT = (10.0, DEFAULT_REQUEST_TIMEOUT)
+#: A ``Retry-After`` longer than this is not waited for: it means a daily quota (the
+#: Reporting API's 225 a day) is spent, and sleeping for hours helps no one.
+MAX_RETRY_AFTER_SECONDS = 300.0
 
 Send = t.Callable[..., requests.Response]
 
@@ -129,6 +133,7 @@ class KlaviyoConnection:
             wait_generator,
             RETRIABLE_EXCEPTIONS,
             max_tries=self.max_tries,
+            giveup=_waits_too_long,
             jitter=None,
             on_backoff=self._log_backoff,
             logger=None,
@@ -162,6 +167,12 @@ class KlaviyoConnection:
 
     def _gave_up(self, request: requests.PreparedRequest, exc: Exception) -> KlaviyoError:
         where = f"{request.method} {urlsplit(request.url).path}"
+        if _waits_too_long(exc):
+            return KlaviyoQuotaExhausted(
+                f"{where}: Klaviyo's quota for this endpoint is spent; it asks to wait "
+                f"{exc.retry_after:.0f} s (Retry-After), so the request was not retried.",
+                exc.retry_after,
+            )
         if isinstance(exc, KlaviyoRetriableError):
             return KlaviyoError(f"{exc} (gave up after {self.max_tries} tries)")
         if isinstance(exc, requests.exceptions.ReadTimeout):
@@ -250,6 +261,11 @@ def decode_document(response: requests.Response) -> dict:
             response.__dict__["_klaviyo_document"] = document
             return document
     return json_document(response)
+
+
+def _waits_too_long(exc: Exception) -> bool:
+    retry_after = getattr(exc, "retry_after", None)
+    return isinstance(exc, KlaviyoRetriableError) and retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS
 
 
 def _status(exc: KlaviyoRetriableError) -> int | None:

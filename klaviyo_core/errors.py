@@ -34,6 +34,14 @@ class KlaviyoAPIError(KlaviyoError, FatalAPIError):
         self.code = code
 
 
+class KlaviyoQuotaExhausted(KlaviyoError):
+    """Klaviyo asked for a wait far longer than a retry should take (a daily cap is spent)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class KlaviyoRetriableError(RetriableAPIError):
     """A transient failure; ``retry_after`` is Klaviyo's own wait hint in seconds."""
 

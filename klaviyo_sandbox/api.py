@@ -5,7 +5,7 @@ import json
 import re
 from urllib.parse import quote
 
-from . import bulk, filters, gen_catalog, gen_content
+from . import bulk, filters, gen_catalog, gen_content, reports
 from .endpoints import ENDPOINTS, METRICS_PAGE
 from .query import Query, decode_cursor, encode_cursor, query_hash
 from .render import bad_request, collection_document, document, dumps, not_found, resource, resource_json
@@ -429,6 +429,12 @@ ROUTES = [
     ("GET", rf"/api/profile-suppression-bulk-delete-jobs/{ID}", "get_bulk_unsuppress_profiles_job",
      bulk.get_suppression_job("profile-suppression-bulk-delete-job")),
     ("POST", r"/api/event-bulk-create-jobs", "bulk_create_events", bulk.create_events),
+    ("POST", r"/api/campaign-values-reports", "query_campaign_values", reports.report("query_campaign_values")),
+    ("POST", r"/api/flow-values-reports", "query_flow_values", reports.report("query_flow_values")),
+    ("POST", r"/api/flow-series-reports", "query_flow_series", reports.report("query_flow_series")),
+    ("POST", r"/api/form-series-reports", "query_form_series", reports.report("query_form_series")),
+    ("POST", r"/api/segment-series-reports", "query_segment_series", reports.report("query_segment_series")),
+    ("POST", r"/api/metric-aggregates", "query_metric_aggregates", reports.metric_aggregates),
 ]
 COMPILED = [(m, re.compile(p + "$"), op, fn) for m, p, op, fn in ROUTES]
 

@@ -256,6 +256,13 @@ ENDPOINTS = {
         Endpoint("bulk_unsuppress_profiles", "profile-suppression-bulk-delete-job", 75, 750),
         Endpoint("get_bulk_unsuppress_profiles_job", "profile-suppression-bulk-delete-job", 75, 750),
         Endpoint("bulk_create_events", "event-bulk-create-job", 10, 150),
+        # Reporting API: 1/s, 2/m and 225 a day per operation.
+        Endpoint("query_campaign_values", "campaign-values-report", 1, 2, daily=225),
+        Endpoint("query_flow_values", "flow-values-report", 1, 2, daily=225),
+        Endpoint("query_flow_series", "flow-series-report", 1, 2, daily=225),
+        Endpoint("query_form_series", "form-series-report", 1, 2, daily=225),
+        Endpoint("query_segment_series", "segment-series-report", 1, 2, daily=225),
+        Endpoint("query_metric_aggregates", "metric-aggregate", 3, 60),
     ]
 }
 

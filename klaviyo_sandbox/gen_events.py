@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from . import messages
 from .util import Rng, iso, uuid_from
 
 PRODUCTS = [("Trail Shoe", 89.0), ("Café Mug ☕", 14.5), ("Tote / Bag", 35.0), ("Gift Card 🎁", 50), ("Socks (3-pack)", 12.99)]
@@ -70,6 +71,7 @@ def payload(ds, k: int, v: int) -> tuple:
     """(properties dict, its JSON) for metric k, variant v. Callers must not mutate the dict."""
     name = ds.small("metric", k)["attributes"]["name"]
     props = properties(ds.rng("event-props", k * VARIANTS + v), name, v)
+    messages.attribute(ds, name, props, v)  # $message / $attributed_message, for the Reporting API
     return props, _DUMPS(props)
 
 

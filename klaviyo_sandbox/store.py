@@ -191,8 +191,9 @@ class Store:
 
     # ------------------------------------------------------------ events
     def add_event(self, profile_id: str | None = None, metric_index: int | None = None,
-                  at: float | None = None) -> dict:
-        """A new event, dated now or at `at` (a late-arriving event: written now, dated earlier)."""
+                  at: float | None = None, properties: dict | None = None) -> dict:
+        """A new event, dated now or at `at` (a late-arriving event: written now, dated earlier);
+        ``properties`` replaces the generated ones (tests set attribution)."""
         with self.lock:
             seq = self.next_seq()
             ds, now = self.ds, self.now() if at is None else at
@@ -203,7 +204,9 @@ class Store:
             eid = ds.event_ids.id(ds.n_events + seq)
             rec = {
                 "type": "event", "id": eid,
-                "attributes": {"timestamp": int(now), "event_properties": gen_events.properties(r, name, seq),
+                "attributes": {"timestamp": int(now),
+                               "event_properties": properties if properties is not None
+                               else gen_events.properties(r, name, seq),
                                "datetime": iso(now), "uuid": uuid_from(r.bits64(), r.bits64())},
                 "relationships": {"profile": {"type": "profile", "id": pid},
                                   "metric": {"type": "metric", "id": ds.metric_ids.id(k)}, "attributions": None},

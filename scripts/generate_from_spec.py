@@ -40,6 +40,7 @@ DEFAULT_SPEC = "../shared/klaviyo/openapi-stable.json"  # relative to REPO_ROOT
 TRIMMED_SPEC_PATH = "spec/klaviyo-openapi-trimmed.json"
 SCHEMAS_DIR = "tap_klaviyo/schemas"
 ENDPOINTS_PATH = "klaviyo_core/endpoints.json"
+REPORT_OPTIONS_PATH = "tap_klaviyo/report_options.json"
 
 JSON_API = "application/vnd.api+json"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -80,6 +81,23 @@ MEMBER_STREAMS: dict[str, tuple[str, str]] = {
     "list_members": ("/api/lists/{id}/profiles", "list_id"),
     "segment_members": ("/api/segments/{id}/profiles", "segment_id"),
 }
+
+# Report streams: stream name -> (POST path, grouping key columns, series?). Records are
+# the groupings, the window (values) or interval start (series), and one nullable number
+# per statistic the request's ``statistics`` enum allows. Groupings are the ones the tap
+# asks for (Klaviyo's defaults for each report).
+REPORT_STREAMS: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "campaign_values_report": (
+        "/api/campaign-values-reports", ("campaign_id", "campaign_message_id", "send_channel"), False
+    ),
+    "flow_values_report": ("/api/flow-values-reports", ("flow_id", "flow_message_id", "send_channel"), False),
+    "flow_series_report": ("/api/flow-series-reports", ("flow_id", "flow_message_id", "send_channel"), True),
+    "form_series_report": ("/api/form-series-reports", ("form_id",), True),
+    "segment_series_report": ("/api/segment-series-reports", ("segment_id",), True),
+}
+# Metric aggregates: metric_id, date, then one column per measurement; the `by`
+# dimension columns are added by the tap from its settings.
+METRIC_AGGREGATES_STREAM = ("metric_aggregates", "/api/metric-aggregates")
 
 # Properties the tap adds to records from its request context (appended last).
 EXTRA_PROPERTIES: dict[str, dict[str, dict]] = {
@@ -133,6 +151,13 @@ OPERATION_IDS: tuple[str, ...] = (
     "bulk_unsuppress_profiles",
     "get_bulk_unsuppress_profiles_job",
     "bulk_create_events",
+    # Reporting API (report streams, tap_klaviyo/reports.py)
+    "query_campaign_values",
+    "query_flow_values",
+    "query_flow_series",
+    "query_form_series",
+    "query_segment_series",
+    "query_metric_aggregates",
 )
 
 # Top-level keys of the full spec that the trimmed spec keeps ("paths" and
@@ -545,7 +570,68 @@ def links_only_relationships(resource: dict) -> list[str]:
     return [n for n, r in rels.items() if "data" not in r.get("properties", {})]
 
 
+def request_attributes(spec: dict, path: str) -> dict:
+    """The inlined ``data.attributes`` properties of POST ``path``'s request body."""
+    op = get_operation(spec, path, "post")
+    try:
+        body = inline_refs(deref(spec, op["requestBody"])["content"][JSON_API]["schema"], spec)
+        return body["properties"]["data"]["properties"]["attributes"]["properties"]
+    except (KeyError, TypeError):
+        raise SpecError(f"POST {path}: no {JSON_API} request body with data.attributes") from None
+
+
+def request_enum(spec: dict, path: str, attribute: str) -> list[str]:
+    """The values an array attribute of a report request allows (e.g. ``statistics``)."""
+    try:
+        return list(request_attributes(spec, path)[attribute]["items"]["enum"])
+    except KeyError:
+        raise SpecError(f"POST {path}: attribute {attribute!r} has no enum of items") from None
+
+
+NUMBER = {"type": ["number", "null"]}
+DATE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def build_report_schema(spec: dict, stream: str) -> dict:
+    if stream == METRIC_AGGREGATES_STREAM[0]:
+        properties: dict[str, dict] = {
+            "metric_id": {"type": "string"},
+            "date": {"type": "string", "format": "date-time"},
+        }
+        for name in request_enum(spec, METRIC_AGGREGATES_STREAM[1], "measurements"):
+            properties[name] = NUMBER
+        return {"type": "object", "properties": properties}
+    path, groupings, series = REPORT_STREAMS[stream]
+    properties = {key: {"type": ["string", "null"]} for key in groupings}
+    if series:
+        properties["date_time"] = {"type": "string", "format": "date-time"}
+    else:
+        properties["timeframe_start"] = DATE_TIME
+        properties["timeframe_end"] = DATE_TIME
+    if "conversion_metric_id" in request_attributes(spec, path):
+        properties["conversion_metric_id"] = {"type": ["string", "null"]}
+    for name in request_enum(spec, path, "statistics"):
+        if name in properties:
+            raise SpecError(f"{stream}: statistic {name!r} clashes with a key column")
+        properties[name] = NUMBER
+    return {"type": "object", "properties": properties}
+
+
+def build_report_options(spec: dict) -> dict:
+    """Values the tap's report settings accept, as the report requests define them."""
+    series_path = REPORT_STREAMS["flow_series_report"][0]
+    aggregates = request_attributes(spec, METRIC_AGGREGATES_STREAM[1])
+    return {
+        "series_intervals": list(request_attributes(spec, series_path)["interval"]["enum"]),
+        "timeframe_keys": list(deref(spec, spec["components"]["schemas"]["Timeframe"])["properties"]["key"]["enum"]),
+        "metric_aggregates_by": list(aggregates["by"]["items"]["enum"]),
+        "metric_aggregates_intervals": list(aggregates["interval"]["enum"]),
+    }
+
+
 def build_stream_schema(spec: dict, stream: str) -> dict:
+    if stream in REPORT_STREAMS or stream == METRIC_AGGREGATES_STREAM[0]:
+        return build_report_schema(spec, stream)
     if stream in RESOURCE_STREAMS:
         resource = response_item_schema(spec, RESOURCE_STREAMS[stream])
         properties = flatten_resource(resource, context=stream)
@@ -574,7 +660,8 @@ def build_stream_schema(spec: dict, stream: str) -> dict:
 
 
 def all_streams() -> list[str]:
-    return list(RESOURCE_STREAMS) + list(INCLUDED_STREAMS) + list(MEMBER_STREAMS)
+    return (list(RESOURCE_STREAMS) + list(INCLUDED_STREAMS) + list(MEMBER_STREAMS) + list(REPORT_STREAMS)
+            + [METRIC_AGGREGATES_STREAM[0]])
 
 
 # --------------------------------------------------------------------------- #
@@ -630,6 +717,7 @@ def generate_from_trimmed(trimmed: dict) -> dict[str, str]:
     for stream in all_streams():
         outputs[f"{SCHEMAS_DIR}/{stream}.json"] = dump_output(build_stream_schema(trimmed, stream))
     outputs[ENDPOINTS_PATH] = dump_output(build_endpoint_table(trimmed))
+    outputs[REPORT_OPTIONS_PATH] = dump_output(build_report_options(trimmed))
     return outputs
 
 

@@ -57,7 +57,7 @@ def move_old_bookmarks(state: dict) -> None:
 
 
 def _check_bookmark(stream: str, bookmark: dict) -> None:
-    for key in ("replication_key_value", "starting_replication_value"):
+    for key in ("replication_key_value", "starting_replication_value", "next_start"):  # next_start: reports
         value = bookmark.get(key)
         if value is None:
             continue

@@ -11,6 +11,7 @@ from klaviyo_core import filters
 from klaviyo_core.client import decode_document
 from tap_klaviyo.client import KlaviyoStream, NextLinkPaginator, Window, _parse, profile_fields_params
 from tap_klaviyo.custom_fields import EVENT_FIELDS, PROFILE_FIELDS, CustomFieldsMixin
+from tap_klaviyo.reports import REPORT_STREAM_TYPES
 
 if t.TYPE_CHECKING:
     import requests
@@ -440,4 +441,5 @@ STREAM_TYPES: tuple[type[KlaviyoStream], ...] = (
     CouponCodesStream,
     FormsStream,
     ImagesStream,
+    *REPORT_STREAM_TYPES,  # Reporting API, not selected by default (tap_klaviyo/reports.py)
 )

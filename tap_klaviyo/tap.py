@@ -31,6 +31,7 @@ from tap_klaviyo.custom_fields import (
     CustomFieldSource,
     with_custom_fields,
 )
+from tap_klaviyo import reports
 from tap_klaviyo.state import check_state, move_old_bookmarks
 from tap_klaviyo.streams import STREAM_TYPES
 from tap_klaviyo.writer import KlaviyoMessageWriter
@@ -122,6 +123,70 @@ TAP_SETTINGS = th.PropertiesList(
             "lowercase ASCII; names that clash get the Klaviyo id appended."
         ),
     ),
+    th.Property(
+        "report_conversion_metric",
+        th.StringType,
+        default=reports.DEFAULT_CONVERSION_METRIC,
+        title="Report conversion metric",
+        description=(
+            "Metric whose events count as conversions in campaign and flow reports: a metric id, or a "
+            "name (found with get_metrics; of several same-named metrics an eCommerce one wins)."
+        ),
+    ),
+    th.Property(
+        "report_daily_request_budget",
+        th.IntegerType,
+        default=reports.DEFAULT_DAILY_BUDGET,
+        title="Report requests per day",
+        description=(
+            "Requests each report stream may make per UTC day (Klaviyo allows 225 per report endpoint "
+            "and account, shared with every app). Counted in the state; a report past it is deferred "
+            "to the next run of the next day. 1 to 225."
+        ),
+    ),
+    th.Property(
+        "report_values_window_days",
+        th.IntegerType,
+        default=reports.DEFAULT_VALUES_WINDOW_DAYS,
+        title="Values report window (days)",
+        description=(
+            "Campaign and flow values reports cover this many days up to the end of today "
+            "(campaigns sent in it; flow activity in it). Each run replaces the rows. 1 to 365."
+        ),
+    ),
+    th.Property(
+        "report_interval",
+        th.StringType,
+        default=reports.DEFAULT_INTERVAL,
+        allowed_values=reports.report_options()["series_intervals"],
+        title="Report interval",
+        description="Interval of series reports and metric aggregates: hourly, daily, weekly or monthly.",
+    ),
+    th.Property(
+        "report_lookback_intervals",
+        th.IntegerType,
+        default=reports.DEFAULT_LOOKBACK_INTERVALS,
+        title="Report lookback (intervals)",
+        description=(
+            "Series reports and metric aggregates re-read this many intervals before the one the "
+            "last run stopped in, so late conversions are counted."
+        ),
+    ),
+    th.Property(
+        "metric_aggregates_metrics",
+        th.ArrayType(th.StringType),
+        title="Metric aggregates: metrics",
+        description="Metric names or ids of the metric_aggregates stream. Default: report_conversion_metric.",
+    ),
+    th.Property(
+        "metric_aggregates_by",
+        th.ArrayType(th.StringType),
+        title="Metric aggregates: dimensions",
+        description=(
+            "Klaviyo `by` dimensions of metric_aggregates (e.g. `$attributed_message`, `Campaign Name`); "
+            "each becomes a key column (lowercase, `$` dropped). Default: none."
+        ),
+    ),
 )
 
 
@@ -198,6 +263,31 @@ class TapKlaviyo(Tap):
             raise config_error(
                 "Setting row_scan_depth must be a whole number of records, 0 or more (0 scans every record)."
             )
+        self._check_report_settings()
+
+    def _check_report_settings(self) -> None:
+        options = reports.report_options()
+        for key, low, high in (
+            ("report_daily_request_budget", 1, 225),
+            ("report_values_window_days", 1, 365),
+            ("report_lookback_intervals", 0, 1000),
+        ):
+            value = self.config.get(key)
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and not (whole and low <= value <= high):
+                raise config_error(f"Setting {key} must be a whole number from {low} to {high}.")
+        interval = self.config.get("report_interval")
+        if interval is not None and interval not in options["series_intervals"]:
+            raise config_error(
+                f"Setting report_interval must be one of {', '.join(options['series_intervals'])}, not {interval!r}."
+            )
+        by = self.config.get("metric_aggregates_by") or []
+        unknown = [name for name in by if name not in options["metric_aggregates_by"]]
+        if unknown:
+            raise config_error(
+                f"Setting metric_aggregates_by has unknown dimensions {', '.join(map(repr, unknown))}: use Klaviyo's "
+                f"names, e.g. $attributed_message, $flow, Campaign Name (see docs/reports.md)."
+            )
 
     @cached_property
     def events_lookback(self) -> dt.timedelta:
@@ -235,6 +325,35 @@ class TapKlaviyo(Tap):
     @cached_property
     def end_date(self) -> dt.datetime | None:
         return self._parse_setting("end_date")
+
+    @cached_property
+    def start_date(self) -> dt.datetime | None:
+        return self._parse_setting("start_date")
+
+    def sync_all(self) -> None:
+        """Resolve the metrics selected reports need first: a missing one is one line, before any record."""
+        for stream in self.streams.values():
+            if stream.selected and isinstance(stream, reports.ReportStream):
+                stream.resolve_metrics()
+        super().sync_all()
+
+    @cached_property
+    def _metrics(self) -> list[dict]:
+        """The account's metrics (one get_metrics read per run, only when a report needs it)."""
+        return list(self.connection.paginate("/api/metrics"))
+
+    @cached_property
+    def conversion_metric_id(self) -> str:
+        wanted = str(self.config.get("report_conversion_metric") or reports.DEFAULT_CONVERSION_METRIC).strip()
+        return reports.resolve_metric(self._metrics, wanted, "report_conversion_metric", self.logger)
+
+    @cached_property
+    def aggregate_metric_ids(self) -> list[str]:
+        names = self.config.get("metric_aggregates_metrics") or []
+        if not names:
+            return [self.conversion_metric_id]
+        return [reports.resolve_metric(self._metrics, str(n).strip(), "metric_aggregates_metrics", self.logger)
+                for n in names]
 
     @cached_property
     def connection(self) -> KlaviyoConnection:

@@ -20,7 +20,9 @@ GROUPS_ON = {"list_and_segment_streams": True}
 BUILT_IN = {"campaigns", "events", "flows", "lists", "metrics", "profiles", "reviews", "segments",
             "list_members", "segment_members"} | {
     "campaign_messages", "flow_actions", "flow_messages", "templates", "tags", "tag_groups", "catalog_items",
-    "catalog_variants", "catalog_categories", "coupons", "coupon_codes", "forms", "images"}
+    "catalog_variants", "catalog_categories", "coupons", "coupon_codes", "forms", "images",
+    "campaign_values_report", "flow_values_report", "flow_series_report", "form_series_report",
+    "segment_series_report", "metric_aggregates"}
 
 
 # -- names ------------------------------------------------------------------------------------------

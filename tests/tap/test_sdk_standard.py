@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import typing as t
 
 import pytest
@@ -38,6 +40,8 @@ def populated(mocker: requests_mock.Mocker) -> FakeKlaviyo:
     fake.add("/api/lists/L1/profiles", member("p1", ts(3)), member("p2", ts(4)))
     fake.add("/api/segments/S1/profiles", member("p1", ts(3)))
     add_content(fake)
+    fake.add("/api/metrics", simple("metric", "m2", ts(1), name="Placed Order", integration={"name": "Shopify"}))
+    mocker.post(re.compile(r".*/api/(\w+-\w+-reports|metric-aggregates)$"), json=report_answer)
     return fake
 
 
@@ -64,10 +68,41 @@ def add_content(fake: FakeKlaviyo) -> None:
                                                      "size": 10, "hidden": False, "updated_at": ts(2)}))
 
 
+def report_answer(request: t.Any, context: t.Any) -> dict:
+    """One grouping and one interval of every statistic asked for (the Reporting API's shape)."""
+    attributes = json.loads(request.body)["data"]["attributes"]
+    day = "2024-01-02T00:00:00+00:00"
+    if "measurements" in attributes:
+        measurements = {name: [1] for name in attributes["measurements"]}
+        return {"data": {"type": "metric-aggregate", "id": "a", "attributes": {
+            "dates": [day], "data": [{"dimensions": [], "measurements": measurements}]}}}
+    groups = {key: "g1" for key in attributes.get("group_by") or ["segment_id"]}
+    series = "interval" in attributes
+    statistics = {name: [1] if series else 1 for name in attributes["statistics"]}
+    document = {"results": [{"groupings": groups, "statistics": statistics}]}
+    if series:
+        document["date_times"] = [day]
+    return {"data": {"type": "report", "attributes": document}}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def mocked_klaviyo() -> t.Iterator[FakeKlaviyo]:
     with requests_mock.Mocker() as mocker:
         yield populated(mocker)
 
 
-TestTapKlaviyo = get_tap_test_class(TapKlaviyo, config=CONFIG)
+# Monthly report intervals: a year of start_date back is then 2 report requests, not 7 (2 a minute).
+STANDARD_CONFIG = {**CONFIG, "report_interval": "monthly"}
+
+
+def everything_selected(config: dict) -> dict:
+    """The discovered catalog with every stream selected, report streams (off by default) included."""
+    catalog = TapKlaviyo(config=config).catalog_dict
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            if metadata["breadcrumb"] == []:
+                metadata["metadata"]["selected"] = True
+    return catalog
+
+
+TestTapKlaviyo = get_tap_test_class(TapKlaviyo, config=STANDARD_CONFIG, catalog=everything_selected(STANDARD_CONFIG))
