@@ -72,7 +72,7 @@ def test_sandbox_environment_points_at_the_sandbox_and_dev_at_klaviyo(project: M
     dev = _config(project, "tap-klaviyo", TAP_KLAVIYO_API_KEY="pk_real_looking_key")
 
     assert sandbox["base_url"] == "http://127.0.0.1:8765"
-    assert "base_url" not in dev, "no base_url: the connectors' default, https://a.klaviyo.com"
+    assert dev["base_url"] == "https://a.klaviyo.com", "the connectors' default, declared in meltano.yml"
     assert dev["api_key"], "TAP_KLAVIYO_API_KEY is the api_key setting"
     assert _config(project, "target-duckdb")["filepath"] == "output/warehouse.duckdb"
     assert _config(project, "target-duckdb", "--environment=sandbox")["filepath"] == "output/sandbox.duckdb"
