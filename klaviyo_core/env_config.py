@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import typing as t
 
@@ -66,5 +67,8 @@ def with_typed_env_config(plugin: t.Any, kwargs: dict[str, t.Any]) -> dict[str, 
     schema = copy.deepcopy(plugin.config_jsonschema)
     plugin.append_builtin_config(schema)  # the SDK's settings too (stream_maps...), as its parser reads them
     prefix = plugin.name.upper().replace("-", "_") + "_"
-    return {**kwargs, "config": {**config, **env_config(schema, prefix)}, "parse_env_config": False}
+    from_env = env_config(schema, prefix)
+    # (The SDK then logs "Skipping parse of env var settings": this parse replaced its own.)
+    logging.getLogger(plugin.name).info("Read %d setting(s) from %s* environment variables.", len(from_env), prefix)
+    return {**kwargs, "config": {**config, **from_env}, "parse_env_config": False}
 

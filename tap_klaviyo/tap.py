@@ -182,7 +182,11 @@ class TapKlaviyo(Tap):
         """
         if not interrupted():
             note_interrupted(signum, self.logger, "emitting the last state; the next run resumes from it")
-        self.message_writer.when_idle(lambda: self._terminate(signum, frame))
+        writer = getattr(self, "message_writer", None)  # None: the signal came while the tap was being built
+        if writer is None or not hasattr(writer, "when_idle"):
+            self._terminate(signum, frame)
+        else:
+            writer.when_idle(lambda: self._terminate(signum, frame))
 
     def _terminate(self, signum: int, frame: t.Any) -> None:
         try:

@@ -151,7 +151,10 @@ class TargetKlaviyo(Target):
             self.logger.warning("Second signal: stopping now, without draining.")
             raise SystemExit(interrupted_exit_code(signum))
         note_interrupted(signum, self.logger, "reading no more input and writing the rows received")
-        self.message_reader.stop_reading()
+        reader = getattr(self, "message_reader", None)  # None: the signal came while the target was being built
+        if reader is None:
+            raise SystemExit(interrupted_exit_code(signum))
+        reader.stop_reading()
 
     @cached_property
     def connection(self) -> KlaviyoConnection:

@@ -83,7 +83,7 @@ def test_the_plugins_are_custom_and_installed_from_the_git_repository(other_proj
     assert set(plugins) == {"tap-klaviyo-singer", "target-klaviyo-singer"}
     for plugin in plugins.values():
         assert plugin["pip_url"] == "git+${KLAVIYO_SINGER_REPO}" and "variant" not in plugin
-    listed = other_project.run("config", "list", "tap-klaviyo-singer")
+    listed = other_project.run("config", "list", "--all", "tap-klaviyo-singer")
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "TAP_KLAVIYO_SINGER_RATE_LIMIT_SHARE" in listed.stdout
 
