@@ -179,9 +179,12 @@ class TapKlaviyo(Tap):
         ``__init__`` (tests/faults/test_signals.py sends real signals to a running tap).
         Every record before the STATE was written (the writer flushes them first), so the
         next run resumes from it without losing or repeating more than the bookmark's second.
+        A second signal stops at once.
         """
-        if not interrupted():
-            note_interrupted(signum, self.logger, "emitting the last state; the next run resumes from it")
+        if interrupted():  # a second signal: the first may wait on a pipe nobody reads any more
+            self.logger.warning("Second signal: stopping now.")
+            raise SystemExit(interrupted_exit_code(signum))
+        note_interrupted(signum, self.logger, "emitting the last state; the next run resumes from it")
         writer = getattr(self, "message_writer", None)  # None: the signal came while the tap was being built
         if writer is None or not hasattr(writer, "when_idle"):
             self._terminate(signum, frame)
