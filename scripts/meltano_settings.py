@@ -59,7 +59,9 @@ def setting(name: str, spec: dict) -> dict:
     elif types & {"integer"}:
         result["kind"] = "integer"
     elif types & {"number"}:
-        result["kind"] = "decimal"
+        # Not `decimal`: Meltano 4.4 crashes writing the config of a decimal set from an environment
+        # variable ("Object of type Decimal is not JSON serializable"); the plugins read "0.5" as 0.5.
+        result["kind"] = "string"
     elif types & {"boolean"}:
         result["kind"] = "boolean"
     elif types & {"object"}:

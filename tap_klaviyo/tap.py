@@ -15,7 +15,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
 from klaviyo_core.client import KlaviyoConnection
-from klaviyo_core.env_config import with_typed_env_config
+from klaviyo_core.env_config import with_typed_config
 from klaviyo_core.setting_names import check_setting_names
 from klaviyo_core.settings import CONNECTION_SETTINGS, check_connection_settings, config_error
 from tap_klaviyo import groups
@@ -118,7 +118,7 @@ class TapKlaviyo(Tap):
         # Custom catalog metadata (list ids) is lost when the SDK parses the catalog.
         self._raw_catalog = catalog if isinstance(catalog, Mapping) else None
         self._settings_to_check = validate_config
-        super().__init__(*args, validate_config=validate_config, **with_typed_env_config(type(self), kwargs))
+        super().__init__(*args, validate_config=validate_config, **with_typed_config(type(self), kwargs))
         self._check_settings()
 
     def setup_mapper(self) -> None:

@@ -12,7 +12,7 @@ from singer_sdk import typing as th
 
 from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
 from klaviyo_core.client import KlaviyoConnection
-from klaviyo_core.env_config import with_typed_env_config
+from klaviyo_core.env_config import with_typed_config
 from klaviyo_core.errors import KlaviyoError
 from klaviyo_core.setting_names import check_setting_names
 from klaviyo_core.settings import (
@@ -117,7 +117,7 @@ class TargetKlaviyo(Target):
     ).to_dict()
 
     def __init__(self, *args: t.Any, validate_config: bool = True, **kwargs: t.Any) -> None:
-        super().__init__(*args, validate_config=validate_config, **with_typed_env_config(type(self), kwargs))
+        super().__init__(*args, validate_config=validate_config, **with_typed_config(type(self), kwargs))
         if validate_config:
             check_setting_names(self.config, type(self))
             check_connection_settings(self.config)

@@ -43,3 +43,15 @@ def test_the_tap_accepts_typed_settings_from_the_environment(tmp_path: Path) -> 
     assert done.returncode == 1
     assert "max_concurrency must be a whole number from 1 to 64" in done.stderr, "65 was read as a number"
     assert "not of type" not in done.stderr
+
+
+def test_number_settings_given_as_text_are_numbers(tmp_path: Path) -> None:
+    """As Meltano passes settings declared `kind: string` (its `decimal` kind fails with environment variables)."""
+    config = tmp_path / "config.json"
+    config.write_text('{"api_key": "pk_' + "0" * 34 + '", "rate_limit_share": "1.5", "request_timeout": " 30 "}')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_KLAVIYO", "TARGET_KLAVIYO"))}
+    done = subprocess.run([str(Path(sys.executable).parent / "tap-klaviyo"), "--config", str(config), "--discover"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+
+    assert done.returncode == 1
+    assert "rate_limit_share must be a number above 0 and at most 1" in done.stderr, "1.5 was read as a number"

@@ -21,7 +21,9 @@ SDK_SETTINGS = {"stream_maps", "stream_map_config", "faker_config", "flattening_
                 "flattening_max_key_length", "flattening_separator", "batch_config", "add_record_metadata",
                 "load_method", "batch_size_rows", "validate_records"}
 #: The kind Meltano needs to turn an environment variable's text into the JSON type the plugin expects.
-KINDS = {"integer": "integer", "number": "decimal", "boolean": "boolean"}
+#: Numbers are `string`: Meltano 4.4 cannot pass a `decimal` set from an environment variable (the plugins
+#: read "0.5" as 0.5; klaviyo_core/env_config.py).
+KINDS = {"integer": "integer", "number": "string", "boolean": "boolean"}
 
 
 def _plugin(name: str) -> dict:
