@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import typing as t
 from pathlib import Path
@@ -21,6 +22,11 @@ def run_cli(command: t.Callable[..., t.Any]) -> None:
     try:
         check_input_files(sys.argv[1:])
         command()
+    except SystemExit as exc:
+        # The SDK (click) ends a run with exit code 0 even when a signal stopped it early.
+        if _interrupted_by and exc.code in (0, None):
+            sys.exit(interrupted_exit_code(_interrupted_by[-1]))
+        raise
     except ConfigValidationError as exc:
         for message in exc.errors or [str(exc)]:
             _report(message)
@@ -28,6 +34,32 @@ def run_cli(command: t.Callable[..., t.Any]) -> None:
     except KlaviyoError as exc:
         _report(str(exc))
         sys.exit(1)
+
+
+#: Signals that stopped this run early (set by the plugins' signal handlers).
+_interrupted_by: list[int] = []
+
+
+def interrupted_exit_code(signum: int) -> int:
+    """What a shell reports for a process a signal stopped: 130 for Ctrl-C, 143 for SIGTERM.
+
+    A scheduler (cron, Kubernetes, Airflow, Dagster) must see an interrupted run as failed.
+    """
+    return 128 + signum
+
+
+def note_interrupted(signum: int, logger: logging.Logger, doing: str) -> None:
+    """Remember that a signal stopped the run (its exit code is then not 0), and log what happens next."""
+    _interrupted_by.append(signum)
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    logger.warning("Received %s: %s, then exiting with code %d.", name, doing, interrupted_exit_code(signum))
+
+
+def interrupted() -> bool:
+    return bool(_interrupted_by)
 
 
 #: The JSON files a plugin reads, and what to do when one is broken.

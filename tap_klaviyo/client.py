@@ -371,11 +371,20 @@ class KlaviyoStream(RESTStream):
             self._progress = Progress(
                 self.name, self.logger, interval=PROGRESS_INTERVAL, counters=self._progress_counters
             )
+        self._track_window(context)
         if self.reads_in_parallel:
             yield from self._parallel_records(context)
         else:
             yield from self._sequential_records(context)
         self._cap_bookmark_at_run_start(context)
+
+    def _track_window(self, context: Context | None) -> None:
+        """Progress lines say how much of the main window is done (sorted incremental streams only)."""
+        if self._progress is None or not (self.replication_key and self.is_sorted):
+            return
+        lower, upper = self.windows(context)[0]
+        end = upper or self.end_date or self.run_started_at(context)
+        self._progress.window(_epoch_or_none(lower), end.timestamp())
 
     def _sequential_records(self, context: Context | None) -> t.Iterator[dict]:
         progress = self._progress
@@ -388,6 +397,8 @@ class KlaviyoStream(RESTStream):
                     count += 1
                     if progress and not count % 256:
                         progress.add(256)
+                        if self.replication_key and self.is_sorted:
+                            progress.at(self._sort_key_seconds(record))
                         progress.tick()
             if progress:
                 progress.add(count % 256)
@@ -442,6 +453,8 @@ class KlaviyoStream(RESTStream):
                         counter.increment()
                         if progress:
                             progress.add(len(page.records))
+                            if self.replication_key:
+                                progress.at(page.last)
                             progress.tick()
                         if _page_inside(page, lower, upper) or not self.replication_key:
                             yield from page.records

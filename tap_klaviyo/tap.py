@@ -13,9 +13,12 @@ from singer_sdk import Tap
 from singer_sdk.tap_base import CliTestOptionValue
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from klaviyo_core.cli import run_cli
+from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
 from klaviyo_core.client import KlaviyoConnection
+from klaviyo_core.env_config import with_typed_config
+from klaviyo_core.setting_names import check_setting_names
 from klaviyo_core.settings import (
     CONNECTION_SETTINGS,
     check_connection_settings,
@@ -206,18 +209,21 @@ def parse_duration(text: str) -> dt.timedelta | None:
 
 
 class TapKlaviyo(Tap):
-    """Singer tap for Klaviyo.
+    """Singer tap for Klaviyo: campaigns, events, flows, lists, metrics, profiles, reviews, segments."""
 
-    The catalog is dynamic: discovery reads the account's custom fields (see
-    :mod:`tap_klaviyo.custom_fields`) and, when asked, its lists and segments
-    (see :mod:`tap_klaviyo.groups`). With ``--catalog`` nothing is discovered:
-    the catalog's schemas and streams are used as given.
-    """
+    # The docstring above is what `--about` prints as the description: one line, plain text.
+    # The catalog is dynamic: discovery reads the account's custom fields (tap_klaviyo.custom_fields)
+    # and, when asked, its lists and segments (tap_klaviyo.groups). With --catalog nothing is
+    # discovered: the catalog's schemas and streams are used as given.
 
     name = "tap-klaviyo"
+    package_name = "klaviyo-singer"  # the distribution that ships this tap, for --version and --about
     dynamic_catalog = True
     message_writer_class = KlaviyoMessageWriter  # msgspec-encoded, flushed per STATE (tap_klaviyo.writer)
     config_jsonschema = th.PropertiesList(*CONNECTION_SETTINGS.wrapped.values(), *TAP_SETTINGS.wrapped.values()).to_dict()
+    # The SDK's defaults less BATCH: its batch files bypass this tap's writer and were never
+    # tested here, so batch_config is not offered (a config that sets it gets a one-line error).
+    capabilities: t.ClassVar[list] = [c for c in Tap.capabilities if c != PluginCapabilities.BATCH]
 
     def __init__(self, *args: t.Any, validate_config: bool = True, **kwargs: t.Any) -> None:
         catalog = kwargs.get("catalog")
@@ -225,7 +231,7 @@ class TapKlaviyo(Tap):
         self._raw_catalog = catalog if isinstance(catalog, Mapping) else None
         self._settings_to_check = validate_config
         try:
-            super().__init__(*args, validate_config=validate_config, **kwargs)
+            super().__init__(*args, validate_config=validate_config, **with_typed_config(type(self), kwargs))
         except ConfigValidationError as exc:
             raise redact_config_errors(exc) from None  # the SDK's messages quote the values
         self._check_settings()
@@ -255,6 +261,7 @@ class TapKlaviyo(Tap):
         if not self._settings_to_check:
             return
         self._settings_to_check = False
+        check_setting_names(self.config, type(self))
         check_connection_settings(self.config)
         self._check_dates()
         _ = self.events_lookback  # a bad duration fails here, before any request
@@ -316,6 +323,33 @@ class TapKlaviyo(Tap):
             raise config_error(
                 f"Setting {key} is not a date: use ISO 8601, e.g. 2024-01-31 or 2024-01-31T00:00:00Z."
             ) from None
+
+    def _handle_termination(self, signum: int, frame: t.Any) -> None:
+        """SIGINT/SIGTERM: emit the current STATE (the SDK's handler does), then exit 130/143.
+
+        The SDK's handler exits 0, so a scheduler would record an interrupted sync as a success.
+        Overriding this private SDK method is the only way in: the SDK installs its handler in
+        ``__init__`` (tests/faults/test_signals.py sends real signals to a running tap).
+        Every record before the STATE was written (the writer flushes them first), so the
+        next run resumes from it without losing or repeating more than the bookmark's second.
+        A second signal stops at once.
+        """
+        if interrupted():  # a second signal: the first may wait on a pipe nobody reads any more
+            self.logger.warning("Second signal: stopping now.")
+            raise SystemExit(interrupted_exit_code(signum))
+        note_interrupted(signum, self.logger, "emitting the last state; the next run resumes from it")
+        writer = getattr(self, "message_writer", None)  # None: the signal came while the tap was being built
+        if writer is None or not hasattr(writer, "when_idle"):
+            self._terminate(signum, frame)
+        else:
+            writer.when_idle(lambda: self._terminate(signum, frame))
+
+    def _terminate(self, signum: int, frame: t.Any) -> None:
+        try:
+            super()._handle_termination(signum, frame)  # writes the STATE, then exits 0
+        except SystemExit:
+            pass
+        raise SystemExit(interrupted_exit_code(signum))
 
     def load_state(self, state: dict[str, t.Any]) -> None:
         check_state(state)  # an unreadable bookmark as one line, not a traceback mid-sync

@@ -12,6 +12,10 @@ when the process dies are covered by no STATE, so resuming loses nothing; they a
 written at a normal exit.
 
 Without msgspec installed the SDK's default writer is used.
+
+A signal handler that writes (the tap's final STATE on SIGINT/SIGTERM) must not cut into a
+message being written: :meth:`KlaviyoMessageWriter.when_idle` runs it at once, or right after
+the message in progress.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
 
     def __init__(self) -> None:
         super().__init__()
+        self._busy = False  # a message is being encoded or written
+        self._after_write: t.Callable[[], None] | None = None
         if msgspec is not None:
             self._encoder = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
             self._pending = bytearray()
@@ -53,7 +59,29 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
         except UnicodeEncodeError:  # a lone surrogate: the SDK's encoder escapes it
             return super().serialize_message(message)
 
+    def when_idle(self, action: t.Callable[[], None]) -> None:
+        """Run ``action`` now, or once the message being written is whole (for signal handlers).
+
+        A handler runs between two bytecodes of the main thread, possibly in the middle of
+        a record (encoded but without its newline) or of a chunk half sent to the pipe:
+        writing there would garble the output.
+        """
+        if self._busy:
+            self._after_write = action
+        else:
+            action()
+
     def write_message(self, message: Message) -> None:
+        self._busy = True
+        try:
+            self._write_message(message)
+        finally:
+            self._busy = False
+        if self._after_write is not None:
+            action, self._after_write = self._after_write, None
+            action()
+
+    def _write_message(self, message: Message) -> None:
         out = sys.stdout
         raw: t.Any = getattr(out, "buffer", None)
         if msgspec is None or raw is None:  # e.g. stdout captured into a StringIO
@@ -62,7 +90,7 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
                 out.flush()
             return
         if raw is not self._raw:  # stdout was replaced: what is pending belongs to the old one
-            self.flush()
+            self._flush()
             self._raw = raw
         pending = self._pending
         size = len(pending)
@@ -74,20 +102,39 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
         pending.extend(b"\n")
         if isinstance(message, RecordMessage):
             if len(pending) >= CHUNK_BYTES:
-                raw.write(pending)
+                _write_all(raw, pending)
                 pending.clear()
             return
         out.flush()  # anything written as text first stays first
-        self.flush()
+        self._flush()
 
     def flush(self) -> None:
         """Write pending records (and flush) now."""
+        self._busy = True
+        try:
+            self._flush()
+        finally:
+            self._busy = False
+
+    def _flush(self) -> None:
         if msgspec is None or self._raw is None:
             return
         if self._pending:
-            self._raw.write(self._pending)
+            _write_all(self._raw, self._pending)
             self._pending.clear()
         self._raw.flush()
+
+
+def _write_all(raw: t.Any, data: bytearray) -> None:
+    """Write all of ``data``: a signal arriving while a pipe is full makes ``write`` return
+    having written only part of it (seen with a 1 MB chunk and SIGINT), and the rest was lost."""
+    view = memoryview(data)
+    try:
+        while view:
+            written = raw.write(view)
+            view = view[written if written is not None else 0 :]
+    finally:
+        view.release()  # data is cleared next: a live view would forbid resizing it
 
 
 def _flush_at_exit(writer: weakref.ref[KlaviyoMessageWriter]) -> None:

@@ -80,6 +80,10 @@ def reject_undecodable(record: dict) -> None:
         )
 
 
+class _StopReading(Exception):
+    """Raised by a signal handler into a wait for input: stop reading, then drain."""
+
+
 class BadSchemaLine(KlaviyoError, InvalidInputLine):
     """A SCHEMA (or other non-RECORD) message the SDK cannot use: the stream cannot work."""
 
@@ -94,6 +98,8 @@ class TolerantSingerReader(SingerReader):
     def __init__(self) -> None:
         super().__init__()
         self.on_bad_line: BadLine | None = None
+        self._stop_requested = False
+        self._waiting_for_input = False
 
     def process_lines(  # type: ignore[override]
         self,
@@ -101,7 +107,36 @@ class TolerantSingerReader(SingerReader):
         callbacks: dict[str, t.Callable[[dict], None]],
     ) -> collections.Counter[str]:
         stats: dict[str, int] = collections.defaultdict(int)
-        for number, line in enumerate(utf8_input(file_input or sys.stdin), start=1):
+        try:
+            self._read_lines(utf8_input(file_input or sys.stdin), callbacks, stats)
+        except _StopReading:  # a signal came while waiting for a line: like the end of the input
+            pass
+        return collections.Counter(**stats)
+
+    def stop_reading(self) -> None:
+        """Read no further line (called by a signal handler); what was read is still processed.
+
+        Waiting for input, the wait is cut short; in the middle of a line, that line is finished
+        first. Either way the target then drains as at the end of its input.
+        """
+        self._stop_requested = True
+        if self._waiting_for_input:
+            raise _StopReading
+
+    def _read_lines(
+        self,
+        lines: t.IO[str],
+        callbacks: dict[str, t.Callable[[dict], None]],
+        stats: dict[str, int],
+    ) -> None:
+        number = 0
+        while not self._stop_requested:
+            self._waiting_for_input = True  # only here may stop_reading() interrupt: no line is half done
+            line = lines.readline()
+            self._waiting_for_input = False
+            if not line:
+                return
+            number += 1
             self._current_message = line
             if not line.strip():
                 continue
@@ -135,7 +170,6 @@ class TolerantSingerReader(SingerReader):
                 self._bad_line(number, line, f"line {number}: {_first_line(exc)}", message)
                 continue
             stats[record_type] += 1
-        return collections.Counter(**stats)
 
     def _bad_line(self, number: int, line: str, reason: str, message: t.Any = None) -> None:
         if self.on_bad_line is None:

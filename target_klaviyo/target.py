@@ -16,9 +16,11 @@ from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-from klaviyo_core.cli import run_cli
+from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
 from klaviyo_core.client import KlaviyoConnection
+from klaviyo_core.env_config import with_typed_config
 from klaviyo_core.errors import KlaviyoError
+from klaviyo_core.setting_names import check_setting_names
 from klaviyo_core.settings import (
     CONNECTION_SETTINGS,
     DEFAULT_MAX_CONCURRENCY,
@@ -182,19 +184,47 @@ class TargetKlaviyo(Target):
 
     def __init__(self, *args: t.Any, validate_config: bool = True, **kwargs: t.Any) -> None:
         try:
-            super().__init__(*args, validate_config=validate_config, **kwargs)
+            super().__init__(*args, validate_config=validate_config, **with_typed_config(type(self), kwargs))
         except ConfigValidationError as exc:
             raise redact_config_errors(exc) from None  # the SDK's messages quote the values
         if validate_config:
+            check_setting_names(self.config, type(self))
             check_connection_settings(self.config)
             check_target_settings(self.config)
         self.message_reader.on_bad_line = self._reject_input_line
         self._plan_lock = threading.Lock()
 
+    #: SDK settings that mean nothing here: list membership has no load method, and the
+    #: `_sdc_*` metadata columns the SDK would add are dropped before anything is sent.
+    MEANINGLESS_SDK_SETTINGS = ("load_method", "add_record_metadata")
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        """The SDK's built-in settings (stream maps, flattening...), less the meaningless ones."""
+        super().append_builtin_config(config_jsonschema)
+        for name in cls.MEANINGLESS_SDK_SETTINGS:
+            config_jsonschema["properties"].pop(name, None)
+
     def _reject_input_line(self, number: int, line: str, reason: str, stream: str | None) -> None:
         """A line the reader could not use: in the rejects file with why, never in the log."""
         self.report.received(stream or INPUT_STREAM)
         self.report.reject(stream or INPUT_STREAM, line, RowRejected("unreadable input line", reason))
+
+    def _handle_termination(self, signum: int, frame: t.Any) -> None:
+        """SIGINT/SIGTERM: read no more input, drain what was received, emit its STATE, exit 130/143.
+
+        The SDK's handler exits 0 at once, dropping rows not yet written and recording the run as a
+        success. Overriding this private SDK method is the only way in (the SDK installs it in
+        ``__init__``); tests/faults/test_signals.py sends real signals. A second signal stops at once.
+        """
+        if interrupted():
+            self.logger.warning("Second signal: stopping now, without draining.")
+            raise SystemExit(interrupted_exit_code(signum))
+        note_interrupted(signum, self.logger, "reading no more input and writing the rows received")
+        reader = getattr(self, "message_reader", None)  # None: the signal came while the target was being built
+        if reader is None:
+            raise SystemExit(interrupted_exit_code(signum))
+        reader.stop_reading()
 
     @cached_property
     def connection(self) -> KlaviyoConnection:

@@ -64,11 +64,18 @@ CONNECTION = {
     "rate_limit_share text": ({"api_key": KEY, "rate_limit_share": "half"}, "rate_limit_share", "not of type 'number'"),
     "request_timeout zero": ({"api_key": KEY, "request_timeout": 0}, "request_timeout", "number of seconds above 0"),
     "request_timeout text": ({"api_key": KEY, "request_timeout": "2 min"}, "request_timeout", "not of type 'number'"),
+    # Unknown settings are errors (klaviyo_core/setting_names.py), with the closest known setting.
+    "setting misspelled": ({"api_key": KEY, "rate_limit_shar": 0.5}, "rate_limit_shar (did you mean rate_limit_share?)",
+                           "fix or remove it"),
+    "api_key misspelled": ({"api_ky": KEY}, "api_ky (did you mean api_key?)", "fix or remove it"),
+    "two unknown settings": ({"api_key": KEY, "Base_URL": "x", "colour": 1},
+                             "Base_URL (did you mean base_url?), colour", "fix or remove them"),
 }
 TARGET_CONNECTION = (
     "api_key missing", "api_key empty", "api_key only whitespace", "api_key with a space inside",
     "api_key with a newline inside", "api_key wrong prefix", "api_key a public site key", "api_key and OAuth both set",
-    "OAuth without refresh_token", "base_url not a URL", "request_timeout zero",
+    "OAuth without refresh_token", "base_url not a URL", "request_timeout zero", "setting misspelled",
+    "api_key misspelled", "two unknown settings",
 )
 TAP_ONLY = {
     "start_date not a date": ({"api_key": KEY, "start_date": "last tuesday"}, "start_date", "use ISO 8601"),
@@ -81,6 +88,10 @@ TAP_ONLY = {
     "row_scan_depth negative": ({"api_key": KEY, "row_scan_depth": -1}, "row_scan_depth", "0 or more"),
     "include_predictive_analytics text": (
         {"api_key": KEY, "include_predictive_analytics": "yes"}, "include_predictive_analytics", "not of type 'boolean'"),
+    "start_date misspelled": ({"api_key": KEY, "start_dat": "2024-01-01"}, "start_dat (did you mean start_date?)",
+                              "fix or remove it"),
+    "a target setting": ({"api_key": KEY, "list_name": "VIP"}, "Unknown setting list_name", "tap-klaviyo --about"),
+    "batch_config (not offered)": ({"api_key": KEY, "batch_config": {}}, "Unknown setting batch_config", "fix or remove it"),
 }
 TARGET_ONLY = {
     "no list": ({"api_key": KEY}, "list_id and list_name", "Set exactly one"),
@@ -90,6 +101,9 @@ TARGET_ONLY = {
     "wait_timeout_seconds too low": ({"api_key": KEY, "list_id": "X", "wait_timeout_seconds": 10}, "wait_timeout_seconds", "minimum of 300"),
     "rejects_file in a missing folder": (
         {"api_key": KEY, "list_id": "X", "rejects_file": "no/such/dir/r.jsonl"}, "rejects_file", "create it or choose another path"),
+    "list_name misspelled": ({"api_key": KEY, "list_nme": "VIP"}, "list_nme (did you mean list_name?)", "fix or remove it"),
+    "load_method (means nothing here)": ({"api_key": KEY, "list_id": "X", "load_method": "upsert"},
+                                         "Unknown setting load_method", "target-klaviyo --about"),
 }
 # Need the sandbox: Klaviyo's own answer is what is wrong. {base}/{key} are filled in.
 LIVE_TAP = {
