@@ -80,7 +80,7 @@ class Dataset:
         self.n_flows = count(10, sc, 5)  # one archived at least
         self.n_lists = count(25, sc, len(LIST_SEEDS))
         self.n_segments = count(12, sc, len(SEGMENT_SEEDS))
-        self.n_metrics = count(40, sc, 8)
+        self.n_metrics = count(40, sc, len(gen_catalog.METRIC_NAMES))  # every named metric at any scale
         self.n_reviews = count(300, sc, 10)
         self.profile_ids = UlidCodec(seed, "profile")
         self.event_ids = AffineCodec(seed, "event", B62, 10)

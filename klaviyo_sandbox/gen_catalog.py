@@ -12,6 +12,8 @@ METRIC_NAMES = [
     ("Fulfilled Order", "shopify"), ("Received SMS", "klaviyo"), ("Clicked SMS", "klaviyo"),
     ("Subscribed to List", "klaviyo"), ("Unsubscribed", "klaviyo"), ("Bounced Email", "klaviyo"),
     ("Marked Email as Spam", "klaviyo"), ("Refunded Order", "shopify"), ("Submitted Review ⭐", "reviews"),
+    # Sign-up form activity, counted by the Reporting API's form statistics (viewed_form, closed_form, submits)
+    ("Viewed Form", "klaviyo"), ("Closed Form", "klaviyo"), ("Submitted Form", "klaviyo"),
 ]
 INTEGRATIONS = {
     "klaviyo": ("Klaviyo", "Internal"), "shopify": ("Shopify", "eCommerce"), "api": ("API", "API"),

@@ -29,7 +29,7 @@ def _email(r: Rng, name: str) -> dict:
     props = {
         "Subject": r.choice(["Big news 🎉", "Your cart misses you", "Nouveautés de la semaine"]),
         "Campaign Name": r.choice(["Summer Sale", "Black Friday", "Welcome back"]),
-        "$message": f"msg_{r.int(1, 500)}",
+        "$message": r.int(1, 500),  # replaced by messages.attribute (the draw keeps the other values as they were)
         "Email Domain": r.choice(["gmail.com", "example.com", "yahoo.co.jp"]),
         "machine_open": r.chance(0.2),
     }
@@ -59,6 +59,8 @@ def properties(r: Rng, name: str, i: int) -> dict:
         return _product_view(r)
     if "SMS" in name:
         return {"Message Body": "Flash sale ⚡ today only", "Carrier": r.choice(["T-Mobile", None])}
+    if name in messages.FORM_METRICS:
+        return {}  # messages.attribute names the form
     if name == "Active on Site":
         return {"page": f"https://shop.example.com/{r.choice(['', 'sale', 'about'])}", "$session_id": r.bits() % 10**9}
     props = {"source": "sandbox"}
@@ -70,9 +72,15 @@ def properties(r: Rng, name: str, i: int) -> dict:
 def payload(ds, k: int, v: int) -> tuple:
     """(properties dict, its JSON) for metric k, variant v. Callers must not mutate the dict."""
     name = ds.small("metric", k)["attributes"]["name"]
-    props = properties(ds.rng("event-props", k * VARIANTS + v), name, v)
-    messages.attribute(ds, name, props, v)  # $message / $attributed_message, for the Reporting API
+    props = attributed(ds, name, ds.rng("event-props", k * VARIANTS + v), v)
     return props, _DUMPS(props)
+
+
+def attributed(ds, name: str, r: Rng, v: int) -> dict:
+    """An event's properties with the message or form it belongs to, for the Reporting API."""
+    props = properties(r, name, v)
+    messages.attribute(ds, name, props, v % VARIANTS)  # $message / $attributed_message / form_id
+    return props
 
 
 def event(ds, i: int) -> dict:

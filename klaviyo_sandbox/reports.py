@@ -86,7 +86,9 @@ REPORTS = {
 }
 #: Groupings the sandbox can compute (the others exist in Klaviyo but need data the sandbox lacks).
 SUPPORTED_GROUPS = {"campaign_id", "campaign_message_id", "send_channel", "flow_id", "flow_message_id",
-                    "form_id", "segment_id"}
+                    "form_id", "form_version_id", "segment_id"}
+#: Form metric -> the form statistic its events count (messages.FORM_METRICS).
+FORM_TALLY = {"Viewed Form": "viewed_form", "Closed Form": "closed_form", "Submitted Form": "submits"}
 
 
 # ---------------------------------------------------------------- request parsing
@@ -423,9 +425,54 @@ def flow_series(store, statistics, start, end, interval, conversion, groups):
     return {"results": results, "date_times": [s.isoformat() for s in starts]}
 
 
+class FormTally:
+    """Counts behind a form's statistics (events of the form metrics naming the form)."""
+
+    def __init__(self):
+        self.counts = dict.fromkeys(FORM_TALLY.values(), 0)
+        self.people: dict = {kind: set() for kind in FORM_TALLY.values()}
+
+    def add(self, kind: str, profile_id: str):
+        self.counts[kind] += 1
+        self.people[kind].add(profile_id)
+
+    def statistics(self, names: list) -> dict:
+        """Choice: the sandbox's forms have one step and show to everyone who qualifies, so the step
+        statistics are the form's, and qualifying is viewing. ``submit_rate`` = submits / views."""
+        views, views_u = self.counts["viewed_form"], len(self.people["viewed_form"])
+        submits, submits_u = self.counts["submits"], len(self.people["submits"])
+        every = {
+            "viewed_form": views, "viewed_form_uniques": views_u, "qualified_form": views,
+            "qualified_form_uniques": views_u, "viewed_form_step": views, "viewed_form_step_uniques": views_u,
+            "submits": submits, "submitted_form_step": submits, "submitted_form_step_uniques": submits_u,
+            "submit_rate": ratio(submits, views), "closed_form": self.counts["closed_form"],
+            "closed_form_uniques": len(self.people["closed_form"]),
+        }
+        return {name: every[name] for name in names}
+
+
 def form_series(store, statistics, start, end, interval, conversion, groups):
-    """The sandbox account has no sign-up forms: no results, only the intervals."""
-    return {"results": [], "date_times": [s.isoformat() for s in buckets(start, end, interval)]}
+    """Forms with form events in the timeframe (``form_id``/``form_version_id`` of the event)."""
+    starts = buckets(start, end, interval)
+    edges = _epochs(starts)
+    metric_kinds = {store.ds.metric_id(k): FORM_TALLY.get(store.ds.small("metric", k)["attributes"]["name"])
+                    for k in range(store.ds.n_metrics)}
+    per_group: dict = {}
+    for rec in events_between(store, start.timestamp(), end.timestamp()):
+        kind = metric_kinds.get(rec["relationships"]["metric"]["id"])
+        props = rec["attributes"]["event_properties"] or {}
+        if not kind or not props.get("form_id"):
+            continue
+        key = tuple(props.get(g) for g in groups)
+        slot = bisect.bisect_right(edges, rec["attributes"]["timestamp"]) - 1
+        tallies = per_group.setdefault(key, [FormTally() for _ in starts])
+        tallies[slot].add(kind, rec["relationships"]["profile"]["id"])
+    results = []
+    for key in sorted(per_group, key=lambda k: tuple(str(v) for v in k)):
+        rows = [tally.statistics(statistics) for tally in per_group[key]]
+        results.append({"groupings": dict(zip(groups, key)),
+                        "statistics": {name: [row[name] for row in rows] for name in statistics}})
+    return {"results": results, "date_times": [s.isoformat() for s in starts]}
 
 
 def segment_series(store, statistics, start, end, interval, conversion, groups):

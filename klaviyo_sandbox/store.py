@@ -206,7 +206,7 @@ class Store:
                 "type": "event", "id": eid,
                 "attributes": {"timestamp": int(now),
                                "event_properties": properties if properties is not None
-                               else gen_events.properties(r, name, seq),
+                               else gen_events.attributed(ds, name, r, seq),
                                "datetime": iso(now), "uuid": uuid_from(r.bits64(), r.bits64())},
                 "relationships": {"profile": {"type": "profile", "id": pid},
                                   "metric": {"type": "metric", "id": ds.metric_ids.id(k)}, "attributions": None},
