@@ -13,7 +13,7 @@ from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from . import api
+from . import api, scopes
 from .config import SandboxConfig
 from .endpoints import SLOW_ADDITIONAL
 from .faults import FaultInjector
@@ -67,6 +67,9 @@ class App:
         principal = self.authenticate(headers.get("Authorization") or "")
         if principal is None:
             return error_response(ApiError(401, "not_authenticated", "Missing or invalid private key.")), op
+        if self.lacks_scope(headers.get("Authorization") or "", op):
+            return error_response(ApiError(
+                403, "permission_denied", "You do not have permission to perform this action.")), op
         if not valid_revision(headers.get("revision")):
             return error_response(ApiError(
                 400, "invalid", "Missing or invalid `revision` header. Please provide a valid revision "
@@ -87,12 +90,20 @@ class App:
     def authenticate(self, auth: str) -> str | None:
         if auth.startswith("Klaviyo-API-Key "):
             key = auth[len("Klaviyo-API-Key "):].strip()
-            return "key" if key == self.cfg.api_key or key in self.cfg.extra_api_keys else None
+            known = key == self.cfg.api_key or key in self.cfg.extra_api_keys or key in self.cfg.key_scopes
+            return "key" if known else None
         if auth[:7].lower() == "bearer ":
             info = self.oauth.check_access(auth[7:].strip())
             # OAuth apps get their own quota per installed app instance (Klaviyo docs).
             return f"oauth:{info['client_id']}" if info else None
         return None
+
+    def lacks_scope(self, auth: str, op: str) -> bool:
+        """Whether a key granted only some scopes (config `key_scopes`) lacks one `op` needs."""
+        key = auth[len("Klaviyo-API-Key "):].strip() if auth.startswith("Klaviyo-API-Key ") else None
+        if key is None or key not in self.cfg.key_scopes:
+            return False
+        return bool(scopes.missing(op, tuple(self.cfg.key_scopes[key])))
 
     def rate_limit(self, req, principal: str):
         """RateLimit-* headers to add, or a 429 Response."""

@@ -12,8 +12,10 @@ from singer_sdk import Tap
 from singer_sdk.tap_base import CliTestOptionValue
 from singer_sdk import typing as th
 
-from klaviyo_core.cli import run_cli
+from klaviyo_core import endpoints
+from klaviyo_core.cli import argv_option, run_cli
 from klaviyo_core.client import KlaviyoConnection
+from klaviyo_core.scopes import missing_scopes_error, probe_scopes, scopes_of
 from klaviyo_core.settings import CONNECTION_SETTINGS, check_connection_settings, config_error
 from tap_klaviyo import groups
 from tap_klaviyo.client import load_schema
@@ -185,18 +187,91 @@ class TapKlaviyo(Tap):
 
     def discover_streams(self) -> list[KlaviyoStream]:
         self._check_settings()
+        readable = self._readable_stream_types()
         streams: list[KlaviyoStream] = []
-        for stream_type in STREAM_TYPES:
+        for stream_type in readable:
             source = getattr(stream_type, "custom_source", None)
             if source is None:
                 streams.append(stream_type(self))
             else:
                 streams.append(stream_type(self, schema=self._schema_with_custom_fields(stream_type.name, source)))
-        if self.config.get("list_and_segment_streams"):
+        if self.config.get("list_and_segment_streams") and self._can_read_groups():
             streams.extend(self._group_streams(reserved={stream.name for stream in streams}))
         elif self.input_catalog is not None:
             self._warn_about_catalog_group_streams()
         return streams
+
+    # -- scopes: what the credentials can read ------------------------------------------
+
+    def scopes_granted(self, scopes: t.Iterable[str]) -> dict[str, bool | None]:
+        """Probe each scope once per run (see klaviyo_core.scopes)."""
+        known = self.__dict__.setdefault("_scopes_known", {})
+        unknown = [scope for scope in scopes if scope not in known]
+        if unknown:
+            known.update(probe_scopes(self.connection, unknown))
+        return known
+
+    def _readable_stream_types(self) -> list[type[KlaviyoStream]]:
+        """Every stream type when a catalog is given; else those the credentials can read, naming the rest."""
+        if self.input_catalog is not None:
+            return list(STREAM_TYPES)  # the catalog decides; sync_all checks the selected streams' scopes
+        operations = [stream_type.operation_id for stream_type in STREAM_TYPES]
+        if self.config.get("list_and_segment_streams"):
+            operations += ["get_lists", "get_segments"]
+        granted = self.scopes_granted(scopes_of(operations))
+        readable, left_out = [], {}
+        for stream_type in STREAM_TYPES:
+            missing = [s for s in endpoints.endpoint(stream_type.operation_id).scopes if granted.get(s) is False]
+            if missing:
+                left_out[stream_type.name] = missing
+            else:
+                readable.append(stream_type)
+        if left_out:
+            named = "; ".join(f"{name} (needs {' '.join(scopes)})" for name, scopes in left_out.items())
+            self.logger.warning(
+                "The credentials cannot read %d stream%s, left out of the catalog: %s. "
+                "Grant those scopes to the private key (or OAuth app) to include them.",
+                len(left_out),
+                "s" if len(left_out) != 1 else "",
+                named,
+            )
+        return readable
+
+    def _can_read_groups(self) -> bool:
+        if self.input_catalog is not None:
+            return True
+        granted = self.scopes_granted(scopes_of(["get_profiles_for_list", "get_profiles_for_segment"]))
+        missing = sorted(scope for scope, ok in granted.items() if ok is False and scope in
+                         scopes_of(["get_profiles_for_list", "get_profiles_for_segment"]))
+        if missing:
+            self.logger.warning(
+                "list_and_segment_streams is on but the credentials lack %s: no list_ or segment_ streams "
+                "are in the catalog. Grant those scopes to include them.",
+                " ".join(missing),
+            )
+        return not missing
+
+    def missing_read_scopes(self, streams: t.Iterable[t.Any]) -> dict[str, list[str]]:
+        """``{scope: [stream names]}`` for the scopes these streams need that the credentials lack."""
+        streams = list(streams)
+        granted = self.scopes_granted(scopes_of(stream.operation_id for stream in streams))
+        missing: dict[str, list[str]] = {}
+        for stream in streams:
+            for scope in endpoints.endpoint(stream.operation_id).scopes:
+                if granted.get(scope) is False:
+                    missing.setdefault(scope, []).append(stream.name)
+        return missing
+
+    def selected_streams(self) -> list[KlaviyoStream]:
+        return [stream for stream in self.streams.values() if stream.selected]
+
+    def sync_all(self) -> None:
+        """Check the selected streams' scopes first: every missing one in one line, before any record."""
+        if self.input_catalog is not None:
+            missing = self.missing_read_scopes(self.selected_streams())
+            if missing:
+                raise missing_scopes_error(missing, ", or deselect those streams in the catalog")
+        super().sync_all()
 
     def _warn_about_catalog_group_streams(self) -> None:
         for group in groups.groups_from_catalog(self.input_catalog, self._raw_catalog):
@@ -240,16 +315,21 @@ class TapKlaviyo(Tap):
 
     @classmethod
     def cb_test(cls, ctx: t.Any, param: t.Any, value: str) -> None:
-        """``--test`` checks the credentials only: it builds no catalog, so discovers nothing.
+        """``--test`` checks what a sync needs: the credentials, and the read scope of each selected stream.
 
+        It syncs no record, and builds the catalog only from ``--catalog`` when given
+        (else every stream counts as selected and nothing is discovered). It prints what it
+        found; a selected stream the credentials cannot read fails the test.
         (``--test=schema`` still discovers: it prints every stream's schema.)
         """
         if value != CliTestOptionValue.All.value:
             super().cb_test(ctx, param, value)
             return
         config = ctx.params.get("config")
+        catalog_path = argv_option("--catalog")
         tap = cls(
             config=config.config if config else None,
+            catalog=catalog_path,
             parse_env_config=config.parse_env if config else False,
             validate_config=True,
             setup_mapper=False,
@@ -258,10 +338,41 @@ class TapKlaviyo(Tap):
         ctx.exit()
 
     def run_connection_test(self) -> bool:
-        """Check the credentials with one cheap call, as Klaviyo suggests (GET /api/accounts)."""
+        """Check the credentials (GET /api/accounts, as Klaviyo suggests), then each selected stream's scopes."""
         account = (self.connection.get("/api/accounts").get("data") or [{}])[0]
         self.logger.info("Connected to Klaviyo account %s", account.get("id", "(unknown)"))
+        if self.input_catalog is not None:
+            streams = self.selected_streams()
+        else:  # no catalog: a sync would discover every stream the credentials can read
+            streams = list(STREAM_TYPES)  # only their names and operations are needed
+        missing = self.missing_read_scopes(streams)
+        needed = scopes_of(stream.operation_id for stream in streams)
+        for scope in needed:
+            users = [stream.name for stream in streams if scope in endpoints.endpoint(stream.operation_id).scopes]
+            state = "MISSING" if scope in missing else "granted"
+            self.logger.info("Scope %s: %s (streams %s)", scope, state, ", ".join(users))
+        if missing and self.input_catalog is not None:
+            raise missing_scopes_error(missing, ", or deselect those streams in the catalog")
+        if missing:
+            self.logger.warning(
+                "A sync without --catalog leaves out the streams these scopes are needed for."
+            )
+        self.logger.info("Test passed: %d stream%s can be synced", len(streams) - len(
+            {name for users in missing.values() for name in users}), "" if len(streams) == 1 else "s")
         return True
+
+    @classmethod
+    def get_singer_command(cls) -> t.Any:
+        """The SDK's command, with ``--test`` described as it behaves here."""
+        command = super().get_singer_command()
+        for option in command.params:
+            if "--test" in getattr(option, "opts", ()):
+                option.help = (
+                    "Use --test to check the credentials and the read scope of each selected stream "
+                    "(all streams without --catalog), printing what it finds; no record is synced. "
+                    "Use --test=schema to print the schemas without syncing records."
+                )
+        return command
 
 
 def cli() -> None:
