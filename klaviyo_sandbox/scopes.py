@@ -22,6 +22,7 @@ SCOPES = {
     "get_lists": ('lists:read',),
     "get_list": ('lists:read',),
     "create_list": ('lists:write',),
+    "delete_list": ('lists:write',),
     "get_metrics": ('metrics:read',),
     "get_profiles": ('profiles:read',),
     "get_reviews": ('reviews:read',),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import io
+import logging
 import re
 import sys
 import typing as t
@@ -94,6 +95,7 @@ class TolerantSingerReader(SingerReader):
     def __init__(self) -> None:
         super().__init__()
         self.on_bad_line: BadLine | None = None
+        self._unknown_types: set[str] = set()
 
     def process_lines(  # type: ignore[override]
         self,
@@ -117,7 +119,7 @@ class TolerantSingerReader(SingerReader):
             record_type = message["type"]
             callback = callbacks.get(record_type)
             if callback is None:
-                self._process_unknown_message(message)
+                self._skip_unknown_type(number, record_type)
                 continue
             try:
                 callback(message)
@@ -136,6 +138,21 @@ class TolerantSingerReader(SingerReader):
                 continue
             stats[record_type] += 1
         return collections.Counter(**stats)
+
+    def _skip_unknown_type(self, number: int, record_type: t.Any) -> None:
+        """A message type this target does not know (a newer Singer spec, a tap's own): log it and go on.
+
+        Logged once per type (with its first line number): a tap may send thousands.
+        """
+        shown = str(record_type)[:40]
+        if shown in self._unknown_types:
+            return
+        self._unknown_types.add(shown)
+        logging.getLogger("target-klaviyo").warning(
+            "Input line %d: Singer message type %r is unknown to this target; such messages are skipped.",
+            number,
+            shown,
+        )
 
     def _bad_line(self, number: int, line: str, reason: str, message: t.Any = None) -> None:
         if self.on_bad_line is None:

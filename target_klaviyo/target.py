@@ -20,7 +20,7 @@ from klaviyo_core.settings import (
     config_error,
 )
 from target_klaviyo.jobs import ImportJobs
-from target_klaviyo.lists import resolve_list
+from target_klaviyo.lists import check_write_scopes, resolve_list
 from target_klaviyo.privacy import private_logger
 from target_klaviyo.reader import INPUT_STREAM, TolerantSingerReader
 from target_klaviyo.rejects import RowRejected, RunReport
@@ -149,7 +149,11 @@ class TargetKlaviyo(Target):
 
     @cached_property
     def list_id(self) -> str:
-        """Resolved once, when the first stream's schema arrives (by name it may create the list)."""
+        """Resolved once, when the first stream's schema arrives (by name it may create the list).
+
+        The scopes the run needs are checked first, so a key that cannot write creates nothing.
+        """
+        check_write_scopes(self.connection, self.config)
         return resolve_list(self.connection, self.config, self.logger)
 
     @cached_property
@@ -186,7 +190,16 @@ def check_target_settings(config: t.Mapping[str, t.Any]) -> None:
     if bool(list_id) == bool(list_name):
         which = "both are set" if list_id else "neither is set"
         raise config_error(f"Set exactly one of list_id and list_name ({which}).")
+    raw_name = str(config.get("list_name") or "")
+    if list_name and raw_name != list_name:
+        # Klaviyo keeps the spaces, and a name must match exactly: a padded name made a second list.
+        raise config_error(
+            f"Setting list_name {raw_name!r} starts or ends with spaces: remove them "
+            "(names match exactly, so a padded name would create or look for another list)."
+        )
     rejects = str(config.get("rejects_file") or "klaviyo-rejects.jsonl")
+    if Path(rejects).is_dir():
+        raise config_error(f"Setting rejects_file: {rejects} is a folder; give a file path, e.g. {rejects.rstrip('/')}/rejects.jsonl.")
     folder = Path(rejects).resolve().parent
     if not folder.is_dir():
         raise config_error(f"Setting rejects_file: folder {folder} does not exist; create it or choose another path.")
