@@ -19,14 +19,15 @@ from klaviyo_core.errors import KlaviyoAPIError, KlaviyoError
 if t.TYPE_CHECKING:
     from klaviyo_core.client import KlaviyoConnection
 
-#: scope -> (method, path, params, body): a request needing that scope only.
+#: scope -> (method, path, params, body): a request needing that scope only. Every read
+#: probe asks for one item (``page[size]=1``, or a sparse fieldset where there are no pages).
 _READ_PROBES: dict[str, tuple[str, str, dict[str, t.Any], t.Any]] = {
     "accounts:read": ("GET", "/api/accounts", {}, None),
     "campaigns:read": ("GET", "/api/campaigns", {"filter": "equals(messages.channel,'email')", "page[size]": 1}, None),
     "events:read": ("GET", "/api/events", {"page[size]": 1}, None),
     "flows:read": ("GET", "/api/flows", {"page[size]": 1}, None),
     "lists:read": ("GET", "/api/lists", {"page[size]": 1}, None),
-    "metrics:read": ("GET", "/api/metrics", {}, None),
+    "metrics:read": ("GET", "/api/metrics", {"fields[metric]": "name"}, None),  # takes no page[size]
     "profiles:read": ("GET", "/api/profiles", {"page[size]": 1}, None),
     "reviews:read": ("GET", "/api/reviews", {"page[size]": 1}, None),
     "segments:read": ("GET", "/api/segments", {"page[size]": 1}, None),

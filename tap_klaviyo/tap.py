@@ -154,6 +154,13 @@ class TapKlaviyo(Tap):
         start, end = (self._parse_setting(key) for key in ("start_date", "end_date"))
         if start and end and end <= start:
             raise config_error("Setting end_date must be after start_date: move it later, or remove it.")
+        if start and start > pendulum.now("UTC"):
+            # Not an error: a schedule may be set up ahead of time. But say why nothing comes.
+            self.logger.warning(
+                "Setting start_date %s is in the future: incremental streams sync nothing until then "
+                "(full-table streams are unaffected). Move it earlier, or remove it to sync everything.",
+                start.isoformat(),
+            )
 
     def _parse_setting(self, key: str) -> dt.datetime | None:
         value = self.config.get(key)
@@ -211,10 +218,20 @@ class TapKlaviyo(Tap):
             known.update(probe_scopes(self.connection, unknown))
         return known
 
+    def run_discovery(self) -> str:
+        """``--discover``: the catalog of what the credentials can read (see ``_readable_stream_types``)."""
+        self._probe_in_discovery = True
+        return super().run_discovery()
+
     def _readable_stream_types(self) -> list[type[KlaviyoStream]]:
-        """Every stream type when a catalog is given; else those the credentials can read, naming the rest."""
-        if self.input_catalog is not None:
-            return list(STREAM_TYPES)  # the catalog decides; sync_all checks the selected streams' scopes
+        """For ``--discover``: the stream types the credentials can read, naming the others.
+
+        Otherwise every type: with a catalog, ``sync_all`` checks the selected streams'
+        scopes; without one, it leaves out what cannot be read. Building streams then
+        needs no request (an offline tap can still be built).
+        """
+        if self.input_catalog is not None or not getattr(self, "_probe_in_discovery", False):
+            return list(STREAM_TYPES)
         operations = [stream_type.operation_id for stream_type in STREAM_TYPES]
         if self.config.get("list_and_segment_streams"):
             operations += ["get_lists", "get_segments"]
@@ -238,7 +255,7 @@ class TapKlaviyo(Tap):
         return readable
 
     def _can_read_groups(self) -> bool:
-        if self.input_catalog is not None:
+        if self.input_catalog is not None or not getattr(self, "_probe_in_discovery", False):
             return True
         granted = self.scopes_granted(scopes_of(["get_profiles_for_list", "get_profiles_for_segment"]))
         missing = sorted(scope for scope, ok in granted.items() if ok is False and scope in
@@ -266,11 +283,25 @@ class TapKlaviyo(Tap):
         return [stream for stream in self.streams.values() if stream.selected]
 
     def sync_all(self) -> None:
-        """Check the selected streams' scopes first: every missing one in one line, before any record."""
-        if self.input_catalog is not None:
-            missing = self.missing_read_scopes(self.selected_streams())
-            if missing:
-                raise missing_scopes_error(missing, ", or deselect those streams in the catalog")
+        """Check the selected streams' scopes before any record.
+
+        With a catalog, every missing scope is named in one line and nothing is synced.
+        Without one (every stream is selected), streams the credentials cannot read are
+        left out with a warning naming them, as ``--discover`` leaves them out.
+        """
+        missing = self.missing_read_scopes(self.selected_streams())
+        if missing and self.input_catalog is not None:
+            raise missing_scopes_error(missing, ", or deselect those streams in the catalog")
+        if missing:
+            left_out = sorted({name for names in missing.values() for name in names})
+            self.logger.warning(
+                "The credentials cannot read %s (missing %s): those streams are left out. "
+                "Grant the scopes to the private key (or OAuth app) to sync them.",
+                ", ".join(left_out),
+                " ".join(sorted(missing)),
+            )
+            for name in left_out:
+                self.streams.pop(name, None)
         super().sync_all()
 
     def _warn_about_catalog_group_streams(self) -> None:
