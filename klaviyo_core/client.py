@@ -78,7 +78,8 @@ class KlaviyoConnection:
         self.base_url = str(config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         self.revision = str(config.get("revision") or DEFAULT_REVISION)
         self.auth = auth or auth_from_config(config)
-        self.limiters = RateLimiters(float(config.get("rate_limit_share") or 1.0))
+        # every request reports its answer (``wrap``), so endpoints may start slowly
+        self.limiters = RateLimiters(float(config.get("rate_limit_share") or 1.0), slow_start=True)
         self.logger = logger or logging.getLogger("klaviyo")
         self.max_tries = max_tries
         self.timeout = timeout or (DEFAULT_TIMEOUT[0], float(config.get("request_timeout") or DEFAULT_TIMEOUT[1]))

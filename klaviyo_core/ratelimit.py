@@ -92,11 +92,18 @@ class AdaptivePace:
     RATE_GROWTH = 1.01
     #: After a 429, pace at this fraction of what the exhausted window admitted.
     BACK_OFF = 0.5
+    #: Requests in flight on an endpoint's first contact ("slow start", as TCP): each
+    #: success adds one (doubling per round trip) until the first 429 or the cap, so a
+    #: quota smaller than published costs a few 429s, not one per thread.
+    SLOW_START = 4.0
+    #: In flight beyond this, only the published limits (and max_concurrency) bind.
+    UNBOUNDED = 64.0
 
-    def __init__(self, burst_per_second: int, steady_per_minute: int) -> None:
+    def __init__(self, burst_per_second: int, *, slow_start: bool = False) -> None:
         self.ceiling = float(burst_per_second)
         self.rate: float | None = None  # requests per second
-        self.in_flight: float | None = None  # requests in flight
+        self.in_flight: float | None = self.SLOW_START if slow_start else None  # requests in flight
+        self.slow_start = slow_start
 
     def throttled(self, sent_last_second: int, sent_last_minute: int, in_flight: int, retry_after: float | None) -> None:
         if retry_after is not None and retry_after > 1.0:
@@ -105,6 +112,7 @@ class AdaptivePace:
             observed = float(sent_last_second)  # the burst window ran out
         proposal = max(1.0 / 60.0, observed * self.BACK_OFF)
         self.rate = proposal if self.rate is None else min(self.rate, proposal)
+        self.slow_start = False
         current = self.in_flight if self.in_flight is not None else float(max(1, in_flight))
         self.in_flight = max(1.0, min(current, float(max(1, in_flight))) / 2)
 
@@ -114,8 +122,8 @@ class AdaptivePace:
             if self.rate >= self.ceiling:
                 self.rate = None  # the published burst limit binds again
         if self.in_flight is not None:
-            self.in_flight += 1.0 / self.in_flight
-            if self.in_flight >= 64:
+            self.in_flight += 1.0 if self.slow_start else 1.0 / self.in_flight
+            if self.in_flight >= self.UNBOUNDED:
                 self.in_flight = None
 
     def interval(self) -> float:
@@ -142,6 +150,7 @@ class EndpointLimiter:
         *,
         clock: Clock = _now,
         sleep: Sleep = _sleep,
+        slow_start: bool = False,
     ) -> None:
         self.name = name
         self.burst_per_second = max(1, burst_per_second)
@@ -158,7 +167,7 @@ class EndpointLimiter:
         self._outstanding: set[int] = set()  # tickets sent and not yet answered
         #: (ticket of the answered request, requests left after it, until when) from headers.
         self._budget: tuple[int, float, float] | None = None
-        self.pace = AdaptivePace(self.burst_per_second, self.steady_per_minute)
+        self.pace = AdaptivePace(self.burst_per_second, slow_start=slow_start)
         self._last_sent = float("-inf")
         # Counters (read without the lock: approximate values are fine for logs).
         self.requests = 0
@@ -277,10 +286,14 @@ def _as_float(value: str | None) -> float | None:
 class RateLimiters:
     """One limiter per endpoint, created on first use and shared by all threads."""
 
-    def __init__(self, share: float = 1.0, *, clock: Clock = _now, sleep: Sleep = _sleep) -> None:
+    def __init__(
+        self, share: float = 1.0, *, clock: Clock = _now, sleep: Sleep = _sleep, slow_start: bool = False
+    ) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self.share = share
+        #: Start each endpoint with a few requests in flight (callers must report answers).
+        self.slow_start = slow_start
         self._clock = clock
         self._sleep = sleep
         self._limiters: dict[str, EndpointLimiter] = {}
@@ -296,6 +309,7 @@ class RateLimiters:
                     max(1, int(steady_per_minute * self.share)),
                     clock=self._clock,
                     sleep=self._sleep,
+                    slow_start=self.slow_start,
                 )
                 self._limiters[name] = limiter
             return limiter

@@ -39,6 +39,9 @@ if t.TYPE_CHECKING:
     import logging
 
 _CREATE_ATTEMPTS = 4
+#: Seconds between creating a list and looking for lists of the same name made elsewhere
+#: (more than the one-second resolution of ``created``).
+CONVERGE_DELAY = 2.0
 
 
 #: What the target's requests need, and which of them (for the message).
@@ -55,6 +58,9 @@ def check_write_scopes(connection: KlaviyoConnection, config: t.Mapping[str, t.A
     granted = probe_scopes(connection, _NEEDS)
     missing = {scope: [_NEEDS[scope]] for scope, ok in granted.items() if ok is False}
     if missing:
+        for scope, ok in granted.items():  # probed through a write that also needs a missing scope
+            if ok is None:
+                missing[scope] = [_NEEDS[scope] + "; could not be checked while the others are missing"]
         raise missing_scopes_error(missing, "; nothing was changed")
 
 
@@ -170,8 +176,12 @@ def _converge(connection: KlaviyoConnection, name: str, created: dict, logger: l
     """After creating: if another run (elsewhere) created a list with this name too, keep the oldest.
 
     Every run makes the same choice, and each deletes only the list it created itself
-    (still empty: no member has been added yet), so together they leave one list.
+    (still empty: no member has been added yet), so together they leave one list. The
+    look-up waits ``CONVERGE_DELAY`` first: ``created`` has whole seconds, so a list
+    created later than that can only be newer than this one, and its own run will see
+    this one and delete its own.
     """
+    time.sleep(CONVERGE_DELAY)
     found = find_lists_by_name(connection, name) or [created]
     if len(found) < 2 or not any(item["id"] == created["id"] for item in found):
         return found
