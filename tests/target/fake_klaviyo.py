@@ -25,7 +25,8 @@ def _is_scope_probe(request: Recorded) -> bool:
     """A one-item page or an incomplete write body: how klaviyo_core.scopes probes a scope."""
     if request.method == "GET":
         return request.query in ({"page[size]": "1"}, {"fields[metric]": "name"})
-    attributes = ((request.body or {}).get("data") or {}).get("attributes") if isinstance(request.body, dict) else None
+    data = request.body.get("data") if isinstance(request.body, dict) else None
+    attributes = data.get("attributes") if isinstance(data, dict) else None
     if request.method == "POST" and request.path == "/api/lists":
         return attributes == {}
     if request.method == "POST" and request.path == "/api/profile-bulk-import-jobs":
@@ -116,9 +117,12 @@ class FakeKlaviyo:
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         body = json.loads(raw) if raw else None
         recorded = Recorded(method, parts.path, query, body, len(raw), time.monotonic(), headers.get("Content-Type"))
-        (self.probes if _is_scope_probe(recorded) else self.requests).append(recorded)
+        probe = _is_scope_probe(recorded)
+        (self.probes if probe else self.requests).append(recorded)
         if headers.get("Authorization") != f"Klaviyo-API-Key {API_KEY}":
             return _error(401, "not_authenticated", "Missing or invalid private key.")
+        if probe:  # scripted answers are for the requests that do the work
+            return self.route(method, parts.path, query, body)
         for i, (m, pattern, status, extra, answer) in enumerate(self.scripted):
             if m == method and re.fullmatch(pattern, parts.path):
                 del self.scripted[i]
