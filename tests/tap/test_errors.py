@@ -93,3 +93,20 @@ def test_server_errors_that_never_end_give_up_with_one_clear_line(fake):
         run_sync("events")
     assert "GET /api/events answered 503" in str(caught.value)
     assert "gave up after 8 tries" in str(caught.value)
+
+
+def test_a_storm_of_429s_does_not_use_up_the_tries(fake, no_sleep):
+    fake.add("/api/events", event("e1", ts(2)))
+    for _ in range(20):
+        fake.fail_next(429, {"Retry-After": "2"})
+    assert [r["id"] for r in run_sync("events").records] == ["e1"]
+
+
+def test_429s_for_longer_than_the_time_bound_end_in_one_line(fake, no_sleep):
+    for _ in range(80):
+        fake.fail_next(429, {"Retry-After": "60"})
+    with pytest.raises(KlaviyoError) as caught:
+        run_sync("events")
+    message = str(caught.value)
+    assert "answered 429" in message and "gave up after waiting 3600 s on rate limits" in message
+    assert "\n" not in message
