@@ -345,7 +345,11 @@ def _causes(exc: BaseException) -> t.Iterator[BaseException]:
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
-    return any(isinstance(cause, (ssl.SSLError, requests.exceptions.SSLError)) for cause in _causes(exc))
+    """A certificate or TLS handshake failure (a TLS connection cut short is a reset, and retried)."""
+    causes = list(_causes(exc))
+    if any(isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) for cause in causes):
+        return False
+    return any(isinstance(cause, (ssl.SSLError, requests.exceptions.SSLError)) for cause in causes)
 
 
 def _is_connect_failure(exc: BaseException) -> bool:

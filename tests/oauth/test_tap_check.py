@@ -27,7 +27,9 @@ def test_connection_check_succeeds_with_a_bearer_token(fake, tmp_path):
     done = run_tap(fake.config(tmp_path), tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Connected to Klaviyo account ACC123" in done.stderr
-    assert fake.refresh_calls == 1 and fake.bearer_tokens_seen == ["canary-access-1-XYZ"]
+    # the account, then one scope probe per stream scope: all with the one refreshed token
+    assert fake.refresh_calls == 1 and set(fake.bearer_tokens_seen) == {"canary-access-1-XYZ"}
+    assert len(fake.bearer_tokens_seen) == 9
     assert json.loads((tmp_path / "tokens.json").read_text())["refresh_token"] == "canary-refresh-1-XYZ"
     assert_clean(done.stdout, done.stderr)
 
