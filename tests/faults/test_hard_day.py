@@ -326,3 +326,18 @@ def test_no_connection_on_the_first_request_fails_within_seconds_with_one_line(t
     assert run.elapsed < 8, run.elapsed
     assert len(run.error_lines) == 1 and needle in run.error_lines[0], run.stderr[-1500:]
     assert "Retrying" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_the_help_says_what_test_does(tmp_path):
+    from tests.faults.harness import TAP
+
+    run = run_plugin_help(TAP, tmp_path)
+    assert "check the credentials and the read scope of each selected stream" in " ".join(run.split())
+    assert "sync a single record" not in run
+
+
+def run_plugin_help(executable: str, workdir) -> str:
+    import subprocess
+
+    return subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=60, check=True,
+                          cwd=workdir, env=plugin_env(workdir)).stdout
