@@ -174,15 +174,13 @@ class _MembersStream(KlaviyoStream):
         if not context or self.group_key not in context:
             return  # no lists (segments) at all: the SDK then syncs once without a partition
         done = self.stream_state.setdefault(GROUPS_DONE, [])
-        group_id = context[self.group_key]
         if self.skips_partition(context):
-            self._log_resume(len(done))
-            return  # read in full by the interrupted run this one resumes
-        yield from super().get_records(context)
+            self._log_resume(len(done))  # read in full by the interrupted run this one resumes
+        else:
+            yield from super().get_records(context)
+            done.append(context[self.group_key])  # in the next STATE (every page or so): a kill resumes after it
         if context == self.partitions[-1]:
             self.stream_state.pop(GROUPS_DONE, None)  # every group read: the next run reads all again
-        else:
-            done.append(group_id)  # in the next STATE (every page or so): a kill resumes after this group
 
     def skips_partition(self, context: Context | None) -> bool:
         return bool(context) and context.get(self.group_key) in (self.stream_state.get(GROUPS_DONE) or ())

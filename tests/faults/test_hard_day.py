@@ -341,3 +341,16 @@ def run_plugin_help(executable: str, workdir) -> str:
 
     return subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=60, check=True,
                           cwd=workdir, env=plugin_env(workdir)).stdout
+
+
+def test_a_resume_that_skips_the_last_group_still_clears_the_groups_done(tmp_path):
+    with sandbox(SEED) as box:
+        config = tap_config(box, discover_custom_fields=False)
+        catalog = write_json(tmp_path / "catalog.json", select(discover(config, tmp_path / "d"), ["segment_members"]))
+        first = run_tap(config, tmp_path / "first", args=["--catalog", str(catalog)])
+        segments = [p["context"]["segment_id"] for p in first.messages[-1]["value"]["bookmarks"]["segment_members"]["partitions"]]
+        state = {"bookmarks": {"segment_members": {"groups_done": segments}}}
+        resumed = run_tap(config, tmp_path / "resumed", state=state, args=["--catalog", str(catalog)])
+    assert resumed.code == 0, resumed.stderr[-2000:]
+    assert not Output(resumed.messages).records.get("segment_members")
+    assert "groups_done" not in json.dumps(resumed.messages[-1])
