@@ -255,11 +255,12 @@ class TapKlaviyo(Tap):
         return readable
 
     def _can_read_groups(self) -> bool:
+        """For ``--discover`` with list_and_segment_streams: whether the list_/segment_ streams can be read."""
         if self.input_catalog is not None or not getattr(self, "_probe_in_discovery", False):
             return True
-        granted = self.scopes_granted(scopes_of(["get_profiles_for_list", "get_profiles_for_segment"]))
-        missing = sorted(scope for scope, ok in granted.items() if ok is False and scope in
-                         scopes_of(["get_profiles_for_list", "get_profiles_for_segment"]))
+        needed = scopes_of(["get_profiles_for_list", "get_profiles_for_segment"])
+        granted = self.scopes_granted(needed)
+        missing = [scope for scope in needed if granted.get(scope) is False]
         if missing:
             self.logger.warning(
                 "list_and_segment_streams is on but the credentials lack %s: no list_ or segment_ streams "

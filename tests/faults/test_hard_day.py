@@ -354,3 +354,13 @@ def test_a_resume_that_skips_the_last_group_still_clears_the_groups_done(tmp_pat
     assert resumed.code == 0, resumed.stderr[-2000:]
     assert not Output(resumed.messages).records.get("segment_members")
     assert "groups_done" not in json.dumps(resumed.messages[-1])
+
+
+def test_discovery_leaves_out_group_streams_the_key_cannot_read(scoped_box, tmp_path):
+    config = {**tap_config(scoped_box, list_and_segment_streams=True, discover_custom_fields=False),
+              "api_key": LIMITED_KEY}  # fmt: skip
+    run = run_tap(config, tmp_path, args=["--discover"])
+    assert run.code == 0, run.stderr[-2000:]
+    names = {entry["tap_stream_id"] for entry in json.loads(run.stdout)["streams"]}
+    assert names == {"events", "lists"}
+    assert "list_and_segment_streams is on but the credentials lack profiles:read segments:read" in run.stderr
