@@ -364,3 +364,11 @@ def test_discovery_leaves_out_group_streams_the_key_cannot_read(scoped_box, tmp_
     names = {entry["tap_stream_id"] for entry in json.loads(run.stdout)["streams"]}
     assert names == {"events", "lists"}
     assert "list_and_segment_streams is on but the credentials lack profiles:read segments:read" in run.stderr
+
+
+def test_the_target_fails_within_seconds_when_klaviyo_cannot_be_reached(tmp_path):
+    config = {"api_key": "pk_test_0123456789abcdef", "base_url": f"http://127.0.0.1:{_closed_port()}",
+              "list_name": "Unreachable", "rejects_file": str(tmp_path / "rejects.jsonl")}  # fmt: skip
+    run = run_target(config, tmp_path, people(), timeout=60)
+    assert run.code == 1 and run.elapsed < 8, (run.elapsed, run.stderr[-1500:])
+    assert len(run.error_lines) == 1 and "could not reach Klaviyo at http://127.0.0.1:" in run.error_lines[0]
