@@ -53,7 +53,7 @@ _NEEDS = {
 }
 
 
-def check_write_scopes(connection: KlaviyoConnection, config: t.Mapping[str, t.Any]) -> None:
+def check_write_scopes(connection: KlaviyoConnection) -> None:
     """Raise one line naming every scope the run needs and lacks, before anything changes."""
     granted = probe_scopes(connection, _NEEDS)
     missing = {scope: [_NEEDS[scope]] for scope, ok in granted.items() if ok is False}
@@ -96,8 +96,12 @@ def _name_lock(connection: KlaviyoConnection, config: t.Mapping[str, t.Any], nam
     account = str(config.get("api_key") or config.get("client_id") or "")
     digest = hashlib.sha256(f"{connection.base_url}\n{account}\n{name}".encode()).hexdigest()[:32]
     folder = Path(tempfile.gettempdir()) / "klaviyo-singer-locks"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    descriptor = os.open(folder / f"list-{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        descriptor = os.open(folder / f"list-{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:  # e.g. the folder belongs to another user: the cross-machine rule still holds
+        yield
+        return
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)  # released by the OS if the run is killed
         yield

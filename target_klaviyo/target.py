@@ -153,7 +153,7 @@ class TargetKlaviyo(Target):
 
         The scopes the run needs are checked first, so a key that cannot write creates nothing.
         """
-        check_write_scopes(self.connection, self.config)
+        check_write_scopes(self.connection)
         return resolve_list(self.connection, self.config, self.logger)
 
     @cached_property
