@@ -15,13 +15,17 @@ limiters and credentials are shared under their own locks.
 from __future__ import annotations
 
 import logging
+import random
 import re
+import socket
+import ssl
 import threading
+import time
 import typing as t
 from urllib.parse import urljoin, urlsplit
 
-import backoff
 import requests
+import urllib3
 
 from klaviyo_core import endpoints
 from klaviyo_core.auth import KlaviyoAuth, auth_from_config
@@ -34,6 +38,7 @@ from klaviyo_core.errors import (
     raise_for_response,
 )
 from klaviyo_core.ratelimit import EndpointLimiter, RateLimiters
+from klaviyo_core.redact import redact_http_logs
 from klaviyo_core.retry import DEFAULT_MAX_TRIES, RETRIABLE_EXCEPTIONS, wait_generator
 from klaviyo_core.settings import DEFAULT_BASE_URL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_REVISION
 
@@ -46,6 +51,14 @@ JSONAPI = "application/vnd.api+json"
 #: (connect, read) seconds: fail fast on a dead host, allow Klaviyo's slow pages.
 #: The read timeout is the ``request_timeout`` setting.
 DEFAULT_TIMEOUT = (10.0, DEFAULT_REQUEST_TIMEOUT)
+
+#: How long one request may keep waiting on 429s before the run gives up (an hour:
+#: a quota shared with busy integrations recovers within Klaviyo's one-minute window,
+#: and a daily limit's Retry-After says at once that waiting is pointless).
+DEFAULT_MAX_THROTTLED_SECONDS = 3600.0
+#: A 429's wait is stretched by up to this fraction (at least 0.5 s): threads that were
+#: throttled together then do not all come back in the same instant.
+RETRY_AFTER_JITTER = 0.25
 #: A ``Retry-After`` longer than this is not waited for: it means a daily quota (the
 #: Reporting API's 225 a day) is spent, and sleeping for hours helps no one.
 MAX_RETRY_AFTER_SECONDS = 300.0
@@ -64,16 +77,23 @@ class KlaviyoConnection:
         auth: KlaviyoAuth | None = None,
         max_tries: int = DEFAULT_MAX_TRIES,
         timeout: tuple[float, float] | None = None,
+        max_throttled_seconds: float = DEFAULT_MAX_THROTTLED_SECONDS,
     ) -> None:
         self.base_url = str(config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         self.revision = str(config.get("revision") or DEFAULT_REVISION)
         self.auth = auth or auth_from_config(config)
-        self.limiters = RateLimiters(float(config.get("rate_limit_share") or 1.0))
+        # every request reports its answer (``wrap``), so endpoints may start slowly
+        self.limiters = RateLimiters(float(config.get("rate_limit_share") or 1.0), slow_start=True)
         self.logger = logger or logging.getLogger("klaviyo")
         self.max_tries = max_tries
         self.timeout = timeout or (DEFAULT_TIMEOUT[0], float(config.get("request_timeout") or DEFAULT_TIMEOUT[1]))
         self.user_agent = str(config.get("user_agent") or "klaviyo-singer")
+        self.max_throttled_seconds = max_throttled_seconds
+        redact_http_logs()  # urllib3 logs request URLs at DEBUG, and queries may hold emails
         self._local = threading.local()
+        #: Whether Klaviyo has answered once: before that, no connection means a wrong
+        #: host or a network down, and retrying for minutes only delays the message.
+        self._answered_once = False
         self._send = self.wrap(self._send_once)
 
     @property
@@ -124,20 +144,14 @@ class KlaviyoConnection:
             else:
                 if limiter:
                     limiter.observe(response.headers, ticket)
+                    limiter.succeeded()
                 return response
             finally:
                 if limiter:
                     limiter.answered(ticket)
 
-        retried = backoff.on_exception(
-            wait_generator,
-            RETRIABLE_EXCEPTIONS,
-            max_tries=self.max_tries,
-            giveup=_waits_too_long,
-            jitter=None,
-            on_backoff=self._log_backoff,
-            logger=None,
-        )(paced)
+        def retried(request: requests.PreparedRequest, *args: t.Any, **kwargs: t.Any) -> requests.Response:
+            return self._retry(paced, request, *args, **kwargs)
 
         def guarded(request: requests.PreparedRequest, *args: t.Any, **kwargs: t.Any) -> requests.Response:
             try:
@@ -152,16 +166,56 @@ class KlaviyoConnection:
 
         return guarded
 
-    def _log_backoff(self, details: t.Mapping[str, t.Any]) -> None:
-        request = details["args"][0]
-        reason = details.get("exception")
+    def _retry(self, paced: Send, request: requests.PreparedRequest, *args: t.Any, **kwargs: t.Any) -> requests.Response:
+        """Send until it works; give up after ``max_tries`` failures, or ``max_throttled_seconds`` of 429s.
+
+        A 429 is Klaviyo asking to wait, not a failure: it does not count as a try, only
+        the time spent waiting on 429s is bounded. Failures that another try cannot
+        mend (a certificate refused, or no connection at all before Klaviyo ever
+        answered) are raised at once.
+        """
+        waits = wait_generator()
+        next(waits)
+        tries = 0
+        throttled_seconds = 0.0
+        while True:
+            try:
+                response = paced(request, *args, **kwargs)
+            except RETRIABLE_EXCEPTIONS as exc:
+                if self._hopeless(exc):
+                    raise
+                if _waits_too_long(exc):
+                    raise  # a daily quota is spent: the caller decides (report streams defer)
+                if _status(exc) == 429:
+                    wait = _jittered(getattr(exc, "retry_after", None))
+                    throttled_seconds += wait
+                    if throttled_seconds > self.max_throttled_seconds:
+                        raise
+                    self._log_retry(request, exc, wait, None)
+                else:
+                    tries += 1
+                    if tries >= self.max_tries:
+                        raise
+                    wait = waits.send(exc)
+                    self._log_retry(request, exc, wait, tries + 1)
+                time.sleep(wait)
+            else:
+                self._answered_once = True
+                return response
+
+    def _hopeless(self, exc: BaseException) -> bool:
+        """A failure no retry mends: a TLS failure, or no connection before any answer."""
+        if _is_tls_failure(exc):
+            return True
+        return not self._answered_once and _is_connect_failure(exc)
+
+    def _log_retry(self, request: requests.PreparedRequest, reason: BaseException, wait: float, attempt: int | None) -> None:
         self.logger.warning(
-            "Retrying %s %s in %.1f s (try %d of %d): %s",
+            "Retrying %s %s in %.1f s (%s): %s",
             request.method,
             urlsplit(request.url).path,
-            details.get("wait") or 0.0,
-            details["tries"] + 1,
-            self.max_tries,
+            wait,
+            f"try {attempt} of {self.max_tries}" if attempt else "rate limited, does not count as a try",
             _root_cause(reason) if not isinstance(reason, KlaviyoRetriableError) else _one_line(reason),
         )
 
@@ -173,8 +227,24 @@ class KlaviyoConnection:
                 f"{exc.retry_after:.0f} s (Retry-After), so the request was not retried.",
                 exc.retry_after,
             )
+        if isinstance(exc, KlaviyoRetriableError) and _status(exc) == 429:
+            return KlaviyoError(
+                f"{exc} (gave up after waiting {self.max_throttled_seconds:g} s on rate limits). Other "
+                "integrations may be using the account's quota: run later, or lower their share."
+            )
         if isinstance(exc, KlaviyoRetriableError):
             return KlaviyoError(f"{exc} (gave up after {self.max_tries} tries)")
+        if _is_tls_failure(exc):
+            return KlaviyoError(
+                f"{where}: the TLS connection to Klaviyo at {self.base_url} failed ({_root_cause(exc)}). "
+                "Check the base_url setting, the machine's clock and CA certificates, or set "
+                "REQUESTS_CA_BUNDLE to the CA of a proxy that intercepts TLS."
+            )
+        if not self._answered_once and _is_connect_failure(exc):
+            return KlaviyoError(
+                f"{where}: could not reach Klaviyo at {self.base_url} ({_root_cause(exc)}). "
+                "Check the network and the base_url setting."
+            )
         if isinstance(exc, requests.exceptions.ReadTimeout):
             return KlaviyoError(
                 f"{where}: Klaviyo at {self.base_url} did not answer within {self.timeout[1]:g} s, "
@@ -263,9 +333,48 @@ def decode_document(response: requests.Response) -> dict:
     return json_document(response)
 
 
-def _waits_too_long(exc: Exception) -> bool:
+def _waits_too_long(exc: BaseException) -> bool:
     retry_after = getattr(exc, "retry_after", None)
     return isinstance(exc, KlaviyoRetriableError) and retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS
+
+
+def _jittered(retry_after: float | None) -> float:
+    """Klaviyo's Retry-After (1 s when absent), plus a random share so threads spread out."""
+    base = 1.0 if retry_after is None else float(retry_after)
+    return base + random.uniform(0.0, max(0.5, base * RETRY_AFTER_JITTER))  # noqa: S311 - jitter
+
+
+def _causes(exc: BaseException) -> t.Iterator[BaseException]:
+    """The exception and everything it wraps (``__cause__``, ``__context__``, urllib3's ``reason``)."""
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending.extend(
+            inner
+            for inner in (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
+            if isinstance(inner, BaseException)
+        )
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    """A certificate or TLS handshake failure (a TLS connection cut short is a reset, and retried)."""
+    causes = list(_causes(exc))
+    if any(isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) for cause in causes):
+        return False
+    return any(isinstance(cause, (ssl.SSLError, requests.exceptions.SSLError)) for cause in causes)
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    """No TCP connection was made: DNS failure, connection refused, host unreachable."""
+    return isinstance(exc, requests.exceptions.ConnectionError) and any(
+        isinstance(cause, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError, socket.gaierror))
+        for cause in _causes(exc)
+    )
 
 
 def _status(exc: KlaviyoRetriableError) -> int | None:

@@ -17,6 +17,11 @@ one-minute (steady) window. Three things pace a request here:
   shares the account with another client (or follows another process, such as a
   discovery run, into the same minute) from earning 429s.
 * Pauses: ``Retry-After`` of a 429 (or an exhausted quota) holds every thread back.
+* Learned pacing (:class:`AdaptivePace`): other integrations share the account's quota,
+  so the limit a run really gets can be a small fraction of the published one. A 429
+  lowers a learned rate (requests spaced evenly, so a burst window is not emptied at
+  once) and the number of requests in flight; answers that succeed raise both again,
+  slowly, until the published limits bind once more.
 
 ``share`` lets several pipelines split an account's quota. Every limiter keeps
 counters (requests, waits, seconds waited, 429s) for progress logs and benchmarks.
@@ -44,6 +49,10 @@ def _sleep(seconds: float) -> None:
 # Requests reach Klaviyo a little after we send them; widen the windows slightly so
 # jitter in latency cannot squeeze two windows' worth of requests into one.
 _WINDOW_MARGIN = 1.05
+#: Seconds between looks at the number of requests in flight when it is at its learned maximum.
+_IN_FLIGHT_POLL = 0.05
+#: The longest a request waits for a place among the requests in flight.
+_IN_FLIGHT_MAX_WAIT = 30.0
 
 
 class SlidingWindowLimiter:
@@ -69,6 +78,62 @@ class SlidingWindowLimiter:
         self._sent.append(now)
 
 
+class AdaptivePace:
+    """What 429s taught about the quota really left: a rate and a number of requests in flight.
+
+    Additive increase, multiplicative decrease (as TCP does): a 429 halves the number
+    of requests in flight and sets the rate below what was sent in the window that
+    ran out (the burst window when Klaviyo asks to wait a second or less, else the
+    steady one); each success adds a little back. ``None`` means "not learned": only
+    the published limits bind.
+    """
+
+    #: Growth per successful answer: ~1 % more rate, 1/n of a request more in flight.
+    RATE_GROWTH = 1.01
+    #: After a 429, pace at this fraction of what the exhausted window admitted.
+    BACK_OFF = 0.5
+    #: Requests in flight on an endpoint's first contact ("slow start", as TCP): each
+    #: success adds one (doubling per round trip) until the first 429 or the cap, so a
+    #: quota smaller than published costs a few 429s, not one per thread.
+    SLOW_START = 4.0
+    #: In flight beyond this, only the published limits (and max_concurrency) bind.
+    UNBOUNDED = 64.0
+
+    def __init__(self, burst_per_second: int, *, slow_start: bool = False) -> None:
+        self.ceiling = float(burst_per_second)
+        self.rate: float | None = None  # requests per second
+        self.in_flight: float | None = self.SLOW_START if slow_start else None  # requests in flight
+        self.slow_start = slow_start
+
+    def throttled(self, sent_last_second: int, sent_last_minute: int, in_flight: int, retry_after: float | None) -> None:
+        if retry_after is not None and retry_after > 1.0:
+            observed = sent_last_minute / 60.0  # the steady window ran out
+        else:
+            observed = float(sent_last_second)  # the burst window ran out
+        proposal = max(1.0 / 60.0, observed * self.BACK_OFF)
+        self.rate = proposal if self.rate is None else min(self.rate, proposal)
+        self.slow_start = False
+        current = self.in_flight if self.in_flight is not None else float(max(1, in_flight))
+        self.in_flight = max(1.0, min(current, float(max(1, in_flight))) / 2)
+
+    def succeeded(self) -> None:
+        if self.rate is not None:
+            self.rate *= self.RATE_GROWTH
+            if self.rate >= self.ceiling:
+                self.rate = None  # the published burst limit binds again
+        if self.in_flight is not None:
+            self.in_flight += 1.0 if self.slow_start else 1.0 / self.in_flight
+            if self.in_flight >= self.UNBOUNDED:
+                self.in_flight = None
+
+    def interval(self) -> float:
+        """Seconds between two sends (0: no learned rate)."""
+        return 1.0 / self.rate if self.rate else 0.0
+
+    def admits(self, in_flight: int) -> bool:
+        return self.in_flight is None or in_flight < int(self.in_flight)
+
+
 class EndpointLimiter:
     """Burst and steady limits of one endpoint, Klaviyo's own count, and pauses it asks for.
 
@@ -85,6 +150,7 @@ class EndpointLimiter:
         *,
         clock: Clock = _now,
         sleep: Sleep = _sleep,
+        slow_start: bool = False,
     ) -> None:
         self.name = name
         self.burst_per_second = max(1, burst_per_second)
@@ -101,6 +167,8 @@ class EndpointLimiter:
         self._outstanding: set[int] = set()  # tickets sent and not yet answered
         #: (ticket of the answered request, requests left after it, until when) from headers.
         self._budget: tuple[int, float, float] | None = None
+        self.pace = AdaptivePace(self.burst_per_second, slow_start=slow_start)
+        self._last_sent = float("-inf")
         # Counters (read without the lock: approximate values are fine for logs).
         self.requests = 0
         self.waits = 0
@@ -113,10 +181,11 @@ class EndpointLimiter:
         while True:
             with self._lock:
                 now = self._clock()
-                delay = self._delay(now)
+                delay = self._delay(now, waited=0.0 if blocked_at is None else now - blocked_at)
                 if delay <= 0:
                     for window in self._windows:
                         window.record(now)
+                    self._last_sent = now
                     self._tickets += 1
                     self._outstanding.add(self._tickets)
                     self.requests += 1
@@ -128,8 +197,13 @@ class EndpointLimiter:
                     self.waits += 1
             self._sleep(delay)
 
-    def _delay(self, now: float) -> float:
+    def _delay(self, now: float, waited: float = 0.0) -> float:
         delay = max(self._paused_until - now, *(w.wait_time(now) for w in self._windows))
+        delay = max(delay, self._last_sent + self.pace.interval() - now)
+        # Wait for an answer to free a place, but not forever: a caller that never
+        # reports its answer (or a hung request) must not stop every other thread.
+        if delay <= 0 and waited < _IN_FLIGHT_MAX_WAIT and not self.pace.admits(len(self._outstanding)):
+            delay = _IN_FLIGHT_POLL
         if self._budget is not None:
             ticket, remaining, until = self._budget
             if now >= until:
@@ -144,10 +218,24 @@ class EndpointLimiter:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def throttled_for(self, seconds: float | None) -> None:
-        """A 429: count it, and pause for its ``Retry-After`` when given."""
-        self.throttled += 1
+        """A 429: count it, learn a slower pace, and pause for its ``Retry-After`` when given."""
+        with self._lock:
+            self.throttled += 1
+            now = self._clock()
+            burst, steady = self._windows
+            self.pace.throttled(
+                sum(1 for sent in burst._sent if sent > now - 1.0),  # noqa: SLF001 - same module
+                sum(1 for sent in steady._sent if sent > now - 60.0),  # noqa: SLF001
+                len(self._outstanding),
+                seconds,
+            )
         if seconds is not None:
             self.pause(seconds)
+
+    def succeeded(self) -> None:
+        """An answer that was not a 429: let the learned pace grow back."""
+        with self._lock:
+            self.pace.succeeded()
 
     def observe(self, headers: t.Mapping[str, str], ticket: int | None = None) -> None:
         """Follow ``RateLimit-Remaining``/``RateLimit-Reset`` when Klaviyo sends them.
@@ -182,6 +270,7 @@ class EndpointLimiter:
             "waits": self.waits,
             "waited_seconds": round(self.waited_seconds, 3),
             "throttled": self.throttled,
+            "learned_rate_per_second": round(self.pace.rate, 2) if self.pace.rate else None,
             "burst_per_second": self.burst_per_second,
             "steady_per_minute": self.steady_per_minute,
         }
@@ -197,10 +286,14 @@ def _as_float(value: str | None) -> float | None:
 class RateLimiters:
     """One limiter per endpoint, created on first use and shared by all threads."""
 
-    def __init__(self, share: float = 1.0, *, clock: Clock = _now, sleep: Sleep = _sleep) -> None:
+    def __init__(
+        self, share: float = 1.0, *, clock: Clock = _now, sleep: Sleep = _sleep, slow_start: bool = False
+    ) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self.share = share
+        #: Start each endpoint with a few requests in flight (callers must report answers).
+        self.slow_start = slow_start
         self._clock = clock
         self._sleep = sleep
         self._limiters: dict[str, EndpointLimiter] = {}
@@ -216,6 +309,7 @@ class RateLimiters:
                     max(1, int(steady_per_minute * self.share)),
                     clock=self._clock,
                     sleep=self._sleep,
+                    slow_start=self.slow_start,
                 )
                 self._limiters[name] = limiter
             return limiter

@@ -26,7 +26,7 @@ def wait_generator(
     cap: float = 60.0,
     rng: random.Random | None = None,
 ) -> t.Generator[float, BaseException | None, None]:
-    """A ``backoff`` wait generator that is sent each failure before it answers.
+    """A wait generator that is sent each failure before it answers (see ``KlaviyoConnection._retry``).
 
     A 429 carrying ``Retry-After`` waits exactly that long (Klaviyo's windows
     reset then, and waiting less only earns another 429). Anything else waits a
@@ -35,7 +35,7 @@ def wait_generator(
     """
     rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
     attempt = 0
-    failure = yield  # type: ignore[misc]  # primed by backoff with None
+    failure = yield  # type: ignore[misc]  # primed with next()
     while True:
         retry_after = getattr(failure, "retry_after", None)
         if retry_after is not None:

@@ -173,6 +173,11 @@ def check_connection_settings(config: t.Mapping[str, t.Any]) -> None:
     base = str(config.get("base_url") or DEFAULT_BASE_URL)
     if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).netloc:
         raise config_error(f"Setting base_url must be an http(s) URL such as {DEFAULT_BASE_URL}.")
+    if urlsplit(base).path.rstrip("/").endswith("/api"):
+        # Every path already starts with /api: this base would make each request 404.
+        raise config_error(
+            f"Setting base_url must not end in /api (paths add it): use {base.rstrip('/')[: -len('/api')]}."
+        )
     if not _REVISION.match(str(config.get("revision") or DEFAULT_REVISION)):
         raise config_error(f"Setting revision must look like YYYY-MM-DD, e.g. {DEFAULT_REVISION}.")
     share = config.get("rate_limit_share", 1.0)

@@ -35,7 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     p.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
     p.add_argument("--accounts", type=int, default=1, help="Klaviyo accounts behind the one OAuth app (seed + k)")
+    p.add_argument("--key-scopes", action="append", default=[], metavar="KEY=SCOPE,SCOPE",
+                   help="accept KEY too, granted only these scopes (e.g. pk_x=lists:read,events:read); repeatable")
     return p
+
+
+def parse_key_scopes(values) -> dict:
+    out = {}
+    for value in values:
+        key, sep, grants = value.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--key-scopes {value!r}: use KEY=SCOPE,SCOPE")
+        out[key.strip()] = tuple(g.strip() for g in grants.split(",") if g.strip())
+    return out
 
 
 def config_from_args(args) -> SandboxConfig:
@@ -44,7 +56,7 @@ def config_from_args(args) -> SandboxConfig:
         rate_limit_scale=args.rate_limit_scale, rate_window=args.rate_window, fault_rate=args.fault_rate,
         faults=args.faults, timeout_seconds=args.timeout_seconds, api_key=args.api_key, now=args.now,
         job_seconds=args.job_seconds, token_seconds=args.token_seconds, client_id=args.client_id,
-        client_secret=args.client_secret, accounts=args.accounts,
+        client_secret=args.client_secret, accounts=args.accounts, key_scopes=parse_key_scopes(args.key_scopes),
     )
 
 

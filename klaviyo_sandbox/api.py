@@ -321,6 +321,14 @@ def create_list(req: Request):
     return 201, document(resource(rec, req.base), {"self": f"{req.base}/api/lists/{rec['id']}/"})
 
 
+def delete_list(req: Request):
+    """DELETE /api/lists/{id}: 204 with no body (spec), 404 for an unknown list."""
+    check_params(req)
+    if not req.store.delete_list(req.match["id"]):
+        raise not_found(f"A list with id {req.match['id']} does not exist.")
+    return 204, b""
+
+
 def change_members(add: bool):
     def handler(req: Request):
         store, gid = req.store, req.match["id"]
@@ -392,6 +400,7 @@ ROUTES = [
     ("GET", r"/api/lists", "get_lists", collection("lists")),
     ("POST", r"/api/lists", "create_list", create_list),
     ("GET", rf"/api/lists/{ID}", "get_list", get_list),
+    ("DELETE", rf"/api/lists/{ID}", "delete_list", delete_list),
     ("GET", r"/api/metrics", "get_metrics", collection("metrics")),
     ("GET", r"/api/profiles", "get_profiles", collection("profiles")),
     ("GET", r"/api/reviews", "get_reviews", collection("reviews")),

@@ -39,6 +39,8 @@ class SandboxConfig:
     request_log_size: int = 10000  # bounded so long benchmarks don't grow memory
     extra_api_keys: tuple = field(default_factory=tuple)
     accounts: int = 1  # Klaviyo accounts behind the one token endpoint (account k has seed + k)
+    # Keys that hold only some scopes: {key: ("profiles:read", ...)} (see scopes.py).
+    key_scopes: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.faults, str):

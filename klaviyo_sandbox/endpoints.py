@@ -115,6 +115,7 @@ ENDPOINTS = {
         ),
         Endpoint("get_list", "list", 75, 750, includes=("flow-triggers", "tags"), additional=("profile_count",)),
         Endpoint("create_list", "list", 10, 150, daily=150),
+        Endpoint("delete_list", "list", 10, 150),
         Endpoint(
             "get_metrics", "metric", 10, 150,
             filters={"integration.name": S("equals"), "integration.category": S("equals")},

@@ -14,7 +14,7 @@ from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from . import api
+from . import api, scopes
 from .config import SandboxConfig
 from .endpoints import SLOW_ADDITIONAL
 from .faults import FaultInjector
@@ -80,6 +80,9 @@ class App:
         self.served.account = account  # logged even when refused: whose token was presented
         if principal is None:
             return error_response(ApiError(401, "not_authenticated", "Missing or invalid private key.")), op
+        if self.lacks_scope(headers.get("Authorization") or "", op):
+            return error_response(ApiError(
+                403, "permission_denied", "You do not have permission to perform this action.")), op
         if not valid_revision(headers.get("revision")):
             return error_response(ApiError(
                 400, "invalid", "Missing or invalid `revision` header. Please provide a valid revision "
@@ -104,8 +107,8 @@ class App:
         primary = self.store.ds.account_id
         if auth.startswith("Klaviyo-API-Key "):
             key = auth[len("Klaviyo-API-Key "):].strip()
-            ok = key == self.cfg.api_key or key in self.cfg.extra_api_keys
-            return ("key", primary) if ok else (None, None)
+            known = key == self.cfg.api_key or key in self.cfg.extra_api_keys or key in self.cfg.key_scopes
+            return ("key", primary) if known else (None, None)
         if auth[:7].lower() == "bearer ":
             info = self.oauth.check_access(auth[7:].strip())
             if not info:
@@ -115,6 +118,13 @@ class App:
             # OAuth apps get their own quota per installed app instance (Klaviyo docs).
             return f"oauth:{info['client_id']}:{account}", account
         return None, None
+
+    def lacks_scope(self, auth: str, op: str) -> bool:
+        """Whether a key granted only some scopes (config `key_scopes`) lacks one `op` needs."""
+        key = auth[len("Klaviyo-API-Key "):].strip() if auth.startswith("Klaviyo-API-Key ") else None
+        if key is None or key not in self.cfg.key_scopes:
+            return False
+        return bool(scopes.missing(op, tuple(self.cfg.key_scopes[key])))
 
     def rate_limit(self, req, principal: str):
         """RateLimit-* headers to add, or a 429 Response."""

@@ -178,12 +178,16 @@ class SmallSource(Source):
         return self.store.ds.small(self.kind, i)
 
     def alive(self, i):
+        if self.kind == "list" and self.store.deleted_lists and \
+                self.store.ds.small(self.kind, i)["id"] in self.store.deleted_lists:
+            return False
         return i not in self.patch
 
     def overlay(self):
         with self.store.lock:
             recs = list(self.patch.values())
             if self.kind == "list":
+                recs = [r for r in recs if r["id"] not in self.store.deleted_lists]
                 recs += list(self.store.new_lists.values())
         return recs
 

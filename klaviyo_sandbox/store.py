@@ -44,6 +44,7 @@ class Store:
         self.small_patch = {k: {} for k in ("campaign", "flow", "list", "segment", "metric", "review")}
         self.new_lists: dict = {}  # id -> list record created via POST /api/lists
         self.content_patch = {k: {} for k in CONTENT_TOUCH}  # content kind -> index -> touched record
+        self.deleted_lists: set = set()  # ids of generated lists deleted via DELETE /api/lists/{id}
         self.added: dict = {}  # list id -> {profile id: (joined ts, seq)}
         self.suppressed: dict = {}  # list id -> {generated profile index} hidden from the base set
         self.request_log = deque(maxlen=cfg.request_log_size)
@@ -221,6 +222,8 @@ class Store:
     def group_record(self, kind: str, gid: str) -> dict | None:
         if kind == "list" and gid in self.new_lists:
             return self.new_lists[gid]
+        if kind == "list" and gid in self.deleted_lists:
+            return None
         j = self.ds.group_index(kind, gid)
         if j is None:
             return None
@@ -242,6 +245,19 @@ class Store:
             self.new_lists[lid] = rec
             self._bump()
             return rec
+
+    def delete_list(self, gid: str) -> bool:
+        """Delete a list (created or generated); False when there is no such list."""
+        with self.lock:
+            if gid in self.new_lists:
+                del self.new_lists[gid]
+            elif self.group_record("list", gid) is not None:
+                self.deleted_lists.add(gid)
+            else:
+                return False
+            self.added.pop(gid, None)
+            self._bump()
+            return True
 
     def _base_member(self, gid: str, pid: str) -> int | None:
         """Generated profile index if `pid` is in the generated membership of list `gid`."""

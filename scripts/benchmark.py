@@ -241,6 +241,35 @@ def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str
     }  # fmt: skip
 
 
+def bench_full_sync(scale: float, args: argparse.Namespace, work: Path) -> dict:
+    """Every stream in one sync (discovery included): requests, 429s and whether it finished.
+
+    With ``--rate-limit-scale`` below 1 and ``rate_limit_share`` left at 1 this plays an
+    account whose quota other integrations mostly use up: the tap paces to the published
+    limits and must learn the smaller ones from Klaviyo's answers.
+    """
+    with Sandbox(scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale,
+                 rate_window=args.rate_window) as sandbox:
+        config = {
+            "api_key": sandbox.api_key, "base_url": sandbox.base_url,
+            "max_concurrency": args.max_concurrency, "rate_limit_share": args.rate_limit_share,
+        }  # fmt: skip
+        config_path = work / "config-full.json"
+        config_path.write_text(json.dumps(config))
+        log_path = work / f"tap-full-{args.max_concurrency}.log"
+        with open(os.devnull, "wb") as sink, open(log_path, "w") as log:
+            wall, cpu, rss_kb, code = run([*TAP, "--config", str(config_path)], stdout=sink, stderr=log)
+        counters = sandbox.counters()
+    requests = sum(value for key, value in counters.items() if key.startswith("op:"))
+    throttled = counters.get("status:429", 0)
+    return {
+        "mode": "full sync", "scale": scale, "rate_limit_scale": args.rate_limit_scale,
+        "max_concurrency": args.max_concurrency, "finished": code == 0, "exit_code": code,
+        "wall_s": round(wall, 1), "requests": requests, "status_429": throttled,
+        "share_429": round(throttled / max(requests, 1), 3), "cpu_s": round(cpu, 1), "log": str(log_path),
+    }  # fmt: skip
+
+
 def print_stream_table(rows: list[dict]) -> None:
     header = ("stream", "C", "records", "wall s", "records/s", "req/s", "req/s steady", "steady limit/s",
               "% of limit", "429s", "CPU s/100k", "peak RSS MB", "tap CPU", "sandbox CPU", "load")  # fmt: skip
@@ -276,6 +305,8 @@ def main() -> int:
                         help=f"comma list of target operations to run with --target ({', '.join(TARGET_OPERATIONS)})")
     parser.add_argument("--job-seconds", type=float, default=10.0, help="sandbox bulk import job duration")
     parser.add_argument("--wait-for-completion", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--full-sync", type=float, default=0.0, metavar="SCALE",
+                        help="also sync every stream at once from a sandbox of this --scale; report 429s")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
@@ -309,6 +340,13 @@ def main() -> int:
                   f"{target['requests_by_operation']}; {target['status_429']} 429s; CPU {target['cpu_s']} s; "
                   f"peak RSS {target['peak_rss_mb']} MB (wait_for_completion={target['wait_for_completion']}, "
                   f"latency {target['latency_ms']:g} ms, max_concurrency {target['max_concurrency']})", flush=True)
+    if args.full_sync:
+        full = bench_full_sync(args.full_sync, args, work)
+        result["full_sync"] = full
+        print()
+        print(f"full sync (scale {full['scale']}, limits x{full['rate_limit_scale']}, max_concurrency "
+              f"{full['max_concurrency']}): finished={full['finished']} in {full['wall_s']} s; {full['requests']} "
+              f"requests, {full['status_429']} answered 429 ({100 * full['share_429']:.1f}%)")
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

@@ -114,6 +114,7 @@ OPERATION_IDS: tuple[str, ...] = (
     "get_lists",
     "create_list",
     "get_list",
+    "delete_list",
     "get_profiles_for_list",
     "get_profile_ids_for_list",
     "add_profiles_to_list",

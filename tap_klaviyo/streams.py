@@ -186,6 +186,10 @@ class ReviewsStream(KlaviyoStream):
         return super().in_window(record, window)
 
 
+#: Stream state key: the groups an interrupted run read in full (cleared when a run reads all).
+GROUPS_DONE = "groups_done"
+
+
 class _MembersStream(KlaviyoStream):
     """Who is in each list or segment: (group id, profile id) with ``joined_group_at``.
 
@@ -210,7 +214,25 @@ class _MembersStream(KlaviyoStream):
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         if not context or self.group_key not in context:
             return  # no lists (segments) at all: the SDK then syncs once without a partition
-        yield from super().get_records(context)
+        done = self.stream_state.setdefault(GROUPS_DONE, [])
+        if self.skips_partition(context):
+            self._log_resume(len(done))  # read in full by the interrupted run this one resumes
+        else:
+            yield from super().get_records(context)
+            done.append(context[self.group_key])  # in the next STATE (every page or so): a kill resumes after it
+        if context == self.partitions[-1]:
+            self.stream_state.pop(GROUPS_DONE, None)  # every group read: the next run reads all again
+
+    def skips_partition(self, context: Context | None) -> bool:
+        return bool(context) and context.get(self.group_key) in (self.stream_state.get(GROUPS_DONE) or ())
+
+    def _log_resume(self, count: int) -> None:
+        if not getattr(self, "_resume_logged", False):
+            self._resume_logged = True
+            self.logger.info(
+                "%s: resuming an interrupted run, %d %ss already read in full are skipped",
+                self.name, count, self.group_type,
+            )
 
     def get_url(self, context: Context | None) -> str:
         group_id = quote(str((context or {})[self.group_key]), safe="")

@@ -15,9 +15,11 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
+from klaviyo_core import endpoints
+from klaviyo_core.cli import argv_option, interrupted, interrupted_exit_code, note_interrupted, run_cli
 from klaviyo_core.client import KlaviyoConnection
 from klaviyo_core.env_config import with_typed_config
+from klaviyo_core.scopes import missing_scopes_error, probe_scopes, scopes_of
 from klaviyo_core.setting_names import check_setting_names
 from klaviyo_core.settings import (
     CONNECTION_SETTINGS,
@@ -312,6 +314,13 @@ class TapKlaviyo(Tap):
         start, end = (self._parse_setting(key) for key in ("start_date", "end_date"))
         if start and end and end <= start:
             raise config_error("Setting end_date must be after start_date: move it later, or remove it.")
+        if start and start > pendulum.now("UTC"):
+            # Not an error: a schedule may be set up ahead of time. But say why nothing comes.
+            self.logger.warning(
+                "Setting start_date %s is in the future: incremental streams sync nothing until then "
+                "(full-table streams are unaffected). Move it earlier, or remove it to sync everything.",
+                start.isoformat(),
+            )
 
     def _parse_setting(self, key: str) -> dt.datetime | None:
         value = self.config.get(key)
@@ -402,18 +411,116 @@ class TapKlaviyo(Tap):
 
     def discover_streams(self) -> list[KlaviyoStream]:
         self._check_settings()
+        readable = self._readable_stream_types()
         streams: list[KlaviyoStream] = []
-        for stream_type in STREAM_TYPES:
+        for stream_type in readable:
             source = getattr(stream_type, "custom_source", None)
             if source is None:
                 streams.append(stream_type(self))
             else:
                 streams.append(stream_type(self, schema=self._schema_with_custom_fields(stream_type.name, source)))
-        if self.config.get("list_and_segment_streams"):
+        if self.config.get("list_and_segment_streams") and self._can_read_groups():
             streams.extend(self._group_streams(reserved={stream.name for stream in streams}))
         elif self.input_catalog is not None:
             self._warn_about_catalog_group_streams()
         return streams
+
+    # -- scopes: what the credentials can read ------------------------------------------
+
+    def scopes_granted(self, scopes: t.Iterable[str]) -> dict[str, bool | None]:
+        """Probe each scope once per run (see klaviyo_core.scopes)."""
+        known = self.__dict__.setdefault("_scopes_known", {})
+        unknown = [scope for scope in scopes if scope not in known]
+        if unknown:
+            known.update(probe_scopes(self.connection, unknown))
+        return known
+
+    def run_discovery(self) -> str:
+        """``--discover``: the catalog of what the credentials can read (see ``_readable_stream_types``)."""
+        self._probe_in_discovery = True
+        return super().run_discovery()
+
+    def _readable_stream_types(self) -> list[type[KlaviyoStream]]:
+        """For ``--discover``: the stream types the credentials can read, naming the others.
+
+        Otherwise every type: with a catalog, ``sync_all`` checks the selected streams'
+        scopes; without one, it leaves out what cannot be read. Building streams then
+        needs no request (an offline tap can still be built).
+        """
+        if self.input_catalog is not None or not getattr(self, "_probe_in_discovery", False):
+            return list(STREAM_TYPES)
+        operations = [stream_type.operation_id for stream_type in STREAM_TYPES]
+        if self.config.get("list_and_segment_streams"):
+            operations += ["get_lists", "get_segments"]
+        granted = self.scopes_granted(scopes_of(operations))
+        readable, left_out = [], {}
+        for stream_type in STREAM_TYPES:
+            missing = [s for s in endpoints.endpoint(stream_type.operation_id).scopes if granted.get(s) is False]
+            if missing:
+                left_out[stream_type.name] = missing
+            else:
+                readable.append(stream_type)
+        if left_out:
+            named = "; ".join(f"{name} (needs {' '.join(scopes)})" for name, scopes in left_out.items())
+            self.logger.warning(
+                "The credentials cannot read %d stream%s, left out of the catalog: %s. "
+                "Grant those scopes to the private key (or OAuth app) to include them.",
+                len(left_out),
+                "s" if len(left_out) != 1 else "",
+                named,
+            )
+        return readable
+
+    def _can_read_groups(self) -> bool:
+        """For ``--discover`` with list_and_segment_streams: whether the list_/segment_ streams can be read."""
+        if self.input_catalog is not None or not getattr(self, "_probe_in_discovery", False):
+            return True
+        needed = scopes_of(["get_profiles_for_list", "get_profiles_for_segment"])
+        granted = self.scopes_granted(needed)
+        missing = [scope for scope in needed if granted.get(scope) is False]
+        if missing:
+            self.logger.warning(
+                "list_and_segment_streams is on but the credentials lack %s: no list_ or segment_ streams "
+                "are in the catalog. Grant those scopes to include them.",
+                " ".join(missing),
+            )
+        return not missing
+
+    def missing_read_scopes(self, streams: t.Iterable[t.Any]) -> dict[str, list[str]]:
+        """``{scope: [stream names]}`` for the scopes these streams need that the credentials lack."""
+        streams = list(streams)
+        granted = self.scopes_granted(scopes_of(stream.operation_id for stream in streams))
+        missing: dict[str, list[str]] = {}
+        for stream in streams:
+            for scope in endpoints.endpoint(stream.operation_id).scopes:
+                if granted.get(scope) is False:
+                    missing.setdefault(scope, []).append(stream.name)
+        return missing
+
+    def selected_streams(self) -> list[KlaviyoStream]:
+        return [stream for stream in self.streams.values() if stream.selected]
+
+    def sync_all(self) -> None:
+        """Check the selected streams' scopes before any record.
+
+        With a catalog, every missing scope is named in one line and nothing is synced.
+        Without one (every stream is selected), streams the credentials cannot read are
+        left out with a warning naming them, as ``--discover`` leaves them out.
+        """
+        missing = self.missing_read_scopes(self.selected_streams())
+        if missing and self.input_catalog is not None:
+            raise missing_scopes_error(missing, ", or deselect those streams in the catalog")
+        if missing:
+            left_out = sorted({name for names in missing.values() for name in names})
+            self.logger.warning(
+                "The credentials cannot read %s (missing %s): those streams are left out. "
+                "Grant the scopes to the private key (or OAuth app) to sync them.",
+                ", ".join(left_out),
+                " ".join(sorted(missing)),
+            )
+            for name in left_out:
+                self.streams.pop(name, None)
+        super().sync_all()
 
     def _warn_about_catalog_group_streams(self) -> None:
         for group in groups.groups_from_catalog(self.input_catalog, self._raw_catalog):
@@ -457,16 +564,21 @@ class TapKlaviyo(Tap):
 
     @classmethod
     def cb_test(cls, ctx: t.Any, param: t.Any, value: str) -> None:
-        """``--test`` checks the credentials only: it builds no catalog, so discovers nothing.
+        """``--test`` checks what a sync needs: the credentials, and the read scope of each selected stream.
 
+        It syncs no record, and builds the catalog only from ``--catalog`` when given
+        (else every stream counts as selected and nothing is discovered). It prints what it
+        found; a selected stream the credentials cannot read fails the test.
         (``--test=schema`` still discovers: it prints every stream's schema.)
         """
         if value != CliTestOptionValue.All.value:
             super().cb_test(ctx, param, value)
             return
         config = ctx.params.get("config")
+        catalog_path = argv_option("--catalog")
         tap = cls(
             config=config.config if config else None,
+            catalog=catalog_path,
             parse_env_config=config.parse_env if config else False,
             validate_config=True,
             setup_mapper=False,
@@ -475,10 +587,41 @@ class TapKlaviyo(Tap):
         ctx.exit()
 
     def run_connection_test(self) -> bool:
-        """Check the credentials with one cheap call, as Klaviyo suggests (GET /api/accounts)."""
+        """Check the credentials (GET /api/accounts, as Klaviyo suggests), then each selected stream's scopes."""
         account = (self.connection.get("/api/accounts").get("data") or [{}])[0]
         self.logger.info("Connected to Klaviyo account %s", account.get("id", "(unknown)"))
+        if self.input_catalog is not None:
+            streams = self.selected_streams()
+        else:  # no catalog: a sync would discover every stream the credentials can read
+            streams = list(STREAM_TYPES)  # only their names and operations are needed
+        missing = self.missing_read_scopes(streams)
+        needed = scopes_of(stream.operation_id for stream in streams)
+        for scope in needed:
+            users = [stream.name for stream in streams if scope in endpoints.endpoint(stream.operation_id).scopes]
+            state = "MISSING" if scope in missing else "granted"
+            self.logger.info("Scope %s: %s (streams %s)", scope, state, ", ".join(users))
+        if missing and self.input_catalog is not None:
+            raise missing_scopes_error(missing, ", or deselect those streams in the catalog")
+        if missing:
+            self.logger.warning(
+                "A sync without --catalog leaves out the streams these scopes are needed for."
+            )
+        self.logger.info("Test passed: %d stream%s can be synced", len(streams) - len(
+            {name for users in missing.values() for name in users}), "" if len(streams) == 1 else "s")
         return True
+
+    @classmethod
+    def get_singer_command(cls) -> t.Any:
+        """The SDK's command, with ``--test`` described as it behaves here."""
+        command = super().get_singer_command()
+        for option in command.params:
+            if "--test" in getattr(option, "opts", ()):
+                option.help = (
+                    "Use --test to check the credentials and the read scope of each selected stream "
+                    "(all streams without --catalog), printing what it finds; no record is synced. "
+                    "Use --test=schema to print the schemas without syncing records."
+                )
+        return command
 
 
 def cli() -> None:

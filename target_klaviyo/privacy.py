@@ -1,38 +1,18 @@
-"""Keep email addresses out of log lines and error messages.
+"""Keep email addresses out of the target's log lines and error messages.
 
-The email lookup for ``remove`` puts addresses in a GET query string, and a network
-error's text (from urllib3) quotes the full URL. These helpers hide query strings
-and anything shaped like an address before such text reaches a log.
+The redaction itself is shared plumbing (:mod:`klaviyo_core.redact`); this gives the
+target a child logger whose every message passes through it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 
-_QUERY = re.compile(r"(/api/[^\s?'\"]*)\?[^\s'\")]+")
-_EMAIL = re.compile(r"[^\s@\"<>(),;:\[\]]+(@|%40)[^\s@'\"<>(),;:\[\]]+\.[A-Za-z]{2,}")
+from klaviyo_core.redact import RedactingFilter, redact, redact_logger
 
-
-def redact(text: str) -> str:
-    """``text`` with URL query strings and email addresses replaced by placeholders."""
-    return _EMAIL.sub("<email>", _QUERY.sub(r"\1?<query>", text))
-
-
-class RedactingFilter(logging.Filter):
-    """A logger filter that redacts each record's final message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
+__all__ = ["RedactingFilter", "private_logger", "redact"]
 
 
 def private_logger(parent: logging.Logger, name: str = "http") -> logging.Logger:
     """A child logger of ``parent`` whose messages are redacted."""
-    logger = parent.getChild(name)
-    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-        logger.addFilter(RedactingFilter())
-    return logger
+    return redact_logger(parent.getChild(name))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import io
+import logging
 import re
 import sys
 import typing as t
@@ -100,6 +101,7 @@ class TolerantSingerReader(SingerReader):
         self.on_bad_line: BadLine | None = None
         self._stop_requested = False
         self._waiting_for_input = False
+        self._unknown_types: set[str] = set()
 
     def process_lines(  # type: ignore[override]
         self,
@@ -152,7 +154,7 @@ class TolerantSingerReader(SingerReader):
             record_type = message["type"]
             callback = callbacks.get(record_type)
             if callback is None:
-                self._process_unknown_message(message)
+                self._skip_unknown_type(number, record_type)
                 continue
             try:
                 callback(message)
@@ -170,6 +172,21 @@ class TolerantSingerReader(SingerReader):
                 self._bad_line(number, line, f"line {number}: {_first_line(exc)}", message)
                 continue
             stats[record_type] += 1
+
+    def _skip_unknown_type(self, number: int, record_type: t.Any) -> None:
+        """A message type this target does not know (a newer Singer spec, a tap's own): log it and go on.
+
+        Logged once per type (with its first line number): a tap may send thousands.
+        """
+        shown = str(record_type)[:40]
+        if shown in self._unknown_types:
+            return
+        self._unknown_types.add(shown)
+        logging.getLogger("target-klaviyo").warning(
+            "Input line %d: Singer message type %r is unknown to this target; such messages are skipped.",
+            number,
+            shown,
+        )
 
     def _bad_line(self, number: int, line: str, reason: str, message: t.Any = None) -> None:
         if self.on_bad_line is None:

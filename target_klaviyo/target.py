@@ -29,7 +29,7 @@ from klaviyo_core.settings import (
     redact_config_errors,
 )
 from target_klaviyo.jobs import ImportJobs
-from target_klaviyo.lists import find_lists_by_name, resolve_list
+from target_klaviyo.lists import check_write_scopes, find_lists_by_name, resolve_list, write_scopes_for
 from target_klaviyo.operations import CHANNELS, Options
 from target_klaviyo.privacy import private_logger
 from target_klaviyo.profiles import ColumnRules
@@ -294,8 +294,10 @@ class TargetKlaviyo(Target):
         """Resolved once, when the first stream's schema arrives (by name it may create the list).
 
         None when the run has no list (upsert, suppress, track; subscribe without one). A dry
-        run looks the list up but never creates it.
+        run looks the list up but never creates it. The scopes the operation needs are checked
+        first, so a key that cannot write creates nothing.
         """
+        check_write_scopes(self.connection, write_scopes_for(str(self.config.get("operation") or "add")))
         if not (self.config.get("list_id") or self.config.get("list_name")):
             return None
         if self.dry_run and not self.config.get("list_id"):
@@ -360,6 +362,13 @@ def check_target_settings(config: t.Mapping[str, t.Any]) -> None:
     if operation in LIST_REQUIRED and bool(list_id) == bool(list_name):
         which = "both are set" if list_id else "neither is set"
         raise config_error(f"Set exactly one of list_id and list_name ({which}).")
+    raw_name = str(config.get("list_name") or "")
+    if list_name and raw_name != list_name:
+        # Klaviyo keeps the spaces, and a name must match exactly: a padded name made a second list.
+        raise config_error(
+            f"Setting list_name {raw_name!r} starts or ends with spaces: remove them "
+            "(names match exactly, so a padded name would create or look for another list)."
+        )
     if list_id and list_name:
         raise config_error("Set at most one of list_id and list_name (both are set).")
     if operation not in (*LIST_REQUIRED, *LIST_OPTIONAL) and (list_id or list_name):
@@ -375,6 +384,8 @@ def check_target_settings(config: t.Mapping[str, t.Any]) -> None:
             f"Setting consent_channels is only for subscribe and unsubscribe (operation is {operation}); remove it."
         )
     rejects = str(config.get("rejects_file") or "klaviyo-rejects.jsonl")
+    if Path(rejects).is_dir():
+        raise config_error(f"Setting rejects_file: {rejects} is a folder; give a file path, e.g. {rejects.rstrip('/')}/rejects.jsonl.")
     folder = Path(rejects).resolve().parent
     if not folder.is_dir():
         raise config_error(f"Setting rejects_file: folder {folder} does not exist; create it or choose another path.")

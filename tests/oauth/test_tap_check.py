@@ -27,8 +27,10 @@ def test_connection_check_succeeds_with_a_bearer_token(fake, tmp_path):
     done = run_tap(fake.config(tmp_path), tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Connected to Klaviyo account ACC123" in done.stderr
-    # the token file is bound to its account once (GET /api/accounts), then the check itself
-    assert fake.refresh_calls == 1 and fake.bearer_tokens_seen == ["canary-access-1-XYZ"] * 2
+    # the token file is bound to its account once (GET /api/accounts), then the check itself (the account,
+    # then one scope probe per stream scope): all with the one refreshed token
+    assert fake.refresh_calls == 1 and set(fake.bearer_tokens_seen) == {"canary-access-1-XYZ"}
+    assert len(fake.bearer_tokens_seen) == 10
     assert json.loads((tmp_path / "tokens.json").read_text())["account_id"] == "ACC123"
     assert json.loads((tmp_path / "tokens.json").read_text())["refresh_token"] == "canary-refresh-1-XYZ"
     assert_clean(done.stdout, done.stderr)

@@ -158,3 +158,52 @@ def test_unanswered_requests_sent_earlier_count_against_what_remains():
     assert clock() - start >= 20
     for ticket in early:
         limiter.answered(ticket)
+
+
+# -- learned pace: a quota smaller than published (issue 18) -------------------------------------
+
+
+def test_a_429_halves_the_requests_in_flight_and_paces_below_what_the_window_admitted():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 100, 6000, clock=clock, sleep=clock.sleep, slow_start=True)
+    tickets = [limiter.acquire() for _ in range(4)]  # slow start: 4 in flight
+    assert limiter.pace.in_flight == 4.0
+    limiter.throttled_for(1.0)  # burst window ran out after 4 sends in this second
+    for ticket in tickets:
+        limiter.answered(ticket)
+    assert limiter.pace.in_flight == 2.0
+    assert limiter.pace.rate == 2.0  # half of the 4 the burst window admitted
+    start = clock()
+    first, second = limiter.acquire(), limiter.acquire()
+    assert clock() - start >= 1.0 + 0.5  # the Retry-After, then evenly spaced at 2/s
+    limiter.answered(first)
+    limiter.answered(second)
+
+
+def test_successes_grow_the_pace_back_until_the_published_limits_bind_again():
+    limiter = EndpointLimiter("op", 10, 600, slow_start=True)
+    limiter.throttled_for(None)
+    assert limiter.pace.rate is not None
+    for _ in range(3000):  # additive growth of the number in flight: ~n successes per step at n
+        limiter.succeeded()
+    assert limiter.pace.rate is None and limiter.pace.in_flight is None
+
+
+def test_slow_start_doubles_per_round_trip_until_the_first_429():
+    limiter = EndpointLimiter("op", 100, 6000, slow_start=True)
+    for _ in range(4):
+        limiter.succeeded()
+    assert limiter.pace.in_flight == 8.0
+    limiter.throttled_for(1.0)
+    limiter.succeeded()
+    assert limiter.pace.in_flight < 4.5  # now additive: a fraction per success
+
+
+def test_requests_wait_for_a_place_in_flight_but_never_forever():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 100, 6000, clock=clock, sleep=clock.sleep, slow_start=True)
+    for _ in range(4):
+        limiter.acquire()  # never answered (a hung request)
+    start = clock()
+    limiter.acquire()
+    assert 29.0 <= clock() - start <= 31.0

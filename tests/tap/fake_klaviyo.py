@@ -59,6 +59,10 @@ def _matches(resource: dict, op: str, field: str, value: t.Any) -> bool:
     }[op]()
 
 
+#: A scope probe: one item of a collection (see klaviyo_core.scopes).
+PROBE = re.compile(re.escape(BASE_URL) + r"/api/[a-z-]+\?(?:filter=[^&]*&)?(?:page%5Bsize%5D=1|fields%5Bmetric%5D=name)$")
+
+
 class FakeKlaviyo:
     """Collections keyed by path; ``page_cap`` forces small pages to test pagination."""
 
@@ -69,6 +73,10 @@ class FakeKlaviyo:
         self.mocker = mocker
         self.failures: list[tuple[int, dict[str, str], t.Any]] = []
         mocker.get(re.compile(re.escape(BASE_URL) + r"/api/.*"), text=self._serve_text)
+        # The tap's scope probes (klaviyo_core.scopes) are answered apart: they neither take an
+        # injected failure nor count among a sync's requests. Registered last, so matched first.
+        mocker.get(PROBE, text=self._serve_probe)
+        self.probes = 0
 
     def add(self, path: str, *resources: dict) -> None:
         self.collections.setdefault(path, []).extend(resources)
@@ -83,7 +91,11 @@ class FakeKlaviyo:
 
     @property
     def requests(self) -> list[t.Any]:
-        return [r for r in self.mocker.request_history if r.url.startswith(BASE_URL)]
+        return [r for r in self.mocker.request_history if r.url.startswith(BASE_URL) and not PROBE.search(r.url)]
+
+    def _serve_probe(self, request: t.Any, context: t.Any) -> str:
+        self.probes += 1
+        return json.dumps({"data": [], "links": {"self": request.url}})
 
     def params(self, index: int = 0) -> dict[str, str]:
         """The decoded query of one recorded request."""

@@ -389,7 +389,8 @@ def test_discovery_goes_through_the_shared_connection_and_waits_out_a_429(fake, 
     seed_mixed(fake)
     fake.fail_next(429, {"Retry-After": "45"})
     catalog = discover()
-    assert 45.0 in no_sleep  # Klaviyo's Retry-After, honoured by the connection's retry policy
+    # Klaviyo's Retry-After (plus jitter), honoured by the connection's retry policy
+    assert any(45.0 <= w <= 45.0 * 1.25 for w in no_sleep)
     assert stream_schema(catalog, "profiles")["properties"]["properties"] == MIXED_SCHEMA
 
 
@@ -406,5 +407,6 @@ def test_the_connection_test_checks_credentials_without_scanning(tmp_path, klavi
     config = {"api_key": klaviyo_sandbox.api_key, "base_url": klaviyo_sandbox.base_url}
     result = run_cli("tap-klaviyo", "--test", config=config, tmp_path=tmp_path)
     assert result.code == 0, result.stderr[-2000:]
+    # the account, and one one-item page per read scope (klaviyo_core.scopes): no custom-field scan
     assert (counters["op:get_profiles"], counters["op:get_events"], counters["op:get_accounts"]) == (
-        before[0], before[1], before[2] + 1)
+        before[0] + 1, before[1] + 1, before[2] + 1)

@@ -21,6 +21,19 @@ API_KEY = "pk_test_0123456789abcdef"
 _FILTER = re.compile(r"^(equals|any)\(([\w.]+),(.*)\)$", re.S)
 
 
+def _is_scope_probe(request: Recorded) -> bool:
+    """A one-item page or an incomplete write body: how klaviyo_core.scopes probes a scope."""
+    if request.method == "GET":
+        return request.query in ({"page[size]": "1"}, {"fields[metric]": "name"})
+    data = request.body.get("data") if isinstance(request.body, dict) else None
+    attributes = data.get("attributes") if isinstance(data, dict) else None
+    if request.method == "POST" and request.path == "/api/lists":
+        return attributes == {}
+    if request.method == "POST" and request.path == "/api/profile-bulk-import-jobs":
+        return attributes == {"profiles": {"data": []}}
+    return False
+
+
 @dataclass
 class Recorded:
     method: str
@@ -50,6 +63,8 @@ class FakeKlaviyo:
     members: dict[str, set[str]] = field(default_factory=dict)  # list id -> profile ids
     jobs: dict[str, Job] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    #: the target's scope probes (klaviyo_core.scopes), kept apart from the requests that do the work
+    probes: list[Recorded] = field(default_factory=list)
     #: polls before a job reports "complete"; None: never
     job_polls_to_complete: int | None = 1
     #: emails whose profiles fail to import (reported as import errors)
@@ -101,11 +116,13 @@ class FakeKlaviyo:
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         body = json.loads(raw) if raw else None
-        self.requests.append(
-            Recorded(method, parts.path, query, body, len(raw), time.monotonic(), headers.get("Content-Type"))
-        )
+        recorded = Recorded(method, parts.path, query, body, len(raw), time.monotonic(), headers.get("Content-Type"))
+        probe = _is_scope_probe(recorded)
+        (self.probes if probe else self.requests).append(recorded)
         if headers.get("Authorization") != f"Klaviyo-API-Key {API_KEY}":
             return _error(401, "not_authenticated", "Missing or invalid private key.")
+        if probe:  # scripted answers are for the requests that do the work
+            return self.route(method, parts.path, query, body)
         for i, (m, pattern, status, extra, answer) in enumerate(self.scripted):
             if m == method and re.fullmatch(pattern, parts.path):
                 del self.scripted[i]
@@ -144,6 +161,8 @@ class FakeKlaviyo:
         return self._page("/api/lists", query, items, 10)
 
     def create_list(self, *, query: dict, body: t.Any) -> tuple[int, dict, t.Any]:
+        if not (body["data"].get("attributes") or {}).get("name"):  # like Klaviyo (the target's scope probe)
+            return _error(400, "invalid", "`name` is required.", pointer="/data/attributes/name")
         list_id = self.add_list(body["data"]["attributes"]["name"])
         if self.lose_create_answers:
             self.lose_create_answers -= 1
@@ -178,6 +197,8 @@ class FakeKlaviyo:
         data = body["data"]
         assert data["type"] == "profile-bulk-import-job"
         profiles = data["attributes"]["profiles"]["data"]
+        if not profiles:  # like Klaviyo (the target's scope probe)
+            return _error(400, "invalid", "At least one profile is required.", pointer="/data/attributes/profiles")
         list_ids = [item["id"] for item in data.get("relationships", {}).get("lists", {}).get("data", [])]
         failed = []
         by_email = {p["email"].lower(): pid for pid, p in self.profiles.items()}
