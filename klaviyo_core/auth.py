@@ -387,9 +387,7 @@ class OAuthAuth(KlaviyoAuth):
                 "revoked): hand over a fresh access_token, or set client_id, client_secret and refresh_token "
                 "so that it is refreshed."
             )
-        return KlaviyoError(
-            "The OAuth access token must be refreshed and client_secret is not set: set client_secret."
-        )
+        return KlaviyoError("The OAuth access token must be refreshed and client_secret is not set: set client_secret.")
 
     def _is_newer(self, saved: Tokens | None) -> bool:
         if saved is None or not saved.access_token or saved.expires_at is None:

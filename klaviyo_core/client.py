@@ -214,9 +214,7 @@ class KlaviyoConnection:
         headers = dict(self.headers)
         if json is not None:
             headers["Content-Type"] = JSONAPI
-        prepared = requests.Request(
-            method, self.url(path_or_url), params=params, json=json, headers=headers
-        ).prepare()
+        prepared = requests.Request(method, self.url(path_or_url), params=params, json=json, headers=headers).prepare()
         return self._send(prepared)
 
     def get(self, path_or_url: str, params: t.Mapping[str, t.Any] | None = None) -> dict:

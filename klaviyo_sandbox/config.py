@@ -1,4 +1,5 @@
 """Sandbox configuration (shared by the CLI and the Python API)."""
+
 from __future__ import annotations
 
 import time

@@ -7,6 +7,7 @@ are strictly increasing in the index, so range filters become binary searches.
 Records are dicts: {"type", "id", "attributes", "relationships": {name: data|None},
 "_i": generated index, "_x": hidden filter values}.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -22,14 +23,26 @@ YEAR = 365 * DAY
 # (name, membership probability). Awkward names on purpose: case-only duplicates,
 # exact duplicates, slashes, quotes, commas, emoji, padding, an empty list.
 LIST_SEEDS = [
-    ("Newsletter", 0.6), ("newsletter", 0.05), ("VIP / Whales 🐋", 0.04), ("Summer Sale ☀️ 2026", 0.3),
-    ("Duplicate Name", 0.1), ("Duplicate Name", 0.12), ("Empty List", 0.0), ("  padded name  ", 0.02),
-    ("O'Reilly's \"quoted\" list", 0.05), ("a,b (comma) list", 0.05), ("Ünïcödé Ŀïşţ", 0.1),
+    ("Newsletter", 0.6),
+    ("newsletter", 0.05),
+    ("VIP / Whales 🐋", 0.04),
+    ("Summer Sale ☀️ 2026", 0.3),
+    ("Duplicate Name", 0.1),
+    ("Duplicate Name", 0.12),
+    ("Empty List", 0.0),
+    ("  padded name  ", 0.02),
+    ("O'Reilly's \"quoted\" list", 0.05),
+    ("a,b (comma) list", 0.05),
+    ("Ünïcödé Ŀïşţ", 0.1),
     ("back\\slash list", 0.03),
 ]
 SEGMENT_SEEDS = [
-    ("Engaged (90 days)", 0.35), ("engaged (90 days)", 0.2), ("Big spenders 💰", 0.05),
-    ("Churn risk / win-back", 0.15), ("All profiles", 1.0), ("Empty segment", 0.0),
+    ("Engaged (90 days)", 0.35),
+    ("engaged (90 days)", 0.2),
+    ("Big spenders 💰", 0.05),
+    ("Churn risk / win-back", 0.15),
+    ("All profiles", 1.0),
+    ("Empty segment", 0.0),
 ]
 
 
@@ -112,8 +125,15 @@ class Dataset:
 
     def clear_caches(self):
         """Drop the bounded LRU caches (memory measurements, benchmarks)."""
-        for fn in (self.profile, self.profile_id, self.metric_id, self.event, self.event_payload, self.small,
-                   self.group):
+        for fn in (
+            self.profile,
+            self.profile_id,
+            self.metric_id,
+            self.event,
+            self.event_payload,
+            self.small,
+            self.group,
+        ):
             fn.cache_clear()
 
     def rng(self, kind: str, i: int) -> Rng:
@@ -183,8 +203,12 @@ class Dataset:
 
     def small_count(self, kind: str) -> int:
         return {
-            "campaign": self.n_campaigns, "flow": self.n_flows, "metric": self.n_metrics,
-            "review": self.n_reviews, "list": self.n_lists, "segment": self.n_segments,
+            "campaign": self.n_campaigns,
+            "flow": self.n_flows,
+            "metric": self.n_metrics,
+            "review": self.n_reviews,
+            "list": self.n_lists,
+            "segment": self.n_segments,
         }[kind]
 
     # ------------------------------------------------------------ lists & segments
@@ -207,8 +231,17 @@ class Dataset:
         created = self.t_start + r.int(0, 2 * YEAR)
         updated = created + r.int(0, self.now - DAY - created)
         opt_in = r.choice(["single_opt_in", "double_opt_in"]) if kind == "list" else None
-        return Group(kind, j, self.group_codec(kind).id(j), name, created, updated, p,
-                     h(self.seed, salt(kind + "-members"), j), opt_in)
+        return Group(
+            kind,
+            j,
+            self.group_codec(kind).id(j),
+            name,
+            created,
+            updated,
+            p,
+            h(self.seed, salt(kind + "-members"), j),
+            opt_in,
+        )
 
     def is_member(self, g: Group, i: int) -> bool:
         return mix(g.hsalt ^ i) < g.threshold

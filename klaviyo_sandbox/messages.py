@@ -16,6 +16,7 @@ tests can recompute every report value from the events the API lists:
 
 Attribution ignores send time (Klaviyo's attribution windows are not modelled).
 """
+
 from __future__ import annotations
 
 import typing as t
@@ -24,8 +25,14 @@ from .util import B62, AffineCodec
 
 #: Engagement metric -> the channel of the messages it belongs to.
 ENGAGEMENT_CHANNEL = {
-    "Received Email": "email", "Opened Email": "email", "Clicked Email": "email", "Bounced Email": "email",
-    "Marked Email as Spam": "email", "Unsubscribed": "email", "Received SMS": "sms", "Clicked SMS": "sms",
+    "Received Email": "email",
+    "Opened Email": "email",
+    "Clicked Email": "email",
+    "Bounced Email": "email",
+    "Marked Email as Spam": "email",
+    "Unsubscribed": "email",
+    "Received SMS": "sms",
+    "Clicked SMS": "sms",
 }
 SENT_STATUSES = ("Sent", "Sending", "Variations Sent")
 #: Campaign channels as reports name them (``send_channel``).
@@ -44,8 +51,10 @@ class Message(t.NamedTuple):
 def campaign_messages(ds, k: int) -> list[Message]:
     rec = ds.small("campaign", k)
     channel = rec["_x"]["messages.channel"]
-    return [Message(m["id"], channel, campaign_id=rec["id"], campaign_index=k)
-            for m in rec["relationships"]["campaign-messages"]]
+    return [
+        Message(m["id"], channel, campaign_id=rec["id"], campaign_index=k)
+        for m in rec["relationships"]["campaign-messages"]
+    ]
 
 
 def is_sent(ds, k: int) -> bool:

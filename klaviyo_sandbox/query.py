@@ -7,6 +7,7 @@ A collection is two ordered streams merged on a composite key (sort value, sourc
   * overlay records (touched, imported, created), small, filtered and sorted per request.
 The cursor is the last key emitted, so concurrent mutations don't shift pages.
 """
+
 from __future__ import annotations
 
 import base64
@@ -267,7 +268,7 @@ class Query:
         else:
             first_more, last_more = cursor is not None, more
         recs = [r for _, r in got]
-        key = (lambda item: item[0] if isinstance(item[0], tuple) else seq.key(item[0]))
+        key = lambda item: item[0] if isinstance(item[0], tuple) else seq.key(item[0])
         next_key = key(got[-1]) if got and last_more else None
         prev_key = key(got[0]) if got and first_more else None
         return Page(recs, next_key, prev_key)
@@ -333,6 +334,7 @@ def decode_cursor(text: str, qhash: int):
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
         raise bad_request("Invalid page cursor.", parameter="page[cursor]") from None
     if qh != qhash:
-        raise bad_request("The page cursor does not belong to this query (filter or sort changed).",
-                          parameter="page[cursor]")
+        raise bad_request(
+            "The page cursor does not belong to this query (filter or sort changed).", parameter="page[cursor]"
+        )
     return direction, _tuples(key)

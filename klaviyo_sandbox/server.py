@@ -1,4 +1,5 @@
 """HTTP front end: routing, auth, revision header, rate limits, fault injection, admin."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,10 @@ from .util import parse_ts
 
 REVISION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.[A-Za-z0-9_-]+)?$")
 MAX_READ = 64 * 1024 * 1024  # bodies larger than this are not even read (413 + close)
-HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
-            b"</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n")
+HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+    b"</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+)
 
 
 class Response:
@@ -81,9 +84,15 @@ class App:
         if principal is None:
             return error_response(ApiError(401, "not_authenticated", "Missing or invalid private key.")), op
         if not valid_revision(headers.get("revision")):
-            return error_response(ApiError(
-                400, "invalid", "Missing or invalid `revision` header. Please provide a valid revision "
-                "(format: YYYY-MM-DD[.suffix]), e.g. 2026-07-15.", parameter="revision")), op
+            return error_response(
+                ApiError(
+                    400,
+                    "invalid",
+                    "Missing or invalid `revision` header. Please provide a valid revision "
+                    "(format: YYYY-MM-DD[.suffix]), e.g. 2026-07-15.",
+                    parameter="revision",
+                )
+            ), op
         req = api.Request(self, method, path, raw_query, params, headers, body, base)
         req.store = self.accounts[account]  # a credential opens exactly the account that issued it
         req.match, req.op = match, op
@@ -103,7 +112,7 @@ class App:
         (the account is still told for an expired token, for the request log)."""
         primary = self.store.ds.account_id
         if auth.startswith("Klaviyo-API-Key "):
-            key = auth[len("Klaviyo-API-Key "):].strip()
+            key = auth[len("Klaviyo-API-Key ") :].strip()
             ok = key == self.cfg.api_key or key in self.cfg.extra_api_keys
             return ("key", primary) if ok else (None, None)
         if auth[:7].lower() == "bearer ":
@@ -129,8 +138,12 @@ class App:
         ok, info = self.limiter.check(key, burst, steady, ep.daily)
         if ok:
             return info
-        err = ApiError(429, "throttled", f"Request was throttled. Expected available in {info} second"
-                       f"{'s' if info != 1 else ''}.", headers={"Retry-After": str(info)})
+        err = ApiError(
+            429,
+            "throttled",
+            f"Request was throttled. Expected available in {info} second{'s' if info != 1 else ''}.",
+            headers={"Retry-After": str(info)},
+        )
         return error_response(err)
 
     # ------------------------------------------------------------ admin (never faulted or limited)
@@ -147,13 +160,15 @@ class App:
             elif path == "/__sandbox/state" and method == "GET":
                 out = self.state()
             elif path == "/__sandbox/requests" and method == "GET":
-                out = list(store.request_log)[-int(q.get("limit", "100")):]
+                out = list(store.request_log)[-int(q.get("limit", "100")) :]
             elif path == "/__sandbox/sign-in" and method == "POST":  # the account the consent page approves for
                 out = {"account": self.oauth.sign_in(q.get("account", ""))}
             elif path == "/__sandbox/health":
                 out = {"ok": True}
             else:
-                return Response(404, json.dumps({"error": "unknown sandbox endpoint"}).encode(), ctype="application/json")
+                return Response(
+                    404, json.dumps({"error": "unknown sandbox endpoint"}).encode(), ctype="application/json"
+                )
         except ValueError as exc:
             return Response(400, json.dumps({"error": str(exc)}).encode(), ctype="application/json")
         return Response(200, json.dumps(out, ensure_ascii=False).encode(), ctype="application/json")
@@ -170,12 +185,25 @@ class App:
     def state(self) -> dict:
         ds, s = self.store.ds, self.store
         return {
-            "version": s.version, "now": ds.iso(s.now()),
-            "counts": {"profiles": ds.n_profiles, "events": ds.n_events, "campaigns": ds.n_campaigns,
-                       "flows": ds.n_flows, "lists": ds.n_lists, "segments": ds.n_segments,
-                       "metrics": ds.n_metrics, "reviews": ds.n_reviews},
-            "overlay": {"profiles_patched": len(s.profile_patch), "profiles_new": len(s.new_profiles),
-                        "events_new": len(s.new_events), "lists_new": len(s.new_lists), "jobs": len(s.jobs.jobs)},
+            "version": s.version,
+            "now": ds.iso(s.now()),
+            "counts": {
+                "profiles": ds.n_profiles,
+                "events": ds.n_events,
+                "campaigns": ds.n_campaigns,
+                "flows": ds.n_flows,
+                "lists": ds.n_lists,
+                "segments": ds.n_segments,
+                "metrics": ds.n_metrics,
+                "reviews": ds.n_reviews,
+            },
+            "overlay": {
+                "profiles_patched": len(s.profile_patch),
+                "profiles_new": len(s.new_profiles),
+                "events_new": len(s.new_events),
+                "lists_new": len(s.new_lists),
+                "jobs": len(s.jobs.jobs),
+            },
             "counters": dict(s.counters),
             "accounts": list(self.accounts),
         }
@@ -258,8 +286,14 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "html":
             return Response(502, HTML_502, ctype="text/html; charset=utf-8"), None
         if fault == "429":
-            return error_response(ApiError(429, "throttled", "Request was throttled. Expected available in 1 second.",
-                                           headers={"Retry-After": "1"})), None
+            return error_response(
+                ApiError(
+                    429,
+                    "throttled",
+                    "Request was throttled. Expected available in 1 second.",
+                    headers={"Retry-After": "1"},
+                )
+            ), None
         try:
             if path.startswith("/oauth/"):
                 return self.oauth(app, method, path, params, body), "oauth"
@@ -342,8 +376,9 @@ class Sandbox:
         self.app = App(self.config)
         self.httpd = Server((self.config.host, self.config.port), Handler)
         self.httpd.app = self.app
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="klaviyo-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="klaviyo-sandbox", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -1,15 +1,21 @@
 """Queryable collections over the store: generated records + overlays."""
+
 from __future__ import annotations
 
 from .query import Source, dig
 from .util import Rng, h, iso, salt
 
 IDENT_FIELDS = ("email", "phone_number", "external_id")
-PROFILE_DT = frozenset({
-    "created", "updated", "last_event_date", "joined_group_at",
-    "subscriptions.email.marketing.list_suppressions.timestamp",
-    "subscriptions.email.marketing.suppression.timestamp",
-})
+PROFILE_DT = frozenset(
+    {
+        "created",
+        "updated",
+        "last_event_date",
+        "joined_group_at",
+        "subscriptions.email.marketing.list_suppressions.timestamp",
+        "subscriptions.email.marketing.suppression.timestamp",
+    }
+)
 
 
 def _values(conds, field):
@@ -27,7 +33,7 @@ class ProfileMixin:
     def value(self, rec, field):
         if field.startswith("subscriptions."):
             subs = self.store.ds.subscriptions(rec.get("_i"), rec)
-            return dig(subs, field[len("subscriptions."):])
+            return dig(subs, field[len("subscriptions.") :])
         if field == "profile_id":
             return rec["id"]
         if field in ("push_token", "_kx"):
@@ -125,10 +131,14 @@ class MembersSource(ProfileMixin, Source):
 
 def member_record(prof: dict, joined: str) -> dict:
     return {
-        "type": "profile", "id": prof["id"], "attributes": {**prof["attributes"], "joined_group_at": joined},
+        "type": "profile",
+        "id": prof["id"],
+        "attributes": {**prof["attributes"], "joined_group_at": joined},
         "relationships": {"lists": None, "segments": None, "push-tokens": None},
-        "_i": prof.get("_i"), "_profile": prof,
-        "_seq": 0, "_nat": 0,
+        "_i": prof.get("_i"),
+        "_profile": prof,
+        "_seq": 0,
+        "_nat": 0,
     }
 
 
@@ -159,8 +169,11 @@ class SmallSource(Source):
     """Campaigns, flows, lists, segments, metrics, reviews: generated + patched + created."""
 
     DT = {
-        "campaign": {"created_at", "updated_at", "scheduled_at"}, "flow": {"created", "updated"},
-        "list": {"created", "updated"}, "segment": {"created", "updated"}, "review": {"created", "updated"},
+        "campaign": {"created_at", "updated_at", "scheduled_at"},
+        "flow": {"created", "updated"},
+        "list": {"created", "updated"},
+        "segment": {"created", "updated"},
+        "review": {"created", "updated"},
         "metric": {"created", "updated"},
     }
 
@@ -199,9 +212,13 @@ class SmallSource(Source):
         vals = _values(conds, "id")
         if vals is None:
             return None
-        codec = {"list": self.store.ds.list_ids, "segment": self.store.ds.segment_ids,
-                 "flow": self.store.ds.flow_ids, "metric": self.store.ds.metric_ids,
-                 "review": self.store.ds.review_ids}.get(self.kind)
+        codec = {
+            "list": self.store.ds.list_ids,
+            "segment": self.store.ds.segment_ids,
+            "flow": self.store.ds.flow_ids,
+            "metric": self.store.ds.metric_ids,
+            "review": self.store.ds.review_ids,
+        }.get(self.kind)
         if codec is None:
             return None
         return sorted({i for i in (codec.index(v) for v in vals) if i is not None and i < self.n})
@@ -249,9 +266,14 @@ class ListSource(Source):
 
 
 CONTENT_DT = {
-    "templates": ("created", "updated"), "images": ("updated_at",), "forms": ("created_at", "updated_at"),
-    "catalog-items": ("created", "updated"), "catalog-variants": ("created", "updated"),
-    "catalog-categories": ("updated",), "coupon-codes": ("expires_at",), "flow-messages": ("created", "updated"),
+    "templates": ("created", "updated"),
+    "images": ("updated_at",),
+    "forms": ("created_at", "updated_at"),
+    "catalog-items": ("created", "updated"),
+    "catalog-variants": ("created", "updated"),
+    "catalog-categories": ("updated",),
+    "coupon-codes": ("expires_at",),
+    "flow-messages": ("created", "updated"),
 }
 
 

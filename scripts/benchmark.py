@@ -52,8 +52,15 @@ TARGET = [sys.executable, "-c", "from target_klaviyo.target import cli; cli()"]
 class Sandbox:
     """``python -m klaviyo_sandbox`` as a subprocess on a free port."""
 
-    def __init__(self, *, scale: float, latency_ms: float, rate_limit_scale: float, job_seconds: float = 2.0,
-                 rate_window: str = "fixed") -> None:
+    def __init__(
+        self,
+        *,
+        scale: float,
+        latency_ms: float,
+        rate_limit_scale: float,
+        job_seconds: float = 2.0,
+        rate_window: str = "fixed",
+    ) -> None:
         self.args = [
             sys.executable, "-m", "klaviyo_sandbox", "--port", "0", "--scale", str(scale),
             "--latency-ms", str(latency_ms), "--rate-limit-scale", str(rate_limit_scale),
@@ -80,8 +87,9 @@ class Sandbox:
         return self.get("/__sandbox/state")["counters"]
 
 
-def run(command: list[str], *, stdin: t.IO | None = None, stdout: t.IO | None = None,
-        stderr: t.IO | None = None) -> tuple[float, float, int, int]:
+def run(
+    command: list[str], *, stdin: t.IO | None = None, stdout: t.IO | None = None, stderr: t.IO | None = None
+) -> tuple[float, float, int, int]:
     """(wall s, CPU s, peak RSS KB, exit code) of one process (rusage from wait4)."""
     start = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, stdin=stdin, stdout=stdout, stderr=stderr)
@@ -131,8 +139,9 @@ def record_count(log_text: str, stream: str) -> int:
 def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path) -> dict:
     operation = STREAMS[stream][0]
     steady = endpoints.endpoint(operation).steady_per_minute * args.rate_limit_scale  # what the sandbox enforces
-    with Sandbox(scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale,
-                 rate_window=args.rate_window) as sandbox:
+    with Sandbox(
+        scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale, rate_window=args.rate_window
+    ) as sandbox:
         config = {
             "api_key": sandbox.api_key, "base_url": sandbox.base_url,
             "max_concurrency": args.max_concurrency, "discover_custom_fields": args.custom_fields,
@@ -214,8 +223,13 @@ def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str
         for i in range(rows):
             out.write(json.dumps({"type": "RECORD", "stream": "people", "record": target_row(operation, i)}) + "\n")
         out.write(json.dumps({"type": "STATE", "value": {"people": "done"}}) + "\n")
-    with Sandbox(scale=0.01, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale,
-                 job_seconds=args.job_seconds, rate_window=args.rate_window) as sandbox:
+    with Sandbox(
+        scale=0.01,
+        latency_ms=args.latency_ms,
+        rate_limit_scale=args.rate_limit_scale,
+        job_seconds=args.job_seconds,
+        rate_window=args.rate_window,
+    ) as sandbox:
         config = {
             "api_key": sandbox.api_key, "base_url": sandbox.base_url, "operation": operation,
             "wait_for_completion": args.wait_for_completion, "max_concurrency": args.max_concurrency,
@@ -227,7 +241,9 @@ def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str
         before = sandbox.counters()
         log_path = work / f"target-{operation}.log"
         with input_path.open("rb") as source, open(os.devnull, "wb") as sink, open(log_path, "w") as log:
-            wall, cpu, rss_kb, code = run([*TARGET, "--config", str(config_path)], stdin=source, stdout=sink, stderr=log)
+            wall, cpu, rss_kb, code = run(
+                [*TARGET, "--config", str(config_path)], stdin=source, stdout=sink, stderr=log
+            )
         after = sandbox.counters()
     if code:
         raise SystemExit(f"target failed (exit {code}); see {log_path}")
@@ -265,15 +281,26 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--rate-limit-scale", type=float, default=1.0)
     parser.add_argument("--rate-window", choices=("fixed", "sliding"), default="fixed")
-    parser.add_argument("--rate-limit-share", type=float, default=1.0,
-                        help="the plugins' rate_limit_share (e.g. equal to --rate-limit-scale, so they pace to it)")
+    parser.add_argument(
+        "--rate-limit-share",
+        type=float,
+        default=1.0,
+        help="the plugins' rate_limit_share (e.g. equal to --rate-limit-scale, so they pace to it)",
+    )
     parser.add_argument("--max-concurrency", type=int, default=8)
-    parser.add_argument("--custom-fields", action=argparse.BooleanOptionalAction, default=True,
-                        help="discover_custom_fields (the tap's default: on)")
+    parser.add_argument(
+        "--custom-fields",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="discover_custom_fields (the tap's default: on)",
+    )
     parser.add_argument("--rss-check", action="store_true", help="also run each stream with a tenth of the data")
     parser.add_argument("--target", type=int, default=0, metavar="N", help="write N rows with target-klaviyo")
-    parser.add_argument("--target-operations", default="add",
-                        help=f"comma list of target operations to run with --target ({', '.join(TARGET_OPERATIONS)})")
+    parser.add_argument(
+        "--target-operations",
+        default="add",
+        help=f"comma list of target operations to run with --target ({', '.join(TARGET_OPERATIONS)})",
+    )
     parser.add_argument("--job-seconds", type=float, default=10.0, help="sandbox bulk import job duration")
     parser.add_argument("--wait-for-completion", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
@@ -295,8 +322,10 @@ def main() -> int:
         print_stream_table(rows)
         if args.rss_check:
             for small, big in zip(rows[::2], rows[1::2]):
-                print(f"peak RSS {big['stream']}: {big['peak_rss_mb']} MB with 10x the data of "
-                      f"{small['peak_rss_mb']} MB ({big['peak_rss_mb'] / small['peak_rss_mb']:.2f}x)")
+                print(
+                    f"peak RSS {big['stream']}: {big['peak_rss_mb']} MB with 10x the data of "
+                    f"{small['peak_rss_mb']} MB ({big['peak_rss_mb'] / small['peak_rss_mb']:.2f}x)"
+                )
     result: dict[str, t.Any] = {"streams": rows}
     if args.target:
         result["target"] = []
@@ -304,11 +333,14 @@ def main() -> int:
             target = bench_target(args.target, args, work, operation)
             result["target"].append(target)
             print()
-            print(f"target {operation}: {target['profiles']:,} rows in {target['wall_s']} s = "
-                  f"{target['profiles_per_s']:,} rows/s; {target['requests']} requests "
-                  f"{target['requests_by_operation']}; {target['status_429']} 429s; CPU {target['cpu_s']} s; "
-                  f"peak RSS {target['peak_rss_mb']} MB (wait_for_completion={target['wait_for_completion']}, "
-                  f"latency {target['latency_ms']:g} ms, max_concurrency {target['max_concurrency']})", flush=True)
+            print(
+                f"target {operation}: {target['profiles']:,} rows in {target['wall_s']} s = "
+                f"{target['profiles_per_s']:,} rows/s; {target['requests']} requests "
+                f"{target['requests_by_operation']}; {target['status_429']} 429s; CPU {target['cpu_s']} s; "
+                f"peak RSS {target['peak_rss_mb']} MB (wait_for_completion={target['wait_for_completion']}, "
+                f"latency {target['latency_ms']:g} ms, max_concurrency {target['max_concurrency']})",
+                flush=True,
+            )
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

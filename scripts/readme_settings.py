@@ -35,8 +35,9 @@ def own_settings(plugin: str) -> set[str]:
 def about_table(plugin: str) -> tuple[str, list[str]]:
     """The header and rows of the `Settings` table the plugin prints about itself."""
     executable = Path(sys.executable).parent / plugin
-    about = subprocess.run([str(executable), "--about", "--format=markdown"], capture_output=True, text=True,
-                           check=True).stdout
+    about = subprocess.run(
+        [str(executable), "--about", "--format=markdown"], capture_output=True, text=True, check=True
+    ).stdout
     table = re.search(r"^\| Setting .*?(?=\n\n|\Z)", textwrap.dedent(about), flags=re.S | re.M)
     if not table:
         raise SystemExit(f"{plugin} --about printed no settings table")

@@ -279,9 +279,7 @@ class ParallelReader:
         if self._idle:
             self._cond.notify_all()
         elif len(self._threads) < self.workers:
-            thread = threading.Thread(
-                target=self._work, name=f"{self.name}-{len(self._threads) + 1}", daemon=True
-            )
+            thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads) + 1}", daemon=True)
             self._threads.append(thread)
             thread.start()
 

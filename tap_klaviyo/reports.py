@@ -240,7 +240,12 @@ class ReportStream(KlaviyoStream):
         self.logger.warning(
             "Report %s deferred: %d of %d requests of its daily budget (report_daily_request_budget) are "
             "spent for %s (UTC); %d request(s) left for the next run after midnight UTC, from %s.",
-            self.name, budget.used, budget.limit, budget.entry["day"], left, frame[0].isoformat(),
+            self.name,
+            budget.used,
+            budget.limit,
+            budget.entry["day"],
+            left,
+            frame[0].isoformat(),
         )
 
     # -- answers -----------------------------------------------------------------------
@@ -435,7 +440,8 @@ class MetricAggregatesStream(SeriesReportStream):
             self.logger.warning(
                 "Stream %s: Klaviyo returned %d groups, a full page; later pages are not read. "
                 "Use fewer metric_aggregates_by dimensions or a shorter report_interval.",
-                self.name, len(groups),
+                self.name,
+                len(groups),
             )
         columns = [dimension_column(by) for by in self.by]
         for group in groups:
@@ -483,7 +489,10 @@ def resolve_metric(metrics: list[dict], wanted: str, setting: str, logger: t.Any
     if len(named) > 1:
         logger.warning(
             "Several metrics are named %r (%s); using %s. Set %s to a metric id to choose another.",
-            wanted, ", ".join(m["id"] for m in named), named[0]["id"], setting,
+            wanted,
+            ", ".join(m["id"] for m in named),
+            named[0]["id"],
+            setting,
         )
     return named[0]["id"]
 

@@ -309,10 +309,21 @@ class FlowActionsStream(IncludedMixin, FlowsStream):
 
 
 #: Flow action types (the spec's ``definition.type``) that never have flow messages.
-ACTIONS_WITHOUT_MESSAGES = frozenset({
-    "action-output-split", "back-in-stock-delay", "code", "conditional-split", "countdown-delay",
-    "list-update", "multi-branch-split", "target-date", "time-delay", "trigger-split", "update-profile",
-})
+ACTIONS_WITHOUT_MESSAGES = frozenset(
+    {
+        "action-output-split",
+        "back-in-stock-delay",
+        "code",
+        "conditional-split",
+        "countdown-delay",
+        "list-update",
+        "multi-branch-split",
+        "target-date",
+        "time-delay",
+        "trigger-split",
+        "update-profile",
+    }
+)
 
 
 class FlowMessagesStream(KlaviyoStream):

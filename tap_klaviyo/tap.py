@@ -220,7 +220,9 @@ class TapKlaviyo(Tap):
     package_name = "klaviyo-singer"  # the distribution that ships this tap, for --version and --about
     dynamic_catalog = True
     message_writer_class = KlaviyoMessageWriter  # msgspec-encoded, flushed per STATE (tap_klaviyo.writer)
-    config_jsonschema = th.PropertiesList(*CONNECTION_SETTINGS.wrapped.values(), *TAP_SETTINGS.wrapped.values()).to_dict()
+    config_jsonschema = th.PropertiesList(
+        *CONNECTION_SETTINGS.wrapped.values(), *TAP_SETTINGS.wrapped.values()
+    ).to_dict()
     # The SDK's defaults less BATCH: its batch files bypass this tap's writer and were never
     # tested here, so batch_config is not offered (a config that sets it gets a one-line error).
     capabilities: t.ClassVar[list] = [c for c in Tap.capabilities if c != PluginCapabilities.BATCH]
@@ -386,8 +388,10 @@ class TapKlaviyo(Tap):
         names = self.config.get("metric_aggregates_metrics") or []
         if not names:
             return [self.conversion_metric_id]
-        return [reports.resolve_metric(self._metrics, str(n).strip(), "metric_aggregates_metrics", self.logger)
-                for n in names]
+        return [
+            reports.resolve_metric(self._metrics, str(n).strip(), "metric_aggregates_metrics", self.logger)
+            for n in names
+        ]
 
     @cached_property
     def connection(self) -> KlaviyoConnection:
@@ -425,9 +429,7 @@ class TapKlaviyo(Tap):
                     group.stream_name,
                 )
 
-    def _schema_with_custom_fields(
-        self, name: str, source: CustomFieldSource, base: dict | None = None
-    ) -> dict | None:
+    def _schema_with_custom_fields(self, name: str, source: CustomFieldSource, base: dict | None = None) -> dict | None:
         """The input catalog's schema when given; else the discovered one (None: the static one)."""
         if self.input_catalog is not None:
             entry = self.input_catalog.get_stream(name)

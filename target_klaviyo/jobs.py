@@ -227,7 +227,9 @@ class ImportJobs:
         try:
             # Uploads are one at a time: a job ready behind the one uploading is enough,
             # and each queued job holds its rows in memory.
-            while len(self._submitting) >= QUEUED_UPLOADS or (self._submitting and self.pending >= self.max_concurrency):
+            while len(self._submitting) >= QUEUED_UPLOADS or (
+                self._submitting and self.pending >= self.max_concurrency
+            ):
                 self._collect(self._submitting.popleft())
             while self.pending >= self.max_concurrency:
                 self._wait(until_any=True)

@@ -296,9 +296,13 @@ class Track(Operation):
         if is_blank(metric):
             raise RowRejected("missing metric_name", "metric_name is empty and the metric_name setting is not set")
         if not isinstance(metric, str) or len(metric.strip()) > MAX_METRIC_NAME:
-            raise RowRejected("invalid metric_name", f"metric_name must be text of at most {MAX_METRIC_NAME} characters")
-        event: dict[str, t.Any] = {"properties": self.properties(row),
-                                   "metric": {"data": {"type": "metric", "attributes": {"name": metric.strip()}}}}
+            raise RowRejected(
+                "invalid metric_name", f"metric_name must be text of at most {MAX_METRIC_NAME} characters"
+            )
+        event: dict[str, t.Any] = {
+            "properties": self.properties(row),
+            "metric": {"data": {"type": "metric", "attributes": {"name": metric.strip()}}},
+        }
         if not is_blank(row.get("time")):
             event["time"] = self.time(row["time"])
         if not is_blank(row.get("value")):
@@ -348,8 +352,12 @@ class Track(Operation):
         return hashlib.sha256(content.encode("utf-8")).hexdigest()[:40]
 
     def body(self, items: list[Item], group: t.Hashable, list_id: str | None) -> dict:
-        return {"data": {"type": "event-bulk-create-job",
-                         "attributes": {"events-bulk-create": {"data": [item.payload for item in items]}}}}
+        return {
+            "data": {
+                "type": "event-bulk-create-job",
+                "attributes": {"events-bulk-create": {"data": [item.payload for item in items]}},
+            }
+        }
 
 
 def _strings(value: t.Any) -> t.Iterator[str]:

@@ -31,8 +31,10 @@ from klaviyo_core.errors import KlaviyoError
 from target_klaviyo.rejects import RowRejected, printable
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_RECORD_OF = re.compile(r'"type"\s*:\s*"RECORD".*?"stream"\s*:\s*"([^"\\]{1,200})"|'
-                        r'"stream"\s*:\s*"([^"\\]{1,200})".*?"type"\s*:\s*"RECORD"')
+_RECORD_OF = re.compile(
+    r'"type"\s*:\s*"RECORD".*?"stream"\s*:\s*"([^"\\]{1,200})"|'
+    r'"stream"\s*:\s*"([^"\\]{1,200})".*?"type"\s*:\s*"RECORD"'
+)
 #: The stream name rejects of lines that are not a readable RECORD are counted under.
 INPUT_STREAM = "(input)"
 

@@ -262,7 +262,9 @@ class TargetKlaviyo(Target):
     def operation_options(self) -> Options:
         channels = self.config.get("consent_channels")
         metric = str(self.config.get("metric_name") or "").strip()
-        return Options(rules=self.column_rules, channels=tuple(channels) if channels else None, metric_name=metric or None)
+        return Options(
+            rules=self.column_rules, channels=tuple(channels) if channels else None, metric_name=metric or None
+        )
 
     @property
     def dry_run(self) -> bool:

@@ -76,8 +76,14 @@ FIGURES = Figures()
 
 
 def sandbox_config(seed: int = 21, **overrides: t.Any) -> SandboxConfig:
-    settings = {"seed": seed, "scale": SCALE, "rate_limit_scale": 0.0, "latency_ms": 0.0, "job_seconds": 0.3,
-                "timeout_seconds": 60.0}
+    settings = {
+        "seed": seed,
+        "scale": SCALE,
+        "rate_limit_scale": 0.0,
+        "latency_ms": 0.0,
+        "job_seconds": 0.3,
+        "timeout_seconds": 60.0,
+    }
     settings.update(overrides)
     return SandboxConfig(**settings)
 

@@ -200,6 +200,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fake.unauthorized_gate is not None:
             fake.unauthorized_gate.wait(timeout=5)
-        error = {"id": "e1", "status": 401, "code": "not_authenticated", "title": "Not authenticated",
-                 "detail": "Authentication credentials were not provided or are expired."}
+        error = {
+            "id": "e1",
+            "status": 401,
+            "code": "not_authenticated",
+            "title": "Not authenticated",
+            "detail": "Authentication credentials were not provided or are expired.",
+        }
         self._send(401, {"errors": [error]}, {"Content-Type": "application/vnd.api+json"})

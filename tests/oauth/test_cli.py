@@ -169,14 +169,19 @@ def browser(monkeypatch):
 
 
 def desktop(fake, tmp_path, *extra: str) -> int:
-    return oauth_cli.main(["authorize", *server_flags(fake, tmp_path), "--redirect-port", "0", "--timeout", "5", *extra])
+    return oauth_cli.main(
+        ["authorize", *server_flags(fake, tmp_path), "--redirect-port", "0", "--timeout", "5", *extra]
+    )
 
 
 def test_desktop_flow_stores_tokens_usable_by_the_plugins(fake, tmp_path, browser, capsys):
     config = {**fake.config(tmp_path), "refresh_token": ""}  # the refresh token lives in the file
     config.pop("client_secret")
     (tmp_path / "c.json").write_text(json.dumps(config))
-    assert oauth_cli.main(["authorize", "--config", str(tmp_path / "c.json"), "--redirect-port", "0", "--for", "target"]) == 0
+    assert (
+        oauth_cli.main(["authorize", "--config", str(tmp_path / "c.json"), "--redirect-port", "0", "--for", "target"])
+        == 0
+    )
     out, err = capsys.readouterr()
     assert browser.pages == [200]
     assert f"Tokens stored in {tmp_path / 'tokens.json'}" in out and "Opening the browser" in err

@@ -104,8 +104,15 @@ def agency(tmp_path_factory):
     work = tmp_path_factory.mktemp("agency")
     (work / "home").mkdir()
     (work / "work").mkdir()
-    config = SandboxConfig(seed=21, scale=0.01, rate_limit_scale=0.0, job_seconds=0.0, accounts=2,
-                           client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    config = SandboxConfig(
+        seed=21,
+        scale=0.01,
+        rate_limit_scale=0.0,
+        job_seconds=0.0,
+        accounts=2,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+    )
     with Sandbox(config) as box:
         yield box, work
 
@@ -273,8 +280,11 @@ _CATALOG: list[str] = []
 
 def error_line(done: subprocess.CompletedProcess) -> str:
     """The one line the failure is reported with (the SDK's "while syncing" note aside)."""
-    errors = [line for line in done.stderr.splitlines()
-              if ("ERROR" in line and "An unhandled error occurred" not in line) or line.startswith("klaviyo-oauth:")]
+    errors = [
+        line
+        for line in done.stderr.splitlines()
+        if ("ERROR" in line and "An unhandled error occurred" not in line) or line.startswith("klaviyo-oauth:")
+    ]
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert CLIENT_SECRET not in done.stderr + done.stdout
     return errors[0]

@@ -1,4 +1,5 @@
 """Every GET endpoint's first and next page validate against the official spec's schemas."""
+
 from __future__ import annotations
 
 import time
@@ -91,8 +92,13 @@ def test_write_responses_and_job_reads_match_spec(fresh):
     rows = [{"type": "profile", "attributes": {"email": f"spec{k}@example.com"}} for k in range(3)]
     rows.append({"type": "profile", "attributes": {"email": "not-an-email"}})
     rows.append({"type": "profile", "attributes": {"phone_number": "555-0100"}})
-    body = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": rows}},
-                     "relationships": {"lists": {"data": [{"type": "list", "id": created.json()["data"]["id"]}]}}}}
+    body = {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {"profiles": {"data": rows}},
+            "relationships": {"lists": {"data": [{"type": "list", "id": created.json()["data"]["id"]}]}},
+        }
+    }
     job = c.post("/api/profile-bulk-import-jobs", body)
     assert job.status == 202, job
     assert_valid(job.json(), "/api/profile-bulk-import-jobs", "post", "202")

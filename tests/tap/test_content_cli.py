@@ -90,8 +90,9 @@ def test_a_rerun_from_the_state_reads_only_what_changed_or_the_bookmarks_have_no
     changed = {stream: set(sandbox.store.touch(stream, 2)["touched"]) for stream in ("templates", "forms", "images")}
     state = tmp_path / "state.json"
     state.write_text(json.dumps(last_state(first)))
-    again = run_cli("tap-klaviyo", "--catalog", str(catalog_path), "--state", str(state), config=config,
-                    tmp_path=tmp_path)
+    again = run_cli(
+        "tap-klaviyo", "--catalog", str(catalog_path), "--state", str(state), config=config, tmp_path=tmp_path
+    )
     assert again.code == 0, again.stderr[-2000:]
     before, after = records(first), records(again.messages())
     for stream in CONTENT:
