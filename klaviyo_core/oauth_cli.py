@@ -48,7 +48,7 @@ _SETTINGS = (
 
 
 class _CallbackHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         if parts.path != "/callback":
             self.send_error(404)

@@ -72,7 +72,7 @@ def first_index(lo: int, hi: int, pred) -> int:
 class Group:
     """A generated list or segment (small: kept as plain attributes)."""
 
-    __slots__ = ("kind", "j", "id", "name", "created", "updated", "threshold", "hsalt", "opt_in")
+    __slots__ = ("created", "hsalt", "id", "j", "kind", "name", "opt_in", "threshold", "updated")
 
     def __init__(self, kind, j, ident, name, created, updated, p, hsalt, opt_in):
         self.kind, self.j, self.id, self.name = kind, j, ident, name

@@ -147,7 +147,7 @@ class _PermSeq:
 
 
 class Page:
-    __slots__ = ("records", "next_key", "prev_key")
+    __slots__ = ("next_key", "prev_key", "records")
 
     def __init__(self, records, next_key, prev_key):
         self.records, self.next_key, self.prev_key = records, next_key, prev_key

@@ -16,10 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from . import api
+from .bulk import BulkWrites
 from .config import SandboxConfig
 from .endpoints import SLOW_ADDITIONAL
 from .faults import FaultInjector
-from .bulk import BulkWrites
 from .jobs import MAX_BODY, JobManager
 from .oauth import OAuthServer
 from .ratelimit import RateLimiter
@@ -36,7 +36,7 @@ HTML_502 = (
 
 
 class Response:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, status: int, body: bytes = b"", headers: dict | None = None, ctype: str | None = MEDIA_TYPE):
         self.status, self.body = status, body

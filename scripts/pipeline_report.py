@@ -77,7 +77,7 @@ def _get(url: str, api_key: str) -> dict:
             "Accept": "application/vnd.api+json",
         },
     )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (http(s) only)
+    with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
 
 
@@ -134,9 +134,7 @@ def _table(rows: list[tuple], header: tuple, indent: str = "    ") -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = lambda r: (
         indent
-        + "  ".join(  # noqa: E731
-            str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w) for v, w in zip(r, widths)
-        ).rstrip()
+        + "  ".join(str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
     )
     return "\n".join([fmt(header), *(fmt(r) for r in rows)])
 

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def about_table(plugin: str) -> tuple[str, list[str]]:
     return "\n".join(lines[:2]), lines[2:]
 
 
-@lru_cache(maxsize=None)
+@cache
 def tables(plugin: str) -> dict[str, str]:
     header, rows = about_table(plugin)
     own = own_settings(plugin)

@@ -129,9 +129,9 @@ class Slice:
 
 
 #: ``fetch(slice, next_url)``: the first page of the slice when ``next_url`` is None.
-Fetch = t.Callable[[Slice, t.Optional[str]], Page]
+Fetch = t.Callable[[Slice, str | None], Page]
 #: A record's sort key in epoch seconds (None when the record has none).
-Key = t.Callable[[dict], t.Optional[float]]
+Key = t.Callable[[dict], float | None]
 
 
 class ParallelReader:

@@ -42,9 +42,9 @@ import datetime
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 __all__ = [
     "MAX_DEPTH",
@@ -161,7 +161,7 @@ def _join(a: str, b: str) -> str:
 class _Node:
     """Inferred type of one field: a kind plus children for objects/arrays."""
 
-    __slots__ = ("kind", "props", "items", "max_key")
+    __slots__ = ("items", "kind", "max_key", "props")
 
     def __init__(self) -> None:
         self.kind = NULL

@@ -9,11 +9,10 @@ from collections.abc import Mapping
 from functools import cached_property
 
 import pendulum
-from singer_sdk import Tap
-from singer_sdk.tap_base import CliTestOptionValue
-from singer_sdk import typing as th
+from singer_sdk import Tap, typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.tap_base import CliTestOptionValue
 
 from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
 from klaviyo_core.client import KlaviyoConnection
@@ -25,7 +24,7 @@ from klaviyo_core.settings import (
     config_error,
     redact_config_errors,
 )
-from tap_klaviyo import groups
+from tap_klaviyo import groups, reports
 from tap_klaviyo.client import load_schema
 from tap_klaviyo.custom_fields import (
     DEFAULT_ROW_SCAN_DEPTH,
@@ -34,7 +33,6 @@ from tap_klaviyo.custom_fields import (
     CustomFieldSource,
     with_custom_fields,
 )
-from tap_klaviyo import reports
 from tap_klaviyo.state import check_state, move_old_bookmarks
 from tap_klaviyo.streams import STREAM_TYPES
 from tap_klaviyo.writer import KlaviyoMessageWriter

@@ -38,7 +38,7 @@ _RECORD_OF = re.compile(
 #: The stream name rejects of lines that are not a readable RECORD are counted under.
 INPUT_STREAM = "(input)"
 
-BadLine = t.Callable[[int, str, str, t.Optional[str]], None]
+BadLine = t.Callable[[int, str, str, str | None], None]
 
 
 def utf8_input(stream: t.IO[str]) -> t.IO[str]:

@@ -12,8 +12,7 @@ import typing as t
 from functools import cached_property
 from pathlib import Path
 
-from singer_sdk import Target
-from singer_sdk import typing as th
+from singer_sdk import Target, typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli

@@ -327,7 +327,7 @@ def test_values_that_fit_pass_through_unchanged():
 
 
 def test_nulls_fit_every_field():
-    obj = {k: None for k in SCHEMA["properties"]}
+    obj = dict.fromkeys(SCHEMA["properties"])
     assert conform(obj, SCHEMA) == (obj, {})
 
 

@@ -384,7 +384,7 @@ def canary_access_token(n: int) -> str:
 
 def canaries(extra: t.Iterable[str] = ()) -> dict[str, bytes]:
     """label -> bytes that must never show: each secret, a distinctive piece of it, HTTP Basic credentials."""
-    import base64  # noqa: PLC0415
+    import base64
 
     secrets = {CANARY_KEY, CANARY_WRONG_KEY, CANARY_CLIENT_SECRET, *extra}
     secrets |= {canary_refresh_token(n) for n in range(20)} | {canary_access_token(n) for n in range(20)}

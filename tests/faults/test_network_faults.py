@@ -319,8 +319,8 @@ def test_a_token_refresh_answer_lost_after_rotation_asks_for_reauthorisation_in_
 def test_sandbox_resets_and_client_hang_ups_print_no_traceback(capfd):
     """A ``reset`` fault used to print "ValueError: I/O operation on closed file"; a client
     killed mid-request printed a ConnectionResetError traceback. Neither is a server error."""
-    import socket  # noqa: PLC0415
-    import struct  # noqa: PLC0415
+    import socket
+    import struct
 
     with sandbox(SEED, fault_rate=1.0, faults="reset") as box:
         for _ in range(3):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
 import hashlib
+import io
 import json
 import os
 import re
@@ -293,10 +293,10 @@ def test_url_scopes_and_client_id_from_env(flags, scope, monkeypatch, capsys):
 
 def test_reauthorising_with_the_printed_command_revives_the_same_config(fake, tmp_path, browser, capsys):
     """invalid_grant names the exact command; after it, the unchanged config runs again."""
-    import shlex  # noqa: PLC0415
+    import shlex
 
-    from klaviyo_core.errors import KlaviyoError  # noqa: PLC0415
-    from klaviyo_core.oauth import seed_fingerprint  # noqa: PLC0415
+    from klaviyo_core.errors import KlaviyoError
+    from klaviyo_core.oauth import seed_fingerprint
 
     config = {**fake.config(tmp_path), "token_file": ""}  # the default file, keyed by the refresh token
     assert KlaviyoConnection(config).get("/api/accounts")["data"][0]["id"] == "ACC123"

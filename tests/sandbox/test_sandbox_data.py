@@ -95,8 +95,8 @@ def test_future_dated_event_and_recently_updated_old_reviews(client, sb):
 
 
 def test_event_fast_renderer_matches_generic(sb):
-    from klaviyo_sandbox.render import dumps, resource
     from klaviyo_sandbox.gen_events import event_json
+    from klaviyo_sandbox.render import dumps, resource
 
     for i in (0, 7, sb.store.ds.n_events - 1):
         rec = sb.store.ds.event(i)

@@ -137,5 +137,5 @@ def test_time_filters_match_brute_force(client):
     got = client.all("/api/events", **{"page[size]": "50", "filter": f"equals(metric_id,'{metric}')"})
     assert [e["id"] for e in got] == [e["id"] for e in events if e["relationships"]["metric"]["data"]["id"] == metric]
     reviews = client.all("/api/reviews", **{"page[size]": "100"})
-    got = client.all("/api/reviews", **{"filter": f"greater-or-equal(created,{lo})"})
+    got = client.all("/api/reviews", filter=f"greater-or-equal(created,{lo})")
     assert [r["id"] for r in got] == [r["id"] for r in reviews if r["attributes"]["created"] >= lo]

@@ -152,5 +152,7 @@ def test_runs_killed_inside_parent_child_streams_resume_without_losing_a_record(
     for stream in CONTENT:
         assert emitted[stream] == {r["id"] for r in expected[stream]}, f"{stream}: records lost across the kills"
     # The killed flow_messages run had finished some actions: the next run resumed them from their bookmarks.
-    partitions = (runs[0].messages and last_state(runs[0].messages) or {}).get("bookmarks", {}).get("flow_messages", {})
+    partitions = (
+        ((runs[0].messages and last_state(runs[0].messages)) or {}).get("bookmarks", {}).get("flow_messages", {})
+    )
     assert any(p.get("replication_key_value") for p in partitions.get("partitions", []))

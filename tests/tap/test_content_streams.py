@@ -19,8 +19,7 @@ import requests
 
 from klaviyo_core import endpoints
 from klaviyo_core.errors import KlaviyoAPIError
-from klaviyo_sandbox import Sandbox, SandboxConfig
-from klaviyo_sandbox import gen_content
+from klaviyo_sandbox import Sandbox, SandboxConfig, gen_content
 from tap_klaviyo import streams
 from tap_klaviyo.tap import TapKlaviyo
 from tests.tap.conftest import CONFIG, run_sync

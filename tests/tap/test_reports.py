@@ -328,7 +328,7 @@ def test_same_named_metrics_prefer_ecommerce_then_the_oldest(caplog):
         metric("shop2", "eCommerce", "2022-01-01"),
         metric("shop1", "eCommerce", "2021-01-01"),
     ]
-    import logging  # noqa: PLC0415
+    import logging
 
     logger = logging.getLogger("test")
     assert reports.resolve_metric(metrics, "Placed Order", "report_conversion_metric", logger) == "shop1"
@@ -350,8 +350,8 @@ def test_series_timeframes_are_cut_to_the_interval_limits():
 
 
 def _schedule_script() -> t.Any:
-    import importlib.util  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import importlib.util
+    from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "scripts" / "report_schedule.py"
     spec = importlib.util.spec_from_file_location("report_schedule", path)

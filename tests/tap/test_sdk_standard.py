@@ -122,7 +122,7 @@ def report_answer(request: t.Any, context: t.Any) -> dict:
                 "attributes": {"dates": [day], "data": [{"dimensions": [], "measurements": measurements}]},
             }
         }
-    groups = {key: "g1" for key in attributes.get("group_by") or ["segment_id"]}
+    groups = dict.fromkeys(attributes.get("group_by") or ["segment_id"], "g1")
     series = "interval" in attributes
     statistics = {name: [1] if series else 1 for name in attributes["statistics"]}
     document = {"results": [{"groupings": groups, "statistics": statistics}]}

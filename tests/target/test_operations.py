@@ -99,7 +99,7 @@ def test_upsert_matches_any_identifier_keeps_ids_out_of_properties_and_touches_n
             "tier": None,
         },
     ]
-    columns = {c: TEXT for c in rows[0]}
+    columns = dict.fromkeys(rows[0], TEXT)
     config = settings(box, operation="upsert", property_columns=["plan", "tier"], null_clears_properties=True)
 
     run = run_target(config, singer_lines("people", rows, columns, state={"v": 1}))
