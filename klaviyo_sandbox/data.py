@@ -47,7 +47,7 @@ SEGMENT_SEEDS = [
 
 
 def count(base: float, scale: float, minimum: int) -> int:
-    return max(minimum, int(round(base * scale)))
+    return max(minimum, round(base * scale))
 
 
 def mono(i: int, n: int, start: int, end: int, s: int) -> int:

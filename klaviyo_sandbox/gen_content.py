@@ -147,7 +147,7 @@ class Content:
 
 
 def _count(base: float, scale: float, minimum: int) -> int:
-    return max(minimum, int(round(base * scale)))
+    return max(minimum, round(base * scale))
 
 
 def _ref(rtype: str, ident: str | None):

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from . import filters, gen_catalog, messages
 from .data import first_index
 from .render import bad_request, document
+import itertools
 
 DAY = dt.timedelta(days=1)
 YEAR = dt.timedelta(days=366)  # "Max length: 1 year" (a leap year's worth allowed)
@@ -629,7 +630,7 @@ def segment_series(store, statistics, start, end, interval, conversion, groups):
     for j in range(ds.n_segments):
         g = ds.group("segment", j)
         joined = sorted(ds.joined_at(g, i) for i in range(ds.n_profiles) if ds.is_member(g, i))
-        added = [bisect.bisect_left(joined, b) - bisect.bisect_left(joined, a) for a, b in zip(edges, edges[1:])]
+        added = [bisect.bisect_left(joined, b) - bisect.bisect_left(joined, a) for a, b in itertools.pairwise(edges)]
         every = {
             "members_added": added,
             "members_removed": [0] * len(added),

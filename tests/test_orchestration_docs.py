@@ -24,7 +24,7 @@ DOC = (ROOT / "docs" / "orchestration.md").read_text(encoding="utf-8")
 MELTANO = yaml.safe_load((ROOT / "meltano.yml").read_text(encoding="utf-8"))
 JOBS = {job["name"] for job in MELTANO["jobs"]}
 SCHEDULES = {s["name"]: (s["job"], s["interval"]) for s in MELTANO["schedules"]}
-CRON_OF_JOB = {job: cron for job, cron in SCHEDULES.values()}
+CRON_OF_JOB = dict(SCHEDULES.values())
 
 
 def blocks(language: str) -> list[str]:

@@ -97,10 +97,7 @@ def remove_input(box, list_id: str) -> tuple[bytes, set[str], list[dict]]:
     removed, invalid = set(), []
     for n, pid in enumerate(members[:40]):
         email = store.get_profile(pid)["attributes"]["email"]
-        if email and n % 2:
-            row = {"email": email, "profile_id": None}
-        else:
-            row = {"email": None, "profile_id": pid}
+        row = {"email": email, "profile_id": None} if email and n % 2 else {"email": None, "profile_id": pid}
         removed.add(pid)
         lines.append({"type": "RECORD", "stream": "churned", "record": row})
         if n % 15 == 14:

@@ -134,13 +134,13 @@ def test_headless_with_pasted_redirect_url(fake, tmp_path):
 
 
 def test_headless_with_just_the_code(fake, tmp_path):
-    code, out, err = headless(fake, tmp_path, tamper=lambda location: query(location)["code"])
+    code, _out, err = headless(fake, tmp_path, tamper=lambda location: query(location)["code"])
     assert code == 0, err
     assert fake.exchange_calls == 1
 
 
 def test_headless_rejects_a_state_mismatch(fake, tmp_path):
-    code, out, err = headless(fake, tmp_path, tamper=lambda location: re.sub(r"state=[^&]+", "state=forged", location))
+    code, _out, err = headless(fake, tmp_path, tamper=lambda location: re.sub(r"state=[^&]+", "state=forged", location))
     assert code == 1 and "state does not match" in err and fake.exchange_calls == 0
     assert not (tmp_path / "tokens.json").exists()
 

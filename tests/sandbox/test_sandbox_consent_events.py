@@ -107,7 +107,7 @@ def test_subscribe_rules_from_the_spec(fresh):
 
 
 def test_unsubscribe_takes_at_most_100(fresh):
-    box, c = fresh
+    _box, c = fresh
     profiles = [
         {
             "type": "profile",

@@ -128,7 +128,7 @@ def test_several_accounts_behind_one_token_endpoint():
             client = Client(sb.base_url, bearer=access)
             assert client.get("/api/accounts").json()["data"][0]["id"] == account
             lists = {item["id"] for item in client.get("/api/lists").json()["data"]}
-            assert lists and lists <= set(sb.accounts[account].ds.list_ids.id(j) for j in range(1000))
+            assert lists and lists <= {sb.accounts[account].ds.list_ids.id(j) for j in range(1000)}
             rotated = _token(sb, {"grant_type": "refresh_token", "refresh_token": refresh}).json()
             again = Client(sb.base_url, bearer=rotated["access_token"]).get("/api/accounts").json()
             assert again["data"][0]["id"] == account  # a rotated token stays bound to its account

@@ -85,7 +85,7 @@ def test_metrics_pages_match_spec():
 
 
 def test_write_responses_and_job_reads_match_spec(fresh):
-    box, c = fresh
+    _box, c = fresh
     created = c.post("/api/lists", {"data": {"type": "list", "attributes": {"name": "Spec check"}}})
     assert created.status == 201, created
     assert_valid(created.json(), "/api/lists", "post", "201")

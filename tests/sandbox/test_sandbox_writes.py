@@ -20,7 +20,7 @@ def _job_body(rows, list_id=None):
 
 
 def test_create_list_allows_duplicate_names(fresh):
-    box, c = fresh
+    _box, c = fresh
     body = {"data": {"type": "list", "attributes": {"name": "Dupe 🚀", "opt_in_process": "single_opt_in"}}}
     a, b = c.post("/api/lists", body), c.post("/api/lists", body)
     assert a.status == b.status == 201
@@ -69,7 +69,7 @@ def test_membership_changes_on_generated_list(fresh):
 
 
 def test_member_changes_validation(fresh):
-    box, c = fresh
+    _box, c = fresh
     lid = c.get("/api/lists").json()["data"][0]["id"]
     unknown = c.post(ADD.format(lid), {"data": [{"type": "profile", "id": "01NOTAREALPROFILEID0000000"}]})
     assert unknown.status == 400 and unknown.json()["errors"][0]["source"] == {"pointer": "/data/0/id"}
@@ -135,7 +135,7 @@ def test_bulk_import_lifecycle_with_errors(fresh):
 
 
 def test_bulk_import_limits(fresh):
-    box, c = fresh
+    _box, c = fresh
     rows = [{"type": "profile", "attributes": {"email": f"p{k}@example.com"}} for k in range(10_001)]
     resp = c.post("/api/profile-bulk-import-jobs", _job_body(rows))
     assert resp.status == 400 and "10000" in resp.json()["errors"][0]["detail"]
