@@ -226,7 +226,8 @@ class Dataset:
         if j < len(seeds):
             name, p = seeds[j]
         else:
-            name = f"{'List' if kind == 'list' else 'Segment'} {j:03d} {r.choice(['Leads', 'Buyers', 'Repeat', 'Region EU', 'Region US', 'Prospects'])}"
+            audience = r.choice(["Leads", "Buyers", "Repeat", "Region EU", "Region US", "Prospects"])
+            name = f"{'List' if kind == 'list' else 'Segment'} {j:03d} {audience}"
             p = r.choice([0.01, 0.03, 0.08, 0.15, 0.25, 0.4])
         created = self.t_start + r.int(0, 2 * YEAR)
         updated = created + r.int(0, self.now - DAY - created)

@@ -36,11 +36,11 @@ class Endpoint:
     filter_required: bool = False
 
 
-def S(*ops, t="string", enum=()):
+def S(*ops, t="string", enum=()):  # noqa: N802 - short names keep the endpoint table readable
     return FieldSpec(single=ops, type=t, enum=enum)
 
 
-def L(single=(), lst=("any", "equals"), t="string", enum=()):
+def L(single=(), lst=("any", "equals"), t="string", enum=()):  # noqa: N802 - as S
     return FieldSpec(single=single, list=lst, type=t, enum=enum)
 
 

@@ -312,7 +312,6 @@ def flow_message_definition(ds, kind: str, action_index: int, message_id: str) -
 
 
 def flow_message(ds, action: dict, m: int) -> dict:
-    c = ds.content
     index = action["_i"]
     ref = action["relationships"]["flow-messages"][m]
     r = ds.rng("flow-message", index * MAX_FLOW_MESSAGES + m)

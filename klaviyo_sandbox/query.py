@@ -15,6 +15,7 @@ import json
 import threading
 import zlib
 from collections import OrderedDict
+from typing import ClassVar
 
 from .data import first_index
 from .filters import RANGE_OPS, Cond, compile_cond, range_bounds
@@ -56,7 +57,7 @@ class Source:
     datetime_fields: frozenset = frozenset()
     fold_case: frozenset = frozenset({"email"})
     default_sort: str | None = None  # None = natural (index) order
-    sort_alias: dict = {}
+    sort_alias: ClassVar[dict] = {}
     ignore_sort = False  # campaigns: Klaviyo returns them unsorted
 
     def __init__(self, n: int, caches: Caches, mono: dict | None = None):
@@ -209,14 +210,15 @@ class Query:
 
     def _narrow(self):
         lo, hi, done = 0, self.src.n, []
+        # The lambdas below are called at once by first_index, inside the iteration that made them.
         for fld, fn in self.src.mono.items():
             a, a_inc, b, b_inc = range_bounds(self.conds, fld)
             if a is None and b is None:
                 continue
             if a is not None:
-                lo = max(lo, first_index(lo, hi, (lambda i: fn(i) >= a) if a_inc else (lambda i: fn(i) > a)))
+                lo = max(lo, first_index(lo, hi, (lambda i: fn(i) >= a) if a_inc else (lambda i: fn(i) > a)))  # noqa: B023
             if b is not None:
-                hi = min(hi, first_index(lo, hi, (lambda i: fn(i) > b) if b_inc else (lambda i: fn(i) >= b)))
+                hi = min(hi, first_index(lo, hi, (lambda i: fn(i) > b) if b_inc else (lambda i: fn(i) >= b)))  # noqa: B023
             if all(c.op in RANGE_OPS for c in self.conds if c.field == fld):
                 done.append(fld)
         return lo, max(lo, hi), tuple(done)
@@ -268,7 +270,10 @@ class Query:
         else:
             first_more, last_more = cursor is not None, more
         recs = [r for _, r in got]
-        key = lambda item: item[0] if isinstance(item[0], tuple) else seq.key(item[0])
+
+        def key(item):
+            return item[0] if isinstance(item[0], tuple) else seq.key(item[0])
+
         next_key = key(got[-1]) if got and last_more else None
         prev_key = key(got[0]) if got and first_more else None
         return Page(recs, next_key, prev_key)

@@ -39,7 +39,7 @@ class RateLimiter:
             blocked = [(reset, limit) for (used, reset), (limit, _) in zip(states, windows) if used >= limit]
             if blocked:
                 return False, max(1, math.ceil(max(r for r, _ in blocked)))
-            for limit, w in windows:
+            for _limit, w in windows:
                 self._consume(key, w, now)
             # Report the window closest to running out (what a client should pace against).
             remaining, limit, reset = min(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import ClassVar
 
 from .gen_events import event_json
 
@@ -104,7 +105,7 @@ def document(data, links: dict | None = None, included: list | None = None) -> b
 class ApiError(Exception):
     """Raised by handlers; rendered as a Klaviyo JSON:API error document."""
 
-    TITLES = {
+    TITLES: ClassVar[dict[int, str]] = {
         400: "Invalid input.",
         401: "Authentication credentials were not provided.",
         403: "You do not have permission to perform this action.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 import json
 import typing as t
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,7 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from . import filters, gen_catalog, messages
 from .data import first_index
 from .render import bad_request, document
-import itertools
 
 DAY = dt.timedelta(days=1)
 YEAR = dt.timedelta(days=366)  # "Max length: 1 year" (a leap year's worth allowed)

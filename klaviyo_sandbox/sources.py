@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from .query import Source, dig
 from .util import Rng, h, iso, salt
 
@@ -60,7 +62,7 @@ class ProfilesSource(ProfileMixin, Source):
     rtype = "profile"
     cache_key = "profiles"
     datetime_fields = PROFILE_DT
-    sort_alias = {"id": None}
+    sort_alias: ClassVar[dict] = {"id": None}
 
     def __init__(self, store):
         ds = store.ds
@@ -147,7 +149,7 @@ class EventsSource(Source):
     cache_key = "events"
     datetime_fields = frozenset({"datetime"})
     default_sort = "datetime"
-    sort_alias = {"timestamp": "datetime"}
+    sort_alias: ClassVar[dict] = {"timestamp": "datetime"}
 
     def __init__(self, store):
         ds = store.ds
@@ -168,7 +170,7 @@ class EventsSource(Source):
 class SmallSource(Source):
     """Campaigns, flows, lists, segments, metrics, reviews: generated + patched + created."""
 
-    DT = {
+    DT: ClassVar[dict[str, set[str]]] = {
         "campaign": {"created_at", "updated_at", "scheduled_at"},
         "flow": {"created", "updated"},
         "list": {"created", "updated"},

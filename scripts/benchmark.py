@@ -80,7 +80,7 @@ class Sandbox:
         self.proc.wait(10)
 
     def get(self, path: str) -> t.Any:
-        with urllib.request.urlopen(self.base_url + path) as answer:
+        with urllib.request.urlopen(self.base_url + path) as answer:  # the loopback sandbox
             return json.loads(answer.read())
 
     def counters(self) -> dict[str, int]:
@@ -177,7 +177,8 @@ def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path
     return {
         "stream": stream, "scale": scale, "records": records, "wall_s": round(wall, 1),
         "records_per_s": round(records / wall), "requests": requests,
-        "requests_per_s": round(requests / wall, 1), "steady_requests_per_s": _round(steady_rate(request_log, operation)),
+        "requests_per_s": round(requests / wall, 1),
+        "steady_requests_per_s": _round(steady_rate(request_log, operation)),
         "steady_limit_per_s": round(steady / 60, 1), "status_429": throttled,
         "cpu_s": round(cpu, 1), "cpu_s_per_100k": round(cpu / max(records, 1) * 100_000, 2),
         "peak_rss_mb": round(rss_kb / 1024, 1), "tap_cpu_pct": round(100 * cpu / wall),

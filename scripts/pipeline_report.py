@@ -77,7 +77,7 @@ def _get(url: str, api_key: str) -> dict:
             "Accept": "application/vnd.api+json",
         },
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=30) as response:  # http(s) only
         return json.load(response)
 
 
@@ -105,7 +105,7 @@ def list_members(base_url: str, api_key: str, list_name: str) -> dict:
 
 def _connect(db: str):
     try:
-        import duckdb
+        import duckdb  # noqa: PLC0415 - only the counts/sql commands need it, from target-duckdb's venv
     except ImportError:
         sys.exit("pipeline_report.py: counts/sql need duckdb; run with .meltano/loaders/target-duckdb/venv/bin/python")
     return duckdb.connect(db, read_only=True)
@@ -132,10 +132,11 @@ def query(db: str, sql: str) -> list[dict]:
 
 def _table(rows: list[tuple], header: tuple, indent: str = "    ") -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: (
-        indent
-        + "  ".join(str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
-    )
+
+    def fmt(row: tuple) -> str:
+        cells = (str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w) for v, w in zip(row, widths))
+        return indent + "  ".join(cells).rstrip()
+
     return "\n".join([fmt(header), *(fmt(r) for r in rows)])
 
 

@@ -61,7 +61,7 @@ def _run_with_modules(code: str, modules: dict[str, types.ModuleType], monkeypat
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     namespace: dict = {"__name__": "recipe"}
-    exec(compile(code, "docs/orchestration.md", "exec"), namespace)
+    exec(compile(code, "docs/orchestration.md", "exec"), namespace)  # the documented recipe
     return namespace
 
 

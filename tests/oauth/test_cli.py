@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -37,7 +38,7 @@ def server_flags(fake, tmp_path) -> list[str]:
 
 def run(args: list[str], tmp_path: Path, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "KLAVIYO_CLIENT_SECRET": CLIENT_SECRET}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=30, **kwargs)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=30, check=False, **kwargs)
 
 
 def query(url: str) -> dict[str, str]:
@@ -154,7 +155,7 @@ def browser(monkeypatch):
 
     class Browser:
         tamper = staticmethod(lambda location: location)
-        pages: list[int] = []
+        pages: ClassVar[list[int]] = []  # one browser per test: the fixture defines the class
 
         def open(self, url: str) -> bool:
             _, location = browser_get(url)

@@ -221,7 +221,7 @@ def test_two_accounts_one_endpoint_never_cross(agency):
                                 (b_tap_file, account_b), (b_target_file, account_b)):  # fmt: skip
         assert json.loads(token_file.read_text())["account_id"] == account
     assert json.loads(a_tap_file.read_text())["scope"] == saved["scope"]  # the tap kept its read scopes
-    print(f"\ntwo-account figures: {json.dumps(figures)}")
+    print(f"\ntwo-account figures: {json.dumps(figures)}")  # the figures the report quotes
     assert figures["wrong_account_requests"] == 0
 
 
