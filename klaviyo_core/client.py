@@ -40,7 +40,7 @@ from klaviyo_core.settings import DEFAULT_BASE_URL, DEFAULT_REQUEST_TIMEOUT, DEF
 try:  # the SDK's own ``msgspec`` extra: about twice as fast as json.loads on Klaviyo pages
     import msgspec
 except ImportError:  # pragma: no cover - the stdlib parser gives the same documents
-    msgspec = None
+    msgspec = None  # type: ignore[assignment]
 
 JSONAPI = "application/vnd.api+json"
 #: (connect, read) seconds: fail fast on a dead host, allow Klaviyo's slow pages.
@@ -166,12 +166,12 @@ class KlaviyoConnection:
         )
 
     def _gave_up(self, request: requests.PreparedRequest, exc: Exception) -> KlaviyoError:
-        where = f"{request.method} {urlsplit(request.url).path}"
+        where = f"{request.method} {urlsplit(request.url or '').path}"
         if _waits_too_long(exc):
             return KlaviyoQuotaExhausted(
                 f"{where}: Klaviyo's quota for this endpoint is spent; it asks to wait "
                 f"{exc.retry_after:.0f} s (Retry-After), so the request was not retried.",
-                exc.retry_after,
+                exc.retry_after or 0.0,  # set: _waits_too_long checked it
             )
         if isinstance(exc, KlaviyoRetriableError):
             return KlaviyoError(f"{exc} (gave up after {self.max_tries} tries)")
@@ -191,7 +191,7 @@ class KlaviyoConnection:
         self.auth(request)  # re-applied on every try: credentials may have been renewed
         response = self.session.send(request, timeout=self.timeout, stream=True)
         read_body(response)
-        endpoint = endpoints.match(request.method or "GET", urlsplit(request.url).path)
+        endpoint = endpoints.match(request.method or "GET", urlsplit(request.url or "").path)
         raise_for_response(response, required_scopes=endpoint.scopes if endpoint else ())
         decode_document(response)
         return response
@@ -241,7 +241,7 @@ def read_body(response: requests.Response) -> bytes:
     """``response.content``, read in large chunks (same errors, same connection reuse)."""
     if response.__dict__.get("_content") is False:  # not read yet (requests' own marker)
         response._content = b"".join(response.iter_content(READ_CHUNK_BYTES)) or b""  # noqa: SLF001
-        response._content_consumed = True  # noqa: SLF001
+        response._content_consumed = True  # type: ignore[attr-defined]  # noqa: SLF001
     return response.content
 
 
@@ -261,7 +261,7 @@ def decode_document(response: requests.Response) -> dict:
     return json_document(response)
 
 
-def _waits_too_long(exc: Exception) -> bool:
+def _waits_too_long(exc: BaseException) -> t.TypeGuard[KlaviyoRetriableError]:
     retry_after = getattr(exc, "retry_after", None)
     return isinstance(exc, KlaviyoRetriableError) and retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS
 
@@ -271,7 +271,7 @@ def _status(exc: KlaviyoRetriableError) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def _root_cause(exc: BaseException) -> str:
+def _root_cause(exc: object) -> str:
     """The innermost reason of a network failure, without urllib3's wrapping noise."""
     reason: t.Any = exc
     while True:

@@ -197,7 +197,7 @@ def cmd_revoke(args: argparse.Namespace, settings: dict) -> int:
         endpoint.revoke(access_token, "access_token")
     removed = store.remove() if store else False
     account = f" of account {saved.account_id}" if saved and saved.account_id else ""
-    local = f"; removed {store.path}" if removed else "; no local token file to remove"
+    local = f"; removed {store.path}" if store and removed else "; no local token file to remove"
     print(f"Revoked the OAuth grant{account} at Klaviyo{local}.")  # noqa: T201
     return 0
 

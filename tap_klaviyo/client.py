@@ -33,8 +33,11 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from klaviyo_core.client import KlaviyoConnection
+    from tap_klaviyo.tap import TapKlaviyo
 
 ONE_SECOND = dt.timedelta(seconds=1)
+#: A pass of the parallel reader: (context key, index of the window in that context).
+PassId = tuple[str, int]
 #: Seconds between progress lines in the log while a stream syncs.
 PROGRESS_INTERVAL = 15.0
 
@@ -115,6 +118,9 @@ class KlaviyoStream(RESTStream):
     # schema lacks: the SDK's value-by-value conforming would change nothing, and it
     # cost a tenth of the tap's CPU per record.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    if t.TYPE_CHECKING:
+        _tap: TapKlaviyo  # the SDK's type is Tap; these streams run in TapKlaviyo only
 
     operation_id: t.ClassVar[str]
     primary_keys: t.ClassVar[tuple[str, ...]] = ("id",)
@@ -260,7 +266,7 @@ class KlaviyoStream(RESTStream):
     def _schema_keys(self) -> frozenset[str]:
         return frozenset(self.effective_schema.get("properties") or ())
 
-    def _generate_record_messages(self, record: dict) -> t.Iterator[RecordMessage]:
+    def _generate_record_messages(self, record: dict) -> t.Generator[RecordMessage, None, None]:
         """The SDK's (0.54), minus two walks through every record that change nothing here.
 
         When the catalog deselects no property, the SDK's search of each record for
@@ -301,7 +307,8 @@ class KlaviyoStream(RESTStream):
         return self._tap.end_date
 
     def run_started_at(self, context: Context | None) -> dt.datetime:
-        return self.get_replication_key_signpost(context)  # frozen when the stream starts
+        # frozen when the stream starts; a timestamp for these replication keys (the SDK types it loosely)
+        return t.cast("dt.datetime", self.get_replication_key_signpost(context))
 
     def get_starting_timestamp(self, context: Context | None) -> dt.datetime | None:
         start = super().get_starting_timestamp(context)
@@ -342,7 +349,7 @@ class KlaviyoStream(RESTStream):
         key = _context_key(context)
         resumed_from = self._resumed_from.get(key)
         if resumed_from is not None:
-            value = _parse(latest_record.get(self.replication_key))  # type: ignore[arg-type]
+            value = _parse(latest_record.get(self.replication_key))
             if value is not None and value < resumed_from:
                 return
             del self._resumed_from[key]
@@ -478,13 +485,13 @@ class KlaviyoStream(RESTStream):
         reader = self._reader
         if reader is not None and not reader.closed:
             pending = reader.pending_passes()
-            if pending and pending[0][0] == key:
+            if pending and t.cast("PassId", pending[0])[0] == key:
                 return reader, self._passes_of(key)
             self._close_reader()
         contexts: list[Context | None] = [context]
         partitions = self.partitions if context is not None else None
         if partitions and context in partitions:
-            contexts = list(partitions[partitions.index(context) :])
+            contexts = list(partitions[partitions.index(t.cast("dict", context)) :])
         reader = ParallelReader(
             self._fetch_page,
             self._sort_key_seconds,
@@ -508,7 +515,9 @@ class KlaviyoStream(RESTStream):
         return reader, self._passes_of(key)
 
     def _passes_of(self, key: str) -> list[tuple[t.Hashable, Window]]:
-        return [(pass_id, window) for pass_id, window in self._pass_windows.items() if pass_id[0] == key]
+        return [
+            (pass_id, window) for pass_id, window in self._pass_windows.items() if t.cast("PassId", pass_id)[0] == key
+        ]
 
     def _close_reader(self) -> None:
         if self._reader is not None:
@@ -547,7 +556,7 @@ class KlaviyoStream(RESTStream):
         )
 
     def _sort_key_seconds(self, record: dict) -> float | None:
-        value = _parse(record.get(self.range_key))  # type: ignore[arg-type]
+        value = _parse(record.get(self.range_key))
         return value.timestamp() if value else None
 
     def _progress_counters(self) -> dict[str, float]:

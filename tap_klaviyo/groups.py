@@ -160,7 +160,7 @@ class GroupProfilesStream(CustomFieldsMixin, KlaviyoStream):
 
     def __init__(self, tap: t.Any, group: Group, schema: dict) -> None:
         self.group = group
-        self.operation_id = f"get_profiles_for_{group.kind}"
+        self.operation_id = f"get_profiles_for_{group.kind}"  # type: ignore[misc]  # per group kind
         super().__init__(tap, schema=schema, name=group.stream_name)
 
     @property

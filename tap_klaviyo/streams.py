@@ -203,7 +203,7 @@ class _MembersStream(KlaviyoStream):
     sort = "joined_group_at"
 
     @cached_property
-    def partitions(self) -> list[dict]:  # type: ignore[override]
+    def partitions(self) -> list[dict]:
         groups = self.connection.paginate(f"/api/{self.group_type}s", {f"fields[{self.group_type}]": "name"})
         return [{self.group_key: group["id"]} for group in groups]
 
@@ -254,7 +254,7 @@ class IncludedMixin:
     parent_key: t.ClassVar[str]  # the record's key for the parent's id, e.g. "campaign_id"
 
     @property
-    def extra_params(self) -> dict[str, str]:  # type: ignore[override]
+    def extra_params(self) -> dict[str, str]:
         return {"include": self.include}
 
     def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
@@ -271,7 +271,7 @@ class IncludedMixin:
                 yield record
 
 
-class CampaignMessagesStream(IncludedMixin, CampaignsStream):
+class CampaignMessagesStream(IncludedMixin, CampaignsStream):  # type: ignore[override]  # extra_params: a property
     """Campaign messages (subject, preview text, sender, template) via ``include`` on campaigns.
 
     Full table: Klaviyo cannot filter messages on their own change time. Derived from
@@ -281,7 +281,7 @@ class CampaignMessagesStream(IncludedMixin, CampaignsStream):
     """
 
     name = "campaign_messages"
-    replication_key = None
+    replication_key = None  # type: ignore[assignment]  # full table, unlike campaigns
     include = "campaign-messages"
     parent_key = "campaign_id"
     # Full table: no bookmark to keep per pass. Only the channel of the pass goes into the
@@ -289,14 +289,14 @@ class CampaignMessagesStream(IncludedMixin, CampaignsStream):
     state_partitioning_keys: t.ClassVar[list[str]] = ["channel"]
 
 
-class FlowActionsStream(IncludedMixin, FlowsStream):
+class FlowActionsStream(IncludedMixin, FlowsStream):  # type: ignore[override]  # extra_params: a property
     """Flow actions (type, status, settings) via ``include`` on flows: one request per 50 flows.
 
     Full table, derived from the flows stream like campaign messages from campaigns.
     """
 
     name = "flow_actions"
-    replication_key = None
+    replication_key = None  # type: ignore[assignment]  # full table, unlike flows
     include = "flow-actions"
     parent_key = "flow_id"
     state_partitioning_keys: t.ClassVar[list[str]] = []  # full table: nothing to keep per pass

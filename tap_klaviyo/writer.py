@@ -31,7 +31,7 @@ try:
     import msgspec
     from singer_sdk.contrib.msgspec import enc_hook
 except ImportError:  # pragma: no cover
-    msgspec = None
+    msgspec = None  # type: ignore[assignment]
 
 
 #: Records are written to stdout in chunks of about this size.

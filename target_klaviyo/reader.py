@@ -103,7 +103,7 @@ class TolerantSingerReader(SingerReader):
         self._stop_requested = False
         self._waiting_for_input = False
 
-    def process_lines(  # type: ignore[override]
+    def process_lines(
         self,
         file_input: t.IO[str] | None,
         callbacks: dict[str, t.Callable[[dict], None]],

@@ -190,7 +190,7 @@ class TargetKlaviyo(Target):
             check_setting_names(self.config, type(self))
             check_connection_settings(self.config)
             check_target_settings(self.config)
-        self.message_reader.on_bad_line = self._reject_input_line
+        t.cast(TolerantSingerReader, self.message_reader).on_bad_line = self._reject_input_line
         self._plan_lock = threading.Lock()
 
     #: SDK settings that mean nothing here: list membership has no load method, and the
