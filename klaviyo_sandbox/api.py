@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import cast
 from urllib.parse import quote
 
 from . import bulk, filters, gen_catalog, gen_content, reports
@@ -42,7 +43,7 @@ class Request:
 
     @property
     def ep(self):
-        return ENDPOINTS[self.op]
+        return ENDPOINTS[cast(str, self.op)]  # set by the router before a handler runs
 
     def list_param(self, name: str) -> list:
         raw = self.q.get(name)

@@ -64,4 +64,4 @@ class SandboxConfig:
 
     @property
     def now_ts(self) -> int:
-        return int(time.time()) if self.real_clock else int(parse_ts(self.now))
+        return int(time.time()) if self.real_clock else int(parse_ts(self.now) or 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NoReturn
 
 from .endpoints import FieldSpec
 from .util import parse_ts
@@ -58,7 +59,7 @@ class _Parser:
     def __init__(self, text: str):
         self.s, self.i = text, 0
 
-    def fail(self, msg: str):
+    def fail(self, msg: str) -> NoReturn:
         raise FilterError(f"Invalid filter provided: {msg} (at position {self.i} of {self.s!r}).")
 
     def ws(self):
@@ -117,7 +118,7 @@ class _Parser:
             return self.string(ch)
         if ch == "[":
             self.i += 1
-            items = []
+            items: list = []
             if self.peek() == "]":
                 self.i += 1
                 return items

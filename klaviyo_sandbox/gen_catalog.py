@@ -103,7 +103,7 @@ def campaign(ds, k: int) -> dict:
     updated = created + r.int(0, max(1, ds.now - DAY - created))
     status = r.choice(["Sent", "Sent", "Sent", "Draft", "Scheduled", "Cancelled", "Sending"])
     scheduled = send_time = None
-    strategy = {"method": "immediate"}
+    strategy: dict = {"method": "immediate"}
     if status == "Scheduled":  # future-dated on purpose
         scheduled = send_time = ds.now + r.int(1, 60) * DAY
         strategy = {"method": "static", "datetime": iso(send_time), "options": {"is_local": False}}

@@ -164,7 +164,7 @@ def campaign_message(ds, campaign: dict, m: int) -> dict:
     template = None
     if channel == "email":
         template = ds.content.template_for(r)
-        definition = {
+        definition: dict = {
             "channel": "email",
             "label": f"{name} – message {m + 1}",
             "content": {
@@ -446,8 +446,8 @@ def _tag_groups(c: Content) -> list:
 
 def _tags(c: Content) -> list:
     ds, out = c.ds, []
-    campaigns = {j: [] for j in range(c.n_tags)}
-    flows = {j: [] for j in range(c.n_tags)}
+    campaigns: dict[int, list] = {j: [] for j in range(c.n_tags)}
+    flows: dict[int, list] = {j: [] for j in range(c.n_tags)}
     for k in range(ds.n_campaigns):
         for j in c.tags_of("campaign", k):
             campaigns[j].append({"type": "campaign", "id": ds.small("campaign", k)["id"]})
@@ -519,7 +519,7 @@ def _category_id(j: int) -> str:
 
 
 def _catalog_variants(c: Content) -> list:
-    out = []
+    out: list = []
     for item in c.records("catalog-items"):
         a = item["attributes"]
         for v, ref in enumerate(item["relationships"]["variants"]):
@@ -602,7 +602,7 @@ def _coupons(c: Content) -> list:
 
 
 def _coupon_codes(c: Content) -> list:
-    ds, out = c.ds, []
+    ds, out = c.ds, list[dict]()
     for j in range(c.n_coupons):
         coupon, _ = _coupon(c, j)
         for n in range(c.coupon_codes_of(j)):
@@ -625,7 +625,7 @@ def _coupon_codes(c: Content) -> list:
 
 
 def _ts(text: str) -> int:
-    return int(parse_ts(text))
+    return int(parse_ts(text) or 0)  # the generator's own timestamps: always valid
 
 
 GENERATORS = {

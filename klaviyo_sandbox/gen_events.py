@@ -68,7 +68,7 @@ def properties(r: Rng, name: str, i: int) -> dict:
         return {"Message Body": "Flash sale ⚡ today only", "Carrier": r.choice(["T-Mobile", None])}
     if name == "Active on Site":
         return {"page": f"https://shop.example.com/{r.choice(['', 'sale', 'about'])}", "$session_id": r.bits() % 10**9}
-    props = {"source": "sandbox"}
+    props: dict = {"source": "sandbox"}
     if r.chance(0.5):
         props["score"] = r.int(1, 10)
     return props

@@ -24,6 +24,10 @@ PROFILE_POINTER = "/data/attributes/profiles/data/{k}"
 
 
 class Job:
+    # Set on import jobs of other kinds (klaviyo_sandbox.bulk): the job type, rows skipped.
+    kind: str
+    skipped: int
+
     def __init__(self, jid, created, duration, rows, errors, lists):
         self.id, self.created, self.duration = jid, created, duration
         self.rows, self.errors, self.lists = rows, errors, lists

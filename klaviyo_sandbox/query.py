@@ -197,7 +197,7 @@ class Query:
             return _PermSeq([((1, r), i) for r, i in perm], self.desc), ()
         if self.field is None or self.field in src.mono:
             lo, hi, done = self._narrow()
-            fn = src.mono.get(self.field) if self.field else src.natural
+            fn = src.mono[self.field] if self.field else src.natural  # the field is in mono here
             return _RangeSeq(lo, hi, self.desc, lambda i: (1, fn(i))), done
         return _PermSeq(self._sorted_all(), self.desc), ()
 
@@ -280,7 +280,7 @@ class Query:
 
     def _walk(self, seq, p, ov_keys, ov_recs, o, want, after, done):
         """Merge the two streams; generated items carry their position (keys computed lazily)."""
-        src, out, n_ov = self.src, [], len(ov_keys)
+        src, out, n_ov = self.src, list[tuple](), len(ov_keys)
         check = bool(self.preds) and any(f not in done for f, _ in self.preds)
         matches, alive, record, idx, length = self.matches, src.alive, src.record, seq.idx, seq.len
         while len(out) < want:

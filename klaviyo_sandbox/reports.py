@@ -501,7 +501,7 @@ def ratio(a: float, b: float) -> float:
 
 def tally_events(store, events: t.Iterable[dict], wanted: dict, conversion_metric: str) -> dict:
     """(message id, bucket or None) -> Tally, for messages in ``wanted`` (id -> Message)."""
-    names = {}
+    names: dict = {}
     out: dict = {}
     for rec in events:
         metric_id = rec["relationships"]["metric"]["id"]

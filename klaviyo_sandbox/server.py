@@ -13,6 +13,7 @@ import time
 import traceback
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from . import api
@@ -94,7 +95,7 @@ class App:
                 )
             ), op
         req = api.Request(self, method, path, raw_query, params, headers, body, base)
-        req.store = self.accounts[account]  # a credential opens exactly the account that issued it
+        req.store = self.accounts[cast(str, account)]  # a credential opens exactly the account that issued it
         req.match, req.op = match, op
         limited = self.rate_limit(req, principal)
         if isinstance(limited, Response):
@@ -152,7 +153,7 @@ class App:
         store = self.store
         try:
             if path == "/__sandbox/touch" and method == "POST":
-                out = store.touch(q.get("stream", "profiles"), int(q.get("n", "10")))
+                out: Any = store.touch(q.get("stream", "profiles"), int(q.get("n", "10")))
             elif path == "/__sandbox/event" and method == "POST":
                 out = self.add_events(q)
             elif path == "/__sandbox/archive" and method == "POST":
@@ -253,7 +254,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------
     def dispatch(self, method: str):
-        app: App = self.server.app
+        app: App = cast(Server, self.server).app
         split = urlsplit(self.path)
         path = split.path.rstrip("/") or "/"
         params = parse_qsl(split.query, keep_blank_values=True)
@@ -297,7 +298,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if path.startswith("/oauth/"):
                 return self.oauth(app, method, path, params, body), "oauth"
-            host = self.headers.get("Host") or f"{app.cfg.host}:{self.server.server_address[1]}"
+            host = self.headers.get("Host") or f"{app.cfg.host}:{cast(Server, self.server).server_port}"
             return app.handle_api(method, path, raw_query, params, self.headers, body, f"http://{host}")
         except Exception:  # noqa: BLE001 - a sandbox bug must still produce an HTTP answer
             traceback.print_exc(file=sys.stderr)
@@ -358,6 +359,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
+    app: App  # set by Sandbox.start, read by the handlers
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
@@ -385,8 +387,9 @@ class Sandbox:
     def stop(self):
         if self.httpd is None:
             return
-        self.app.stopping.set()
-        for store in self.app.accounts.values():
+        app = self._running
+        app.stopping.set()
+        for store in app.accounts.values():
             store.jobs.shutdown()
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -399,8 +402,16 @@ class Sandbox:
         self.stop()
 
     @property
+    def _running(self) -> App:
+        if self.app is None:
+            raise RuntimeError("The sandbox is not started: call start() or use it in a with statement.")
+        return self.app
+
+    @property
     def port(self) -> int:
-        return self.httpd.server_address[1]
+        if self.httpd is None:
+            raise RuntimeError("The sandbox is not started: call start() or use it in a with statement.")
+        return self.httpd.server_port
 
     @property
     def base_url(self) -> str:
@@ -414,13 +425,13 @@ class Sandbox:
 
     @property
     def store(self) -> Store:
-        return self.app.store
+        return self._running.store
 
     @property
     def oauth(self) -> OAuthServer:
-        return self.app.oauth
+        return self._running.oauth
 
     @property
     def accounts(self) -> dict[str, Store]:
         """Account id -> its store; the first is ``store``."""
-        return self.app.accounts
+        return self._running.accounts

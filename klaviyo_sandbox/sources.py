@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 from .query import Source, dig
 from .util import Rng, h, iso, salt
@@ -22,16 +22,18 @@ PROFILE_DT = frozenset(
 
 def _values(conds, field):
     """Values of equals/any conditions on `field`, or None when unconstrained."""
-    out = None
+    out: set[str] | None = None
     for c in conds:
         if c.field == field and c.op in ("equals", "any"):
-            vals = c.value if isinstance(c.value, list) else [c.value]
-            vals = {v for v in vals if isinstance(v, str)}
+            given = c.value if isinstance(c.value, list) else [c.value]
+            vals = {v for v in given if isinstance(v, str)}
             out = vals if out is None else out & vals
     return out
 
 
 class ProfileMixin:
+    store: Any  # the Store of the Source this is mixed into
+
     def value(self, rec, field):
         if field.startswith("subscriptions."):
             subs = self.store.ds.subscriptions(rec.get("_i"), rec)
@@ -40,7 +42,7 @@ class ProfileMixin:
             return rec["id"]
         if field in ("push_token", "_kx"):
             return None
-        return Source.value(self, rec, field)
+        return Source.value(cast(Source, self), rec, field)
 
     def identifier_candidates(self, conds, id_field="id"):
         """Generated indices for equality filters on identifiers (no full scan)."""
@@ -208,7 +210,7 @@ class SmallSource(Source):
     def value(self, rec, field):
         if self.kind == "review" and field == "status":  # {"value": "published", ...} -> "published"
             return (rec["attributes"].get("status") or {}).get("value")
-        return Source.value(self, rec, field)
+        return Source.value(cast(Source, self), rec, field)
 
     def candidates(self, conds):
         vals = _values(conds, "id")

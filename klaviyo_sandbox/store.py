@@ -12,6 +12,7 @@ import itertools
 import threading
 import time
 from collections import Counter, deque
+from typing import Any, cast
 
 from . import gen_events
 from .config import SandboxConfig
@@ -57,22 +58,22 @@ class Store:
         self._seq = itertools.count(1)
         self.profile_patch: dict = {}  # generated index -> patched profile record
         self.new_profiles: dict = {}  # id -> profile record created by imports
-        self.identifiers = {f: {} for f in ("email", "phone_number", "external_id")}  # value -> id
+        self.identifiers: dict[str, dict] = {f: {} for f in ("email", "phone_number", "external_id")}  # value -> id
         self.new_events: list = []
-        self.small_patch = {k: {} for k in ("campaign", "flow", "list", "segment", "metric", "review")}
+        self.small_patch: dict[str, dict] = {k: {} for k in ("campaign", "flow", "list", "segment", "metric", "review")}
         self.new_lists: dict = {}  # id -> list record created via POST /api/lists
-        self.content_patch = {k: {} for k in CONTENT_TOUCH}  # content kind -> index -> touched record
+        self.content_patch: dict[str, dict] = {k: {} for k in CONTENT_TOUCH}  # content kind -> index -> touched record
         self.added: dict = {}  # list id -> {profile id: (joined ts, seq)}
         self.suppressed: dict = {}  # list id -> {generated profile index} hidden from the base set
-        self.request_log = deque(maxlen=cfg.request_log_size)
+        self.request_log: deque[dict] = deque(maxlen=cfg.request_log_size)
         self.counters: Counter = Counter()
         self.touches = 0
-        self.jobs = None  # set by the server (JobManager)
-        self.bulk = None  # set by the server (bulk.BulkWrites: consent, suppression, event jobs)
+        self.jobs: Any = None  # set by the server (JobManager)
+        self.bulk: Any = None  # set by the server (bulk.BulkWrites: consent, suppression, event jobs)
         self.consent: dict = {}  # profile id -> {channel: {consent, timestamp}, "suppression": [...]}
         self.tracked_events: list = []  # events from bulk_create_events
         self.tracked_keys: set = set()  # (profile id, metric name, unique_id) already recorded
-        self.oauth = None  # set by the server (OAuthServer)
+        self.oauth: Any = None  # set by the server (OAuthServer)
 
     # ------------------------------------------------------------ clock
     def now(self) -> float:
@@ -95,7 +96,7 @@ class Store:
         if stream == "events":
             return EventsSource(self)
         if stream in ("list-members", "segment-members"):
-            return MembersSource(self, stream.split("-")[0], group_id)
+            return MembersSource(self, stream.split("-")[0], cast(str, group_id))  # the API passes the id
         return SmallSource(self, STREAM_KINDS[stream])
 
     # ------------------------------------------------------------ profiles
@@ -135,7 +136,7 @@ class Store:
                     rec = self.find_profile(field, attrs[field])
             now = self.now()
             created = rec is None
-            rec = self._new_profile(now) if created else copy.deepcopy(rec)
+            rec = self._new_profile(now) if rec is None else copy.deepcopy(rec)
             a = rec["attributes"]
             for k in PROFILE_ATTRS:
                 if attrs.get(k) is not None:

@@ -7,6 +7,7 @@ these helpers must never use Python's randomised ``hash()`` or global ``random``
 from __future__ import annotations
 
 import base64
+import builtins
 import functools
 import time
 from datetime import datetime, timezone
@@ -69,14 +70,14 @@ class Rng:
     def choice(self, seq):
         return seq[self.bits() % len(seq)]
 
-    def sample(self, seq, k: int) -> list:
+    def sample(self, seq, k: builtins.int) -> list:
         pool = list(seq)
         out = []
         for _ in range(min(k, len(pool))):
             out.append(pool.pop(self.bits() % len(pool)))
         return out
 
-    def bits64(self) -> int:
+    def bits64(self) -> builtins.int:  # the method int above shadows the builtin here
         return (self.bits() << 32) | self.bits()
 
     def money(self, lo: float, hi: float) -> float:
