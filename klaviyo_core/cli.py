@@ -10,6 +10,7 @@ import typing as t
 from pathlib import Path
 
 from singer_sdk.exceptions import ConfigValidationError
+from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoError
 
@@ -102,6 +103,7 @@ def check_input_files(argv: t.Sequence[str]) -> None:
 class _NoSummary(logging.Filter):
     """Drop the SDK's "Config validation failed" line: the errors before it say what to fix."""
 
+    @override
     def filter(self, record: logging.LogRecord) -> bool:
         return record.msg != "Config validation failed"
 

@@ -20,6 +20,8 @@ import webbrowser
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from typing_extensions import override
+
 from klaviyo_core.auth import Binding, OAuthAuth, TokenStore
 from klaviyo_core.errors import KlaviyoError
 from klaviyo_core.oauth import (
@@ -64,6 +66,7 @@ class _CallbackHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.server.deliver(params)  # type: ignore[attr-defined]
 
+    @override
     def log_message(self, *args: t.Any) -> None:
         """Silent: the request line holds the authorization code."""
 
@@ -92,11 +95,13 @@ class CallbackServer(HTTPServer):
             self.params = params
         self._done.set()
 
+    @override
     def __enter__(self) -> CallbackServer:
         """Serve before the browser opens: a fast redirect must find someone listening."""
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
+    @override
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
         self.server_close()

@@ -22,6 +22,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseHATEOASPaginator
 from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams.rest import HTTPRequest, PageContext
+from typing_extensions import override
 
 from klaviyo_core import endpoints, filters
 from klaviyo_core.client import decode_document
@@ -81,9 +82,11 @@ class NextLinkPaginator(BaseHATEOASPaginator):
         super().__init__()
         self._stop = stop
 
+    @override
     def has_more(self, response: requests.Response) -> bool:
         return not (self._stop and self._stop())
 
+    @override
     def continue_if_empty(self, response: requests.Response) -> bool:
         """An empty page can still have a ``links.next``: follow it.
 
@@ -92,6 +95,7 @@ class NextLinkPaginator(BaseHATEOASPaginator):
         """
         return True
 
+    @override
     def get_next_url(self, response: requests.Response) -> str | None:
         return (decode_document(response).get("links") or {}).get("next")
 
@@ -153,26 +157,32 @@ class KlaviyoStream(RESTStream):
     def connection(self) -> KlaviyoConnection:
         return self._tap.connection
 
+    @override
     @property
     def path(self) -> str:  # type: ignore[override]
         return endpoints.endpoint(self.operation_id).path
 
+    @override
     @property
     def url_base(self) -> str:
         return self.connection.base_url
 
+    @override
     @property
     def http_headers(self) -> dict:
         return self.connection.headers
 
+    @override
     @property
     def authenticator(self) -> t.Any:
         return self.connection.auth
 
+    @override
     @property
     def timeout(self) -> t.Any:  # (connect, read) pair; requests accepts both forms
         return self.connection.timeout
 
+    @override
     def request_decorator(self, func: t.Callable) -> t.Callable:
         return self.connection.wrap(func)
 
@@ -186,10 +196,12 @@ class KlaviyoStream(RESTStream):
             stream_type = stream_type.parent_stream_type
         return tuple(scopes)
 
+    @override
     def validate_response(self, response: requests.Response) -> None:
         raise_for_response(response, required_scopes=endpoints.endpoint(self.operation_id).scopes)
         decode_document(response)
 
+    @override
     def get_new_paginator(self) -> NextLinkPaginator:
         return NextLinkPaginator()
 
@@ -209,11 +221,13 @@ class KlaviyoStream(RESTStream):
         """The key windows and slices bound: the replication key, else ``slice_key``."""
         return self.replication_key or self.slice_key
 
+    @override
     def get_http_request(self, *, page: PageContext) -> HTTPRequest:
         if page.next_page_token:  # links.next already carries filter, sort and cursor
             return HTTPRequest(url=page.next_page_token.geturl(), headers=self.http_headers)
         return super().get_http_request(page=page)
 
+    @override
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         params: dict[str, t.Any] = {**self.extra_params}
         page_size = endpoints.page_size_max(self.operation_id)
@@ -239,6 +253,7 @@ class KlaviyoStream(RESTStream):
             filters.condition("less-than", key, upper) if upper and self.bounded_above else None,
         ]
 
+    @override
     def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
         for resource in decode_document(response).get("data") or []:
             yield self.to_record(resource)
@@ -246,6 +261,7 @@ class KlaviyoStream(RESTStream):
     def to_record(self, resource: dict) -> dict:
         return flatten(resource)
 
+    @override
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         """Drop root keys the schema does not have (what the SDK's conforming did)."""
         known = self._schema_keys
@@ -266,6 +282,7 @@ class KlaviyoStream(RESTStream):
     def _schema_keys(self) -> frozenset[str]:
         return frozenset(self.effective_schema.get("properties") or ())
 
+    @override
     def _generate_record_messages(self, record: dict) -> t.Generator[RecordMessage, None, None]:
         """The SDK's (0.54), minus two walks through every record that change nothing here.
 
@@ -287,6 +304,7 @@ class KlaviyoStream(RESTStream):
                     time_extracted=utc_now(),
                 )
 
+    @override
     def generate_child_contexts(self, record: dict, context: Context | None) -> t.Iterable[Context | None]:
         """None without child streams: the SDK would otherwise copy the context per record."""
         if not self.child_streams:
@@ -310,6 +328,7 @@ class KlaviyoStream(RESTStream):
         # frozen when the stream starts; a timestamp for these replication keys (the SDK types it loosely)
         return t.cast("dt.datetime", self.get_replication_key_signpost(context))
 
+    @override
     def get_starting_timestamp(self, context: Context | None) -> dt.datetime | None:
         start = super().get_starting_timestamp(context)
         # A bookmark past the run's start can only come from a run killed while it
@@ -338,6 +357,7 @@ class KlaviyoStream(RESTStream):
         start_date = _parse(self.config.get("start_date"))
         return max(lower, start_date) if start_date else lower
 
+    @override
     def _increment_stream_state(self, latest_record: dict, *, context: Context | None = None) -> None:
         """The SDK's, except for records a lookback re-read from before the bookmark.
 
@@ -372,6 +392,7 @@ class KlaviyoStream(RESTStream):
         now = self.run_started_at(context)
         return [Window(start, now), Window(now, None)]
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         tune_gc()
         if self._progress is None:

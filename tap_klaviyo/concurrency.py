@@ -57,6 +57,8 @@ import time
 import typing as t
 from dataclasses import dataclass
 
+from typing_extensions import override
+
 #: A slice aims at this many full pages: enough that its partial last page wastes
 #: little of the rate limit, few enough that several slices per worker fit the budget.
 PAGES_PER_SLICE = 4
@@ -124,6 +126,7 @@ class Slice:
         self.error: BaseException | None = None
         self.requests = 0
 
+    @override
     def __repr__(self) -> str:
         return f"Slice({self.pass_id!r}, {self.lower}, {self.stop}, pages={len(self.pages)}, done={self.done})"
 

@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, cast
 
+from typing_extensions import override
+
 __all__ = [
     "MAX_DEPTH",
     "MAX_FIELDS_PER_OBJECT",
@@ -287,6 +289,7 @@ def infer(records: Iterable[Mapping[str, Any] | None]) -> dict:
 
 
 class _Miss:
+    @override
     def __repr__(self) -> str:
         return "MISS"
 

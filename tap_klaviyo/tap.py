@@ -13,6 +13,7 @@ from singer_sdk import Tap, typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.tap_base import CliTestOptionValue
+from typing_extensions import override
 
 from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
 from klaviyo_core.client import KlaviyoConnection
@@ -236,6 +237,7 @@ class TapKlaviyo(Tap):
             raise redact_config_errors(exc) from None  # the SDK's messages quote the values
         self._check_settings()
 
+    @override
     def setup_mapper(self) -> None:
         """Defer the mapper to its first use (see ``mapper``).
 
@@ -245,7 +247,8 @@ class TapKlaviyo(Tap):
         """
         self._mapper_deferred = True
 
-    @property
+    @property  # type: ignore[explicit-override]  # mypy#15900: a property with a setter is not seen as marked
+    @override
     def mapper(self) -> PluginMapper:
         if self._mapper is None and getattr(self, "_mapper_deferred", False):
             self._mapper_deferred = False
@@ -324,6 +327,7 @@ class TapKlaviyo(Tap):
                 f"Setting {key} is not a date: use ISO 8601, e.g. 2024-01-31 or 2024-01-31T00:00:00Z."
             ) from None
 
+    @override
     def _handle_termination(self, signum: int, frame: t.Any) -> None:
         """SIGINT/SIGTERM: emit the current STATE (the SDK's handler does), then exit 130/143.
 
@@ -351,6 +355,7 @@ class TapKlaviyo(Tap):
             pass
         raise SystemExit(interrupted_exit_code(signum))
 
+    @override
     def load_state(self, state: dict[str, t.Any]) -> None:
         check_state(state)  # an unreadable bookmark as one line, not a traceback mid-sync
         move_old_bookmarks(state)
@@ -364,7 +369,8 @@ class TapKlaviyo(Tap):
     def start_date(self) -> dt.datetime | None:
         return self._parse_setting("start_date")
 
-    def sync_all(self) -> None:  # type: ignore[misc]  # final in the SDK; extended, then the SDK's runs
+    @override  # type: ignore[misc]  # final in the SDK; extended, then the SDK's runs
+    def sync_all(self) -> None:
         """Resolve the metrics selected reports need first: a missing one is one line, before any record."""
         for stream in self.streams.values():
             if stream.selected and isinstance(stream, reports.ReportStream):
@@ -402,6 +408,7 @@ class TapKlaviyo(Tap):
         depth = self.config.get("row_scan_depth", DEFAULT_ROW_SCAN_DEPTH)
         return CustomFieldDiscovery(self.connection, depth, self.logger)
 
+    @override
     def discover_streams(self) -> list[KlaviyoStream]:
         self._check_settings()
         streams: list[KlaviyoStream] = []
@@ -459,6 +466,7 @@ class TapKlaviyo(Tap):
             streams.append(groups.GroupProfilesStream(self, group, schema or base))
         return streams
 
+    @override
     @classmethod
     def cb_test(cls, ctx: t.Any, param: t.Any, value: str) -> None:
         """``--test`` checks the credentials only: it builds no catalog, so discovers nothing.
@@ -478,7 +486,8 @@ class TapKlaviyo(Tap):
         tap.run_connection_test()
         ctx.exit()
 
-    def run_connection_test(self) -> bool:  # type: ignore[misc]  # final in the SDK; one cheap call instead
+    @override  # type: ignore[misc]  # final in the SDK; one cheap call instead
+    def run_connection_test(self) -> bool:
         """Check the credentials with one cheap call, as Klaviyo suggests (GET /api/accounts)."""
         account = (self.connection.get("/api/accounts").get("data") or [{}])[0]
         self.logger.info("Connected to Klaviyo account %s", account.get("id", "(unknown)"))

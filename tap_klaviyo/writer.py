@@ -26,6 +26,7 @@ import typing as t
 import weakref
 
 from singer_sdk.singerlib.encoding.simple import Message, RecordMessage, SimpleSingerWriter
+from typing_extensions import override
 
 try:
     import msgspec
@@ -51,6 +52,7 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
             self._raw: t.Any = None  # the byte stream the pending records go to
             atexit.register(_flush_at_exit, weakref.ref(self))
 
+    @override
     def serialize_message(self, message: Message) -> str:
         if msgspec is None:  # pragma: no cover
             return super().serialize_message(message)
@@ -71,6 +73,7 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
         else:
             action()
 
+    @override
     def write_message(self, message: Message) -> None:
         self._busy = True
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 
+from typing_extensions import override
+
 _QUERY = re.compile(r"(/api/[^\s?'\"]*)\?[^\s'\")]+")
 _EMAIL = re.compile(r"[^\s@\"<>(),;:\[\]]+(@|%40)[^\s@'\"<>(),;:\[\]]+\.[A-Za-z]{2,}")
 
@@ -22,6 +24,7 @@ def redact(text: str) -> str:
 class RedactingFilter(logging.Filter):
     """A logger filter that redacts each record's final message."""
 
+    @override
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)

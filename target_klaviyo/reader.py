@@ -26,6 +26,7 @@ from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.io_base import SingerMessageType, SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.singerlib.json import deserialize_json
+from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoError
 from target_klaviyo.rejects import RowRejected, printable
@@ -103,6 +104,7 @@ class TolerantSingerReader(SingerReader):
         self._stop_requested = False
         self._waiting_for_input = False
 
+    @override
     def process_lines(
         self,
         file_input: t.IO[str] | None,

@@ -51,6 +51,7 @@ class PendingBatch:
     def __init__(self) -> None:
         self.items: list[t.Any] = []
 
+    @override
     def __repr__(self) -> str:
         return f"PendingBatch({len(self.items)} rows)"
 

@@ -197,6 +197,7 @@ class TargetKlaviyo(Target):
     #: `_sdc_*` metadata columns the SDK would add are dropped before anything is sent.
     MEANINGLESS_SDK_SETTINGS = ("load_method", "add_record_metadata")
 
+    @override
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
         """The SDK's built-in settings (stream maps, flattening...), less the meaningless ones."""
@@ -209,6 +210,7 @@ class TargetKlaviyo(Target):
         self.report.received(stream or INPUT_STREAM)
         self.report.reject(stream or INPUT_STREAM, line, RowRejected("unreadable input line", reason))
 
+    @override
     def _handle_termination(self, signum: int, frame: t.Any) -> None:
         """SIGINT/SIGTERM: read no more input, drain what was received, emit its STATE, exit 130/143.
 
