@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoError
 from klaviyo_core.oauth import (
@@ -54,6 +55,7 @@ class KlaviyoAuth(requests.auth.AuthBase):
         """Try to obtain fresh credentials after a 401; True when a retry may succeed."""
         return False
 
+    @override
     def __repr__(self) -> str:
         return f"{type(self).__name__}(***)"
 
@@ -64,6 +66,7 @@ class ApiKeyAuth(KlaviyoAuth):
     def __init__(self, api_key: str) -> None:
         self._header = f"Klaviyo-API-Key {api_key}"
 
+    @override
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = self._header
         return request
@@ -335,6 +338,7 @@ class OAuthAuth(KlaviyoAuth):
     def tokens(self) -> Tokens:
         return self._tokens
 
+    @override
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         with self._lock:
             if self._tokens.refresh_due(self._clock()):
@@ -343,6 +347,7 @@ class OAuthAuth(KlaviyoAuth):
         request.headers["Authorization"] = f"Bearer {token}"
         return request
 
+    @override
     def renew_after_unauthorized(self) -> bool:
         """Refresh unless another thread already did since this thread's token was sent."""
         sent = getattr(self._local, "generation", None)
@@ -387,9 +392,7 @@ class OAuthAuth(KlaviyoAuth):
                 "revoked): hand over a fresh access_token, or set client_id, client_secret and refresh_token "
                 "so that it is refreshed."
             )
-        return KlaviyoError(
-            "The OAuth access token must be refreshed and client_secret is not set: set client_secret."
-        )
+        return KlaviyoError("The OAuth access token must be refreshed and client_secret is not set: set client_secret.")
 
     def _is_newer(self, saved: Tokens | None) -> bool:
         if saved is None or not saved.access_token or saved.expires_at is None:
@@ -464,5 +467,6 @@ class OAuthAuth(KlaviyoAuth):
             scope=self._tokens.scope,
         )
 
+    @override
     def __repr__(self) -> str:
         return f"OAuthAuth(client_id={self.client_id!r}, token_file={self.token_file!r})"

@@ -10,6 +10,7 @@ import typing as t
 from pathlib import Path
 
 from singer_sdk.exceptions import ConfigValidationError
+from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoError
 
@@ -115,6 +116,7 @@ def argv_option(option: str, argv: t.Sequence[str] | None = None) -> str | None:
 class _NoSummary(logging.Filter):
     """Drop the SDK's "Config validation failed" line: the errors before it say what to fix."""
 
+    @override
     def filter(self, record: logging.LogRecord) -> bool:
         return record.msg != "Config validation failed"
 

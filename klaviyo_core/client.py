@@ -45,7 +45,7 @@ from klaviyo_core.settings import DEFAULT_BASE_URL, DEFAULT_REQUEST_TIMEOUT, DEF
 try:  # the SDK's own ``msgspec`` extra: about twice as fast as json.loads on Klaviyo pages
     import msgspec
 except ImportError:  # pragma: no cover - the stdlib parser gives the same documents
-    msgspec = None
+    msgspec = None  # type: ignore[assignment]
 
 JSONAPI = "application/vnd.api+json"
 #: (connect, read) seconds: fail fast on a dead host, allow Klaviyo's slow pages.
@@ -220,12 +220,12 @@ class KlaviyoConnection:
         )
 
     def _gave_up(self, request: requests.PreparedRequest, exc: Exception) -> KlaviyoError:
-        where = f"{request.method} {urlsplit(request.url).path}"
+        where = f"{request.method} {urlsplit(request.url or '').path}"
         if _waits_too_long(exc):
             return KlaviyoQuotaExhausted(
                 f"{where}: Klaviyo's quota for this endpoint is spent; it asks to wait "
                 f"{exc.retry_after:.0f} s (Retry-After), so the request was not retried.",
-                exc.retry_after,
+                exc.retry_after or 0.0,  # set: _waits_too_long checked it
             )
         if isinstance(exc, KlaviyoRetriableError) and _status(exc) == 429:
             return KlaviyoError(
@@ -261,7 +261,7 @@ class KlaviyoConnection:
         self.auth(request)  # re-applied on every try: credentials may have been renewed
         response = self.session.send(request, timeout=self.timeout, stream=True)
         read_body(response)
-        endpoint = endpoints.match(request.method or "GET", urlsplit(request.url).path)
+        endpoint = endpoints.match(request.method or "GET", urlsplit(request.url or "").path)
         raise_for_response(response, required_scopes=endpoint.scopes if endpoint else ())
         decode_document(response)
         return response
@@ -284,9 +284,7 @@ class KlaviyoConnection:
         headers = dict(self.headers)
         if json is not None:
             headers["Content-Type"] = JSONAPI
-        prepared = requests.Request(
-            method, self.url(path_or_url), params=params, json=json, headers=headers
-        ).prepare()
+        prepared = requests.Request(method, self.url(path_or_url), params=params, json=json, headers=headers).prepare()
         return self._send(prepared)
 
     def get(self, path_or_url: str, params: t.Mapping[str, t.Any] | None = None) -> dict:
@@ -313,7 +311,7 @@ def read_body(response: requests.Response) -> bytes:
     """``response.content``, read in large chunks (same errors, same connection reuse)."""
     if response.__dict__.get("_content") is False:  # not read yet (requests' own marker)
         response._content = b"".join(response.iter_content(READ_CHUNK_BYTES)) or b""  # noqa: SLF001
-        response._content_consumed = True  # noqa: SLF001
+        response._content_consumed = True  # type: ignore[attr-defined]  # noqa: SLF001
     return response.content
 
 
@@ -382,7 +380,7 @@ def _status(exc: KlaviyoRetriableError) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def _root_cause(exc: BaseException) -> str:
+def _root_cause(exc: object) -> str:
     """The innermost reason of a network failure, without urllib3's wrapping noise."""
     reason: t.Any = exc
     while True:

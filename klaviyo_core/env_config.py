@@ -85,4 +85,3 @@ def numbers_from_text(schema: t.Mapping[str, t.Any], config: t.Mapping[str, t.An
         if isinstance(value, str) and _types(spec) & {"number", "integer"}:
             typed[name] = _typed(value.strip(), _types(spec) & {"number", "integer"})
     return typed
-

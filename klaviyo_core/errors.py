@@ -100,10 +100,7 @@ def _describe_error_item(item: dict) -> str:
 
 def _auth_hint(status: int, required_scopes: t.Sequence[str]) -> str:
     if status == HTTPStatus.UNAUTHORIZED:
-        return (
-            " Check the api_key setting (a private key starting with pk_, not revoked), "
-            "or re-authorise OAuth."
-        )
+        return " Check the api_key setting (a private key starting with pk_, not revoked), or re-authorise OAuth."
     scopes = " ".join(required_scopes) if required_scopes else "the scope this endpoint needs"
     return f" The credentials lack a scope: grant {scopes} to the key or OAuth app."
 

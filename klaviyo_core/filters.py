@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import typing as t
 
-FilterValue = t.Union[str, int, float, bool, dt.datetime, dt.date, t.Sequence[t.Any], None]
+FilterValue = str | int | float | bool | dt.datetime | dt.date | t.Sequence[t.Any] | None
 
 
 def format_datetime(value: dt.datetime) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import requests
+from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoError
 from klaviyo_core.settings import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, DEFAULT_REVISION, DEFAULT_TOKEN_URL
@@ -58,6 +59,7 @@ class Tokens:
         early = min(EARLY_REFRESH_SECONDS, (self.expires_in or 2 * EARLY_REFRESH_SECONDS) / 2)
         return now >= self.expires_at - early
 
+    @override
     def __repr__(self) -> str:
         return f"Tokens(expires_at={self.expires_at}, scope={self.scope!r})"
 
@@ -214,6 +216,7 @@ class TokenEndpoint:
             scope=body.get("scope"),
         )
 
+    @override
     def __repr__(self) -> str:
         return f"TokenEndpoint({self.token_url!r}, client_id={self.client_id!r})"
 

@@ -20,6 +20,8 @@ import webbrowser
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from typing_extensions import override
+
 from klaviyo_core.auth import Binding, OAuthAuth, TokenStore
 from klaviyo_core.errors import KlaviyoError
 from klaviyo_core.oauth import (
@@ -48,7 +50,7 @@ _SETTINGS = (
 
 
 class _CallbackHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         if parts.path != "/callback":
             self.send_error(404)
@@ -64,6 +66,7 @@ class _CallbackHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.server.deliver(params)  # type: ignore[attr-defined]
 
+    @override
     def log_message(self, *args: t.Any) -> None:
         """Silent: the request line holds the authorization code."""
 
@@ -92,11 +95,13 @@ class CallbackServer(HTTPServer):
             self.params = params
         self._done.set()
 
+    @override
     def __enter__(self) -> CallbackServer:
         """Serve before the browser opens: a fast redirect must find someone listening."""
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
+    @override
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
         self.server_close()
@@ -197,7 +202,7 @@ def cmd_revoke(args: argparse.Namespace, settings: dict) -> int:
         endpoint.revoke(access_token, "access_token")
     removed = store.remove() if store else False
     account = f" of account {saved.account_id}" if saved and saved.account_id else ""
-    local = f"; removed {store.path}" if removed else "; no local token file to remove"
+    local = f"; removed {store.path}" if store and removed else "; no local token file to remove"
     print(f"Revoked the OAuth grant{account} at Klaviyo{local}.")  # noqa: T201
     return 0
 

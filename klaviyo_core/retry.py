@@ -33,7 +33,7 @@ def wait_generator(
     random time up to ``base * 2**attempt`` seconds, capped ("full jitter"), so
     parallel workers do not retry in lock-step.
     """
-    rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+    rng = rng or random.Random()  # jitter, not cryptography
     attempt = 0
     failure = yield  # type: ignore[misc]  # primed with next()
     while True:

@@ -226,8 +226,7 @@ def _check_api_key(key: str) -> None:
     if not key.startswith("pk_"):
         shape = "a public (site) key" if re.fullmatch(r"[A-Za-z0-9]{6}", key) else "not a private key"
         raise config_error(
-            f"Setting api_key is {shape}: use a private API key, which starts with pk_ "
-            "(Klaviyo > Settings > API keys)."
+            f"Setting api_key is {shape}: use a private API key, which starts with pk_ (Klaviyo > Settings > API keys)."
         )
     if any(ch.isspace() for ch in key):
         raise config_error("Setting api_key contains whitespace inside the key: paste the key again.")
@@ -270,9 +269,7 @@ def _check_url(config: t.Mapping[str, t.Any], name: str, default: str, *, https_
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise config_error(f"Setting {name} must be an http(s) URL such as {default}.")
     if https_only and parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
-        raise config_error(
-            f"Setting {name} must use https (plain http is allowed only for 127.0.0.1 or localhost)."
-        )
+        raise config_error(f"Setting {name} must use https (plain http is allowed only for 127.0.0.1 or localhost).")
 
 
 def _stored_refresh_token(config: t.Mapping[str, t.Any]) -> bool:

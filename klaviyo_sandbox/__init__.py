@@ -6,6 +6,7 @@
 
 Not a runtime dependency of tap-klaviyo / target-klaviyo; standard library only.
 """
+
 from .config import SandboxConfig
 from .oauth import pkce_challenge
 from .server import Sandbox

@@ -3,6 +3,7 @@
 Prints one line "<base_url> <api_key>" once the server is listening, then serves until
 interrupted (Ctrl-C / SIGTERM).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,9 @@ from .server import Sandbox
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m klaviyo_sandbox", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m klaviyo_sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     p.add_argument("--seed", type=int, default=1)
@@ -29,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma list among " + ",".join(FAULT_KINDS))
     p.add_argument("--timeout-seconds", type=float, default=30.0, help="stall length of the 'timeout' fault")
     p.add_argument("--api-key", default=DEFAULT_API_KEY)
-    p.add_argument("--now", default=DEFAULT_NOW, help="ISO timestamp data is generated relative to; 'now' = the real clock")
+    p.add_argument(
+        "--now", default=DEFAULT_NOW, help="ISO timestamp data is generated relative to; 'now' = the real clock"
+    )
     p.add_argument("--job-seconds", type=float, default=2.0, help="bulk import job duration")
     p.add_argument("--token-seconds", type=int, default=3600, help="OAuth access-token lifetime")
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)

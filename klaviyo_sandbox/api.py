@@ -1,8 +1,10 @@
 """Endpoint handlers for /api/*: parameter validation, collection paging, writes."""
+
 from __future__ import annotations
 
 import json
 import re
+from typing import cast
 from urllib.parse import quote
 
 from . import bulk, filters, gen_catalog, gen_content, reports
@@ -11,9 +13,11 @@ from .query import Query, decode_cursor, encode_cursor, query_hash
 from .render import bad_request, collection_document, document, dumps, not_found, resource, resource_json
 from .sources import ContentSource, ListSource
 
-CHANNEL_REQUIRED = ("A channel filter is required to list campaigns. Please try adding either "
-                    "`equals(messages.channel,'email')`, `equals(messages.channel,'sms')` or "
-                    "`equals(messages.channel,'mobile_push')` to your filter.")
+CHANNEL_REQUIRED = (
+    "A channel filter is required to list campaigns. Please try adding either "
+    "`equals(messages.channel,'email')`, `equals(messages.channel,'sms')` or "
+    "`equals(messages.channel,'mobile_push')` to your filter."
+)
 # Klaviyo leaves archived campaigns and flows out unless the filter asks for them with
 # equals(archived,true) (developers.klaviyo.com, get_campaigns / get_flows; the spec allows
 # only `equals` on `archived`). Without a condition on `archived` these hide archived records.
@@ -22,8 +26,10 @@ HIDES_ARCHIVED = ("get_campaigns", "get_flows")
 # empty list, nothing included.
 EMPTY_INCLUDES = {"tags", "flow-triggers", "attributions", "events", "push-tokens", "conversations"}
 # Klaviyo's own words for a coupon-code read without its required filter (the spec's description).
-COUPON_FILTER_REQUIRED = ("A coupon/coupons or a profile/profiles must be provided as required filter params: "
-                          "add `equals(coupon.id,'...')` or `any(profile.id,[...])` to your filter.")
+COUPON_FILTER_REQUIRED = (
+    "A coupon/coupons or a profile/profiles must be provided as required filter params: "
+    "add `equals(coupon.id,'...')` or `any(profile.id,[...])` to your filter."
+)
 
 
 class Request:
@@ -37,7 +43,7 @@ class Request:
 
     @property
     def ep(self):
-        return ENDPOINTS[self.op]
+        return ENDPOINTS[cast(str, self.op)]  # set by the router before a handler runs
 
     def list_param(self, name: str) -> list:
         raw = self.q.get(name)
@@ -60,8 +66,9 @@ def check_params(req: Request, allowed_extra: tuple = ()):
             raise bad_request(f"'{key}' is not a valid query parameter for this endpoint.", parameter=key)
     for name in req.list_param("include"):
         if name not in ep.includes:
-            raise bad_request(f"'{name}' is not a valid include. Valid values are: {', '.join(ep.includes)}.",
-                              parameter="include")
+            raise bad_request(
+                f"'{name}' is not a valid include. Valid values are: {', '.join(ep.includes)}.", parameter="include"
+            )
     for key in req.q:
         if key.startswith("additional-fields["):
             for name in req.list_param(key):
@@ -113,8 +120,11 @@ def hide_archived(op: str, conds: list) -> list:
 def check_sort(req: Request):
     sort = req.q.get("sort")
     if sort is not None and sort.lstrip("-") not in req.ep.sorts:
-        raise bad_request(f"'{sort}' is not a valid sort. Valid values are: "
-                          f"{', '.join(s for f in req.ep.sorts for s in (f, '-' + f))}.", parameter="sort")
+        raise bad_request(
+            f"'{sort}' is not a valid sort. Valid values are: "
+            f"{', '.join(s for f in req.ep.sorts for s in (f, '-' + f))}.",
+            parameter="sort",
+        )
     return sort
 
 
@@ -175,7 +185,7 @@ class View:
         for rec in recs:
             for name in self.includes:
                 data = (rec.get("relationships") or {}).get(name)
-                for ref in (data if isinstance(data, list) else [data] if data else []):
+                for ref in data if isinstance(data, list) else [data] if data else []:
                     key = (ref["type"], ref["id"])
                     if key in seen:
                         continue
@@ -192,7 +202,9 @@ def lookup(store, rtype: str, rid: str):
         return store.get_profile(rid)
     if rtype == "metric":
         k = ds.metric_ids.index(rid)
-        return store.small_patch["metric"].get(k) or ds.small("metric", k) if k is not None and k < ds.n_metrics else None
+        return (
+            store.small_patch["metric"].get(k) or ds.small("metric", k) if k is not None and k < ds.n_metrics else None
+        )
     if rtype == "list":
         return store.group_record("list", rid)
     return lookup_content(store, rtype, rid)
@@ -236,6 +248,7 @@ def collection(stream: str):
         check_params(req)
         conds, sort = parse_filter(req), check_sort(req)
         return paged(req, req.store.source(stream), conds, sort, View(req))
+
     return handler
 
 
@@ -247,17 +260,20 @@ def members(kind: str, ids_only: bool):
         check_params(req)
         conds, sort = parse_filter(req), check_sort(req)
         return paged(req, req.store.source(f"{kind}-members", gid), conds, sort, View(req, ids_only))
+
     return handler
 
 
 def content(kind: str):
     """A content collection (templates, tags, catalog, coupons, forms, images...)."""
+
     def handler(req: Request):
         check_params(req)
         conds, sort = parse_filter(req), check_sort(req)
         if kind == "coupon-codes" and not any(c.field in ("coupon.id", "profile.id") for c in conds):
             raise bad_request(COUPON_FILTER_REQUIRED, parameter="filter")
         return paged(req, ContentSource(req.store, kind), conds, sort, View(req))
+
     return handler
 
 
@@ -315,8 +331,9 @@ def create_list(req: Request):
         raise bad_request("`name` is required and must be a non-empty string.", pointer="/data/attributes/name")
     opt_in = attrs.get("opt_in_process")
     if opt_in not in (None, "single_opt_in", "double_opt_in"):
-        raise bad_request("`opt_in_process` must be 'single_opt_in' or 'double_opt_in'.",
-                          pointer="/data/attributes/opt_in_process")
+        raise bad_request(
+            "`opt_in_process` must be 'single_opt_in' or 'double_opt_in'.", pointer="/data/attributes/opt_in_process"
+        )
     rec = req.store.create_list(name, opt_in)
     return 201, document(resource(rec, req.base), {"self": f"{req.base}/api/lists/{rec['id']}/"})
 
@@ -349,6 +366,7 @@ def change_members(add: bool):
             ids.append(item["id"])
         (store.add_members if add else store.remove_members)(gid, ids)
         return 204, b""
+
     return handler
 
 
@@ -414,8 +432,12 @@ ROUTES = [
     ("GET", r"/api/profile-bulk-import-jobs", "get_bulk_import_profiles_jobs", get_jobs),
     ("POST", r"/api/profile-bulk-import-jobs", "bulk_import_profiles", create_job),
     ("GET", rf"/api/profile-bulk-import-jobs/{ID}", "get_bulk_import_profiles_job", get_job),
-    ("GET", rf"/api/profile-bulk-import-jobs/{ID}/import-errors", "get_errors_for_bulk_import_profiles_job",
-     get_job_errors),
+    (
+        "GET",
+        rf"/api/profile-bulk-import-jobs/{ID}/import-errors",
+        "get_errors_for_bulk_import_profiles_job",
+        get_job_errors,
+    ),
     ("GET", rf"/api/flow-actions/{ID}/flow-messages", "get_flow_action_messages", flow_action_messages),
     ("GET", r"/api/templates", "get_templates", content("templates")),
     ("GET", r"/api/tags", "get_tags", content("tags")),
@@ -429,14 +451,30 @@ ROUTES = [
     ("GET", r"/api/images", "get_images", content("images")),
     ("POST", r"/api/profile-subscription-bulk-create-jobs", "bulk_subscribe_profiles", bulk.subscribe),
     ("POST", r"/api/profile-subscription-bulk-delete-jobs", "bulk_unsubscribe_profiles", bulk.unsubscribe),
-    ("POST", r"/api/profile-suppression-bulk-create-jobs", "bulk_suppress_profiles",
-     bulk.suppression("bulk_suppress_profiles")),
-    ("GET", rf"/api/profile-suppression-bulk-create-jobs/{ID}", "get_bulk_suppress_profiles_job",
-     bulk.get_suppression_job("profile-suppression-bulk-create-job")),
-    ("POST", r"/api/profile-suppression-bulk-delete-jobs", "bulk_unsuppress_profiles",
-     bulk.suppression("bulk_unsuppress_profiles")),
-    ("GET", rf"/api/profile-suppression-bulk-delete-jobs/{ID}", "get_bulk_unsuppress_profiles_job",
-     bulk.get_suppression_job("profile-suppression-bulk-delete-job")),
+    (
+        "POST",
+        r"/api/profile-suppression-bulk-create-jobs",
+        "bulk_suppress_profiles",
+        bulk.suppression("bulk_suppress_profiles"),
+    ),
+    (
+        "GET",
+        rf"/api/profile-suppression-bulk-create-jobs/{ID}",
+        "get_bulk_suppress_profiles_job",
+        bulk.get_suppression_job("profile-suppression-bulk-create-job"),
+    ),
+    (
+        "POST",
+        r"/api/profile-suppression-bulk-delete-jobs",
+        "bulk_unsuppress_profiles",
+        bulk.suppression("bulk_unsuppress_profiles"),
+    ),
+    (
+        "GET",
+        rf"/api/profile-suppression-bulk-delete-jobs/{ID}",
+        "get_bulk_unsuppress_profiles_job",
+        bulk.get_suppression_job("profile-suppression-bulk-delete-job"),
+    ),
     ("POST", r"/api/event-bulk-create-jobs", "bulk_create_events", bulk.create_events),
     ("POST", r"/api/campaign-values-reports", "query_campaign_values", reports.report("query_campaign_values")),
     ("POST", r"/api/flow-values-reports", "query_flow_values", reports.report("query_flow_values")),

@@ -23,6 +23,7 @@ Profiles are matched like the bulk import (id, email, phone, external_id) and cr
 Events recorded here are kept in ``store.tracked_events`` (not served by GET /api/events: the
 sandbox's generated metrics do not include the names clients send).
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,14 +36,21 @@ from .jobs import E164_RE, EMAIL_RE, MAX_BODY, Job
 from .render import ApiError, bad_request, document, not_found, resource
 from .util import B62, AffineCodec, iso
 
-LIMITS = {"bulk_subscribe_profiles": 1000, "bulk_unsubscribe_profiles": 100,
-          "bulk_suppress_profiles": 100, "bulk_unsuppress_profiles": 100}
+LIMITS = {
+    "bulk_subscribe_profiles": 1000,
+    "bulk_unsubscribe_profiles": 100,
+    "bulk_suppress_profiles": 100,
+    "bulk_unsuppress_profiles": 100,
+}
 MAX_EVENTS = 1000
 MAX_STRING = 100 * 1024
 MAX_EVENT_PROPERTIES = 400
 LIFTED_BY_SUBSCRIBE = ("UNSUBSCRIBE", "SPAM_REPORT", "USER_SUPPRESSED")
-CHANNELS = {("email", "marketing"): "email_marketing", ("sms", "marketing"): "sms_marketing",
-            ("sms", "transactional"): "sms_transactional"}
+CHANNELS = {
+    ("email", "marketing"): "email_marketing",
+    ("sms", "marketing"): "sms_marketing",
+    ("sms", "transactional"): "sms_transactional",
+}
 PROFILES_POINTER = "/data/attributes/profiles/data"
 YEAR = 365 * 86400
 EPOCH_1990 = 631152000.0
@@ -85,8 +93,9 @@ def _profiles(doc: dict, op: str) -> list:
     if not items:
         raise bad_request("`profiles.data` must be a non-empty array.", pointer=PROFILES_POINTER)
     if len(items) > LIMITS[op]:
-        raise bad_request(f"A maximum of {LIMITS[op]} profiles is allowed per request; got {len(items)}.",
-                          pointer=PROFILES_POINTER)
+        raise bad_request(
+            f"A maximum of {LIMITS[op]} profiles is allowed per request; got {len(items)}.", pointer=PROFILES_POINTER
+        )
     return items
 
 
@@ -105,8 +114,9 @@ def _identifiers(k: int, attrs: dict, channels: set) -> None:
     if email is not None and not EMAIL_RE.match(email):
         raise bad_request(f"Invalid email address: {email!r}.", pointer=f"{pointer}/email")
     if phone is not None and not E164_RE.match(phone):
-        raise bad_request(f"Invalid phone number {phone!r}: phone numbers must be in E.164 format.",
-                          pointer=f"{pointer}/phone_number")
+        raise bad_request(
+            f"Invalid phone number {phone!r}: phone numbers must be in E.164 format.", pointer=f"{pointer}/phone_number"
+        )
     if not (email or phone):
         raise bad_request("Either email or phone_number is required.", pointer=pointer)
     if "email" in channels and not email:
@@ -149,10 +159,14 @@ def subscribe(req):
             rec, _ = store.upsert_profile({k: v for k, v in ident.items() if v}, pid=pid)
             ids.append(rec["id"])
             stamp = {name: (params.get("consented_at") or iso(store.now())) for name, params in changes.items()}
-            store.change_consent(rec["id"], {name: ("SUBSCRIBED", stamp[name]) for name in changes},
-                                 lift=LIFTED_BY_SUBSCRIBE if "email_marketing" in changes else ())
+            store.change_consent(
+                rec["id"],
+                {name: ("SUBSCRIBED", stamp[name]) for name in changes},
+                lift=LIFTED_BY_SUBSCRIBE if "email_marketing" in changes else (),
+            )
         if list_id:
             store.add_members(list_id, ids)
+
     store.bulk.later(apply)
     return 202, b""
 
@@ -190,15 +204,20 @@ def unsubscribe(req):
             store.change_consent(rec["id"], {name: ("UNSUBSCRIBED", iso(store.now())) for name in changes})
         if list_id:
             store.remove_members(list_id, ids)
+
     store.bulk.later(apply)
     return 202, b""
 
 
 # ---------------------------------------------------------------- suppress / unsuppress (jobs)
-JOB_TYPES = {"bulk_suppress_profiles": "profile-suppression-bulk-create-job",
-             "bulk_unsuppress_profiles": "profile-suppression-bulk-delete-job"}
-JOB_PATHS = {"profile-suppression-bulk-create-job": "profile-suppression-bulk-create-jobs",
-             "profile-suppression-bulk-delete-job": "profile-suppression-bulk-delete-jobs"}
+JOB_TYPES = {
+    "bulk_suppress_profiles": "profile-suppression-bulk-create-job",
+    "bulk_unsuppress_profiles": "profile-suppression-bulk-delete-job",
+}
+JOB_PATHS = {
+    "profile-suppression-bulk-create-job": "profile-suppression-bulk-create-jobs",
+    "profile-suppression-bulk-delete-job": "profile-suppression-bulk-delete-jobs",
+}
 
 
 def suppression(op: str):
@@ -206,7 +225,7 @@ def suppression(op: str):
 
     def handler(req):
         doc = body(req, op)
-        if (doc["data"].get("relationships") or {}):
+        if doc["data"].get("relationships") or {}:
             # The sandbox does not take whole lists or segments (the target never sends them).
             raise bad_request("The sandbox supports suppression by email only.", pointer="/data/relationships")
         items = _profiles(doc, op)
@@ -214,8 +233,9 @@ def suppression(op: str):
         for k, item in enumerate(items):
             email = item["attributes"]["email"]
             if not EMAIL_RE.match(email):
-                raise bad_request(f"Invalid email address: {email!r}.",
-                                  pointer=f"{PROFILES_POINTER}/{k}/attributes/email")
+                raise bad_request(
+                    f"Invalid email address: {email!r}.", pointer=f"{PROFILES_POINTER}/{k}/attributes/email"
+                )
             emails.append(email)
         store, bulk = req.store, req.store.bulk
         with store.lock:
@@ -235,9 +255,12 @@ def suppression(op: str):
                 else:
                     store.change_consent(rec["id"], {}, lift=("USER_SUPPRESSED",))
             job.applied = True
+
         bulk.later(apply)
-        return 202, document(resource(_job_record(store, job), req.base),
-                             {"self": f"{req.base}/api/{JOB_PATHS[job.kind]}/{job.id}/"})
+        return 202, document(
+            resource(_job_record(store, job), req.base), {"self": f"{req.base}/api/{JOB_PATHS[job.kind]}/{job.id}/"}
+        )
+
     return handler
 
 
@@ -246,8 +269,10 @@ def get_suppression_job(kind: str):
         job = req.store.bulk.jobs.get(req.match["id"])
         if job is None or job.kind != kind:
             raise not_found(f"A job with id {req.match['id']} does not exist.")
-        return 200, document(resource(_job_record(req.store, job), req.base),
-                             {"self": f"{req.base}/api/{JOB_PATHS[kind]}/{job.id}/"})
+        return 200, document(
+            resource(_job_record(req.store, job), req.base), {"self": f"{req.base}/api/{JOB_PATHS[kind]}/{job.id}/"}
+        )
+
     return handler
 
 
@@ -255,11 +280,19 @@ def _job_record(store, job) -> dict:
     status, progress, _, done = job.timeline(store.now())
     if status == "complete" and not job.applied:
         status, progress, done = "processing", 0.99, None  # the timer has not run yet
-    return {"type": job.kind, "id": job.id,
-            "attributes": {"status": status, "created_at": iso(job.created), "total_count": job.total,
-                           "completed_count": int(job.total * progress), "completed_at": iso(done) if done else None,
-                           "skipped_count": job.skipped if status == "complete" else 0},
-            "relationships": {"lists": [], "segments": []}}
+    return {
+        "type": job.kind,
+        "id": job.id,
+        "attributes": {
+            "status": status,
+            "created_at": iso(job.created),
+            "total_count": job.total,
+            "completed_count": int(job.total * progress),
+            "completed_at": iso(done) if done else None,
+            "skipped_count": job.skipped if status == "complete" else 0,
+        },
+        "relationships": {"lists": [], "segments": []},
+    }
 
 
 # ---------------------------------------------------------------- events
@@ -283,8 +316,10 @@ def create_events(req):
             unique = a.get("unique_id") or a.get("time") or iso(now)
             name = a["metric"]["data"]["attributes"]["name"]
             if (key, name, unique) in seen:
-                raise bad_request("unique_id is repeated for the same profile and metric; no events were processed.",
-                                  pointer=f"{where}/unique_id")
+                raise bad_request(
+                    "unique_id is repeated for the same profile and metric; no events were processed.",
+                    pointer=f"{where}/unique_id",
+                )
             seen.add((key, name, unique))
             work.append((profile, name, unique, a))
 
@@ -296,11 +331,18 @@ def create_events(req):
                 if dedup in store.tracked_keys:
                     continue
                 store.tracked_keys.add(dedup)
-                store.tracked_events.append({
-                    "profile_id": rec["id"], "metric": name, "unique_id": unique,
-                    "time": a.get("time") or iso(store.now()), "value": a.get("value"),
-                    "value_currency": a.get("value_currency"), "properties": copy.deepcopy(a["properties"]),
-                })
+                store.tracked_events.append(
+                    {
+                        "profile_id": rec["id"],
+                        "metric": name,
+                        "unique_id": unique,
+                        "time": a.get("time") or iso(store.now()),
+                        "value": a.get("value"),
+                        "value_currency": a.get("value_currency"),
+                        "properties": copy.deepcopy(a["properties"]),
+                    }
+                )
+
     store.bulk.later(apply)
     return 202, b""
 
@@ -330,7 +372,9 @@ def _event_profile_record(store, profile: dict) -> dict:
 def _check_event(a: dict, where: str, now: float) -> None:
     name = a["metric"]["data"]["attributes"]["name"]
     if not name or len(name) >= 128:
-        raise bad_request("The metric name must be 1 to 127 characters.", pointer=f"{where}/metric/data/attributes/name")
+        raise bad_request(
+            "The metric name must be 1 to 127 characters.", pointer=f"{where}/metric/data/attributes/name"
+        )
     if a.get("time") is not None:
         ts = datetime.fromisoformat(a["time"].replace("Z", "+00:00"))
         if ts.tzinfo is None:

@@ -1,4 +1,5 @@
 """Sandbox configuration (shared by the CLI and the Python API)."""
+
 from __future__ import annotations
 
 import time
@@ -65,4 +66,4 @@ class SandboxConfig:
 
     @property
     def now_ts(self) -> int:
-        return int(time.time()) if self.real_clock else int(parse_ts(self.now))
+        return int(time.time()) if self.real_clock else int(parse_ts(self.now) or 0)

@@ -7,6 +7,7 @@ are strictly increasing in the index, so range filters become binary searches.
 Records are dicts: {"type", "id", "attributes", "relationships": {name: data|None},
 "_i": generated index, "_x": hidden filter values}.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -22,19 +23,31 @@ YEAR = 365 * DAY
 # (name, membership probability). Awkward names on purpose: case-only duplicates,
 # exact duplicates, slashes, quotes, commas, emoji, padding, an empty list.
 LIST_SEEDS = [
-    ("Newsletter", 0.6), ("newsletter", 0.05), ("VIP / Whales 🐋", 0.04), ("Summer Sale ☀️ 2026", 0.3),
-    ("Duplicate Name", 0.1), ("Duplicate Name", 0.12), ("Empty List", 0.0), ("  padded name  ", 0.02),
-    ("O'Reilly's \"quoted\" list", 0.05), ("a,b (comma) list", 0.05), ("Ünïcödé Ŀïşţ", 0.1),
+    ("Newsletter", 0.6),
+    ("newsletter", 0.05),
+    ("VIP / Whales 🐋", 0.04),
+    ("Summer Sale ☀️ 2026", 0.3),
+    ("Duplicate Name", 0.1),
+    ("Duplicate Name", 0.12),
+    ("Empty List", 0.0),
+    ("  padded name  ", 0.02),
+    ("O'Reilly's \"quoted\" list", 0.05),
+    ("a,b (comma) list", 0.05),
+    ("Ünïcödé Ŀïşţ", 0.1),
     ("back\\slash list", 0.03),
 ]
 SEGMENT_SEEDS = [
-    ("Engaged (90 days)", 0.35), ("engaged (90 days)", 0.2), ("Big spenders 💰", 0.05),
-    ("Churn risk / win-back", 0.15), ("All profiles", 1.0), ("Empty segment", 0.0),
+    ("Engaged (90 days)", 0.35),
+    ("engaged (90 days)", 0.2),
+    ("Big spenders 💰", 0.05),
+    ("Churn risk / win-back", 0.15),
+    ("All profiles", 1.0),
+    ("Empty segment", 0.0),
 ]
 
 
 def count(base: float, scale: float, minimum: int) -> int:
-    return max(minimum, int(round(base * scale)))
+    return max(minimum, round(base * scale))
 
 
 def mono(i: int, n: int, start: int, end: int, s: int) -> int:
@@ -59,7 +72,7 @@ def first_index(lo: int, hi: int, pred) -> int:
 class Group:
     """A generated list or segment (small: kept as plain attributes)."""
 
-    __slots__ = ("kind", "j", "id", "name", "created", "updated", "threshold", "hsalt", "opt_in")
+    __slots__ = ("created", "hsalt", "id", "j", "kind", "name", "opt_in", "threshold", "updated")
 
     def __init__(self, kind, j, ident, name, created, updated, p, hsalt, opt_in):
         self.kind, self.j, self.id, self.name = kind, j, ident, name
@@ -112,8 +125,15 @@ class Dataset:
 
     def clear_caches(self):
         """Drop the bounded LRU caches (memory measurements, benchmarks)."""
-        for fn in (self.profile, self.profile_id, self.metric_id, self.event, self.event_payload, self.small,
-                   self.group):
+        for fn in (
+            self.profile,
+            self.profile_id,
+            self.metric_id,
+            self.event,
+            self.event_payload,
+            self.small,
+            self.group,
+        ):
             fn.cache_clear()
 
     def rng(self, kind: str, i: int) -> Rng:
@@ -183,8 +203,12 @@ class Dataset:
 
     def small_count(self, kind: str) -> int:
         return {
-            "campaign": self.n_campaigns, "flow": self.n_flows, "metric": self.n_metrics,
-            "review": self.n_reviews, "list": self.n_lists, "segment": self.n_segments,
+            "campaign": self.n_campaigns,
+            "flow": self.n_flows,
+            "metric": self.n_metrics,
+            "review": self.n_reviews,
+            "list": self.n_lists,
+            "segment": self.n_segments,
         }[kind]
 
     # ------------------------------------------------------------ lists & segments
@@ -202,13 +226,23 @@ class Dataset:
         if j < len(seeds):
             name, p = seeds[j]
         else:
-            name = f"{'List' if kind == 'list' else 'Segment'} {j:03d} {r.choice(['Leads', 'Buyers', 'Repeat', 'Region EU', 'Region US', 'Prospects'])}"
+            audience = r.choice(["Leads", "Buyers", "Repeat", "Region EU", "Region US", "Prospects"])
+            name = f"{'List' if kind == 'list' else 'Segment'} {j:03d} {audience}"
             p = r.choice([0.01, 0.03, 0.08, 0.15, 0.25, 0.4])
         created = self.t_start + r.int(0, 2 * YEAR)
         updated = created + r.int(0, self.now - DAY - created)
         opt_in = r.choice(["single_opt_in", "double_opt_in"]) if kind == "list" else None
-        return Group(kind, j, self.group_codec(kind).id(j), name, created, updated, p,
-                     h(self.seed, salt(kind + "-members"), j), opt_in)
+        return Group(
+            kind,
+            j,
+            self.group_codec(kind).id(j),
+            name,
+            created,
+            updated,
+            p,
+            h(self.seed, salt(kind + "-members"), j),
+            opt_in,
+        )
 
     def is_member(self, g: Group, i: int) -> bool:
         return mix(g.hsalt ^ i) < g.threshold

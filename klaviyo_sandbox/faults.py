@@ -1,4 +1,5 @@
 """Deterministic fault injection: the n-th request's fault depends only on (seed, n)."""
+
 from __future__ import annotations
 
 import threading

@@ -5,17 +5,29 @@ Grammar (what the official SDK's FilterBuilder emits, plus `and(...)`):
     cond  := op "(" field ["," value] ")" | "and(" expr ")"
     value := 'str' | "str" | [value, ...] | true | false | null | number | ISO datetime
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NoReturn
 
 from .endpoints import FieldSpec
 from .util import parse_ts
 
 OPERATORS = {
-    "equals", "less-than", "less-or-equal", "greater-than", "greater-or-equal", "contains",
-    "contains-any", "contains-all", "ends-with", "starts-with", "any", "has",
+    "equals",
+    "less-than",
+    "less-or-equal",
+    "greater-than",
+    "greater-or-equal",
+    "contains",
+    "contains-any",
+    "contains-all",
+    "ends-with",
+    "starts-with",
+    "any",
+    "has",
 }
 RANGE_OPS = {"greater-than", "greater-or-equal", "less-than", "less-or-equal"}
 _NUM = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?$")
@@ -47,7 +59,7 @@ class _Parser:
     def __init__(self, text: str):
         self.s, self.i = text, 0
 
-    def fail(self, msg: str):
+    def fail(self, msg: str) -> NoReturn:
         raise FilterError(f"Invalid filter provided: {msg} (at position {self.i} of {self.s!r}).")
 
     def ws(self):
@@ -106,7 +118,7 @@ class _Parser:
             return self.string(ch)
         if ch == "[":
             self.i += 1
-            items = []
+            items: list = []
             if self.peek() == "]":
                 self.i += 1
                 return items
@@ -139,7 +151,7 @@ class _Parser:
         start = self.i
         while self.i < len(self.s) and self.s[self.i] not in ",)]":
             self.i += 1
-        tok = self.s[start:self.i].strip()
+        tok = self.s[start : self.i].strip()
         if _SPACED_OFFSET.match(tok):  # an unencoded '+' in the URL arrived as a space
             tok = tok[:-6] + "+" + tok[-5:]
         if tok in ("true", "false"):
@@ -176,14 +188,20 @@ def _coerce(value, spec: FieldSpec, fld: str):
             raise FilterError(f"Invalid filter provided: '{fld}' expects a boolean, got {value!r}.")
         return value
     if t in ("number", "integer"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (t == "integer" and isinstance(value, float)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (t == "integer" and isinstance(value, float))
+        ):
             raise FilterError(f"Invalid filter provided: '{fld}' expects a {t}, got {value!r}.")
         return value
     if not isinstance(value, str):
         raise FilterError(f"Invalid filter provided: '{fld}' expects a string, got {value!r}.")
     if spec.enum and value not in spec.enum:
-        raise FilterError(f"Invalid filter provided: {value!r} is not a valid value for '{fld}'. "
-                          f"Valid values are: {', '.join(spec.enum)}.")
+        raise FilterError(
+            f"Invalid filter provided: {value!r} is not a valid value for '{fld}'. "
+            f"Valid values are: {', '.join(spec.enum)}."
+        )
     return value
 
 
@@ -193,8 +211,10 @@ def validate(conds: list[Cond], specs: dict, rtype: str) -> list[Cond]:
     for c in conds:
         spec = specs.get(c.field)
         if spec is None:
-            raise FilterError(f"Invalid filter provided: '{c.field}' is not a valid field for the resource "
-                              f"'{rtype}'. Valid fields are: {', '.join(sorted(specs)) or 'none'}.")
+            raise FilterError(
+                f"Invalid filter provided: '{c.field}' is not a valid field for the resource "
+                f"'{rtype}'. Valid fields are: {', '.join(sorted(specs)) or 'none'}."
+            )
         if not c.has_value:
             allowed, value = spec.none, None
         elif isinstance(c.value, list):
@@ -209,8 +229,10 @@ def validate(conds: list[Cond], specs: dict, rtype: str) -> list[Cond]:
                 value = [value]
         if c.op not in allowed:
             ops = sorted(set(spec.single) | set(spec.list) | set(spec.none))
-            raise FilterError(f"Invalid filter provided: operator '{c.op}' is not supported for the field "
-                              f"'{c.field}'. Supported operators are: {', '.join(ops)}.")
+            raise FilterError(
+                f"Invalid filter provided: operator '{c.op}' is not supported for the field "
+                f"'{c.field}'. Supported operators are: {', '.join(ops)}."
+            )
         out.append(Cond(c.op, c.field, value, c.has_value))
     return out
 
@@ -248,13 +270,16 @@ def compile_cond(c: Cond, datetime_field: bool, fold_case: bool):
         return lambda v: norm(v) == t
     if op in RANGE_OPS:
         cmp = {
-            "greater-than": lambda a: a > t, "greater-or-equal": lambda a: a >= t,
-            "less-than": lambda a: a < t, "less-or-equal": lambda a: a <= t,
+            "greater-than": lambda a: a > t,
+            "greater-or-equal": lambda a: a >= t,
+            "less-than": lambda a: a < t,
+            "less-or-equal": lambda a: a <= t,
         }[op]
 
         def ranged(v):
             v = norm(v)
             return v is not None and not isinstance(v, str) and cmp(v)
+
         return ranged
     tl = str(t).lower()
     if op == "contains":

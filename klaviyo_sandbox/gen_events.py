@@ -1,4 +1,5 @@
 """Event generation plus a string-template renderer (events are served 1000 per page)."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,13 @@ import json
 from . import messages
 from .util import Rng, iso, uuid_from
 
-PRODUCTS = [("Trail Shoe", 89.0), ("Café Mug ☕", 14.5), ("Tote / Bag", 35.0), ("Gift Card 🎁", 50), ("Socks (3-pack)", 12.99)]
+PRODUCTS = [
+    ("Trail Shoe", 89.0),
+    ("Café Mug ☕", 14.5),
+    ("Tote / Bag", 35.0),
+    ("Gift Card 🎁", 50),
+    ("Socks (3-pack)", 12.99),
+]
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode  # ASCII output: joins/encodes stay memcpy-fast
 VARIANTS = 64  # distinct property payloads per metric (pre-encoded once, reused by many events)
 
@@ -63,7 +70,7 @@ def properties(r: Rng, name: str, i: int) -> dict:
         return {}  # messages.attribute names the form
     if name == "Active on Site":
         return {"page": f"https://shop.example.com/{r.choice(['', 'sale', 'about'])}", "$session_id": r.bits() % 10**9}
-    props = {"source": "sandbox"}
+    props: dict = {"source": "sandbox"}
     if r.chance(0.5):
         props["score"] = r.int(1, 10)
     return props
@@ -90,11 +97,20 @@ def event(ds, i: int) -> dict:
     pid, mid = ds.profile_id(r.int(0, ds.n_profiles - 1)), ds.metric_id(k)
     props, props_json = ds.event_payload(k, r.int(0, VARIANTS - 1))
     return {
-        "type": "event", "id": ds.event_ids.id(i), "_props_json": props_json,
-        "attributes": {"timestamp": ts, "event_properties": props, "datetime": iso(ts),
-                       "uuid": uuid_from(r.bits64(), r.bits64())},
-        "relationships": {"profile": {"type": "profile", "id": pid}, "metric": {"type": "metric", "id": mid},
-                          "attributions": None},
+        "type": "event",
+        "id": ds.event_ids.id(i),
+        "_props_json": props_json,
+        "attributes": {
+            "timestamp": ts,
+            "event_properties": props,
+            "datetime": iso(ts),
+            "uuid": uuid_from(r.bits64(), r.bits64()),
+        },
+        "relationships": {
+            "profile": {"type": "profile", "id": pid},
+            "metric": {"type": "metric", "id": mid},
+            "attributions": None,
+        },
         "_i": i,
         "_x": {"metric_id": mid, "profile_id": pid, "profile": 1, "metric": 1},
     }
@@ -114,8 +130,12 @@ def event_json(rec: dict, base: str) -> str:
     """Same bytes as json-encoding the rendered resource, ~5x faster."""
     a, rel = rec["attributes"], rec["relationships"]
     return _TEMPLATE % {
-        "id": rec["id"], "ts": a["timestamp"], "dt": a["datetime"],
+        "id": rec["id"],
+        "ts": a["timestamp"],
+        "dt": a["datetime"],
         "props": rec.get("_props_json") or _DUMPS(a["event_properties"]),
-        "uuid": a["uuid"], "pid": rel["profile"]["id"], "mid": rel["metric"]["id"],
+        "uuid": a["uuid"],
+        "pid": rel["profile"]["id"],
+        "mid": rel["metric"]["id"],
         "u": f"{base}/api/events/{rec['id']}",
     }

@@ -1,4 +1,5 @@
 """Profile generation: identifiers recoverable from the index, mixed-type custom properties."""
+
 from __future__ import annotations
 
 import re
@@ -7,16 +8,44 @@ from .util import Rng, iso, iso_date, salt
 
 # (display name, ASCII form for the email address); unicode and emoji on purpose.
 FIRST = [
-    ("Ana", "ana"), ("Zoë", "zoe"), ("José", "jose"), ("Łukasz", "lukasz"), ("Søren", "soren"),
-    ("Mária", "maria"), ("Émile", "emile"), ("Aoife", "aoife"), ("李", "li"), ("Sam 🚀", "sam"),
-    ("Ахмед", "ahmed"), ("Ngozi", "ngozi"), ("Priya", "priya"), ("Chloé", "chloe"), ("Björn", "bjorn"),
-    ("Kenji", "kenji"), ("Fatima", "fatima"), ("Olu", "olu"), ("Mateo", "mateo"), ("Grace", "grace"),
+    ("Ana", "ana"),
+    ("Zoë", "zoe"),
+    ("José", "jose"),
+    ("Łukasz", "lukasz"),
+    ("Søren", "soren"),
+    ("Mária", "maria"),
+    ("Émile", "emile"),
+    ("Aoife", "aoife"),
+    ("李", "li"),
+    ("Sam 🚀", "sam"),
+    ("Ахмед", "ahmed"),
+    ("Ngozi", "ngozi"),
+    ("Priya", "priya"),
+    ("Chloé", "chloe"),
+    ("Björn", "bjorn"),
+    ("Kenji", "kenji"),
+    ("Fatima", "fatima"),
+    ("Olu", "olu"),
+    ("Mateo", "mateo"),
+    ("Grace", "grace"),
 ]
 LAST = [
-    ("García", "garcia"), ("O'Brien", "obrien"), ("Müller", "muller"), ("Nguyễn", "nguyen"),
-    ("Smith", "smith"), ("Kowalski", "kowalski"), ("Dubois", "dubois"), ("Okafor", "okafor"),
-    ("Tanaka", "tanaka"), ("van der Berg", "vanderberg"), ("Иванова", "ivanova"), ("Rossi", "rossi"),
-    ("Johnson 🎸", "johnson"), ("Lee", "lee"), ("Silva", "silva"), ("Haddad", "haddad"),
+    ("García", "garcia"),
+    ("O'Brien", "obrien"),
+    ("Müller", "muller"),
+    ("Nguyễn", "nguyen"),
+    ("Smith", "smith"),
+    ("Kowalski", "kowalski"),
+    ("Dubois", "dubois"),
+    ("Okafor", "okafor"),
+    ("Tanaka", "tanaka"),
+    ("van der Berg", "vanderberg"),
+    ("Иванова", "ivanova"),
+    ("Rossi", "rossi"),
+    ("Johnson 🎸", "johnson"),
+    ("Lee", "lee"),
+    ("Silva", "silva"),
+    ("Haddad", "haddad"),
 ]
 DOMAINS = ["example.com", "example.org", "mail.example.net", "shop.example.io"]
 CITIES = [
@@ -78,9 +107,13 @@ def _location(r: Rng) -> dict:
     return {
         "address1": f"{r.int(1, 999)} {r.choice(['Main St', 'Rua Augusta', 'Bahnhofstrasse', 'High St'])}",
         "address2": r.choice([None, f"Apt {r.int(1, 40)}"]),
-        "city": city, "country": country,
-        "latitude": str(lat) if as_text else lat, "longitude": str(lon) if as_text else lon,
-        "region": region, "zip": zipc, "timezone": tz,
+        "city": city,
+        "country": country,
+        "latitude": str(lat) if as_text else lat,
+        "longitude": str(lon) if as_text else lon,
+        "region": region,
+        "zip": zipc,
+        "timezone": tz,
         "ip": f"203.0.113.{r.int(1, 254)}",
     }
 
@@ -145,29 +178,44 @@ def subscriptions(ds, i: int | None, rec: dict) -> dict:
         "email": {"marketing": _email_marketing(r, ds, created)},
         "sms": {
             "marketing": {
-                "can_receive_sms_marketing": sms_consent == "SUBSCRIBED", "consent": sms_consent,
-                "consent_timestamp": sms_ts, "method": "TEXT" if sms_ts else None,
-                "method_detail": "", "last_updated": sms_ts,
+                "can_receive_sms_marketing": sms_consent == "SUBSCRIBED",
+                "consent": sms_consent,
+                "consent_timestamp": sms_ts,
+                "method": "TEXT" if sms_ts else None,
+                "method_detail": "",
+                "last_updated": sms_ts,
             },
             "transactional": None,
         },
-        "mobile_push": {"marketing": {"can_receive_push_marketing": False, "consent": "NEVER_SUBSCRIBED",
-                                      "consent_timestamp": None}},
+        "mobile_push": {
+            "marketing": {"can_receive_push_marketing": False, "consent": "NEVER_SUBSCRIBED", "consent_timestamp": None}
+        },
     }
 
 
 def predictive(ds, i: int | None) -> dict:
     if i is None:  # brand-new profiles have no predictions yet
-        keys = ("historic_clv", "predicted_clv", "total_clv", "historic_number_of_orders",
-                "predicted_number_of_orders", "average_days_between_orders", "average_order_value",
-                "churn_probability", "expected_date_of_next_order")
+        keys = (
+            "historic_clv",
+            "predicted_clv",
+            "total_clv",
+            "historic_number_of_orders",
+            "predicted_number_of_orders",
+            "average_days_between_orders",
+            "average_order_value",
+            "churn_probability",
+            "expected_date_of_next_order",
+        )
         return {**dict.fromkeys(keys), "ranked_channel_affinity": None}
     r = ds.rng("predictive", i)
     hist, pred = r.money(0, 3000), r.money(0, 1500)
     orders = r.int(0, 30)
     return {
-        "historic_clv": hist, "predicted_clv": pred, "total_clv": round(hist + pred, 2),
-        "historic_number_of_orders": orders, "predicted_number_of_orders": round(r.u() * 5, 2),
+        "historic_clv": hist,
+        "predicted_clv": pred,
+        "total_clv": round(hist + pred, 2),
+        "historic_number_of_orders": orders,
+        "predicted_number_of_orders": round(r.u() * 5, 2),
         "average_days_between_orders": None if orders < 2 else round(r.u() * 90, 1),
         "average_order_value": round(hist / orders, 2) if orders else 0.0,
         "churn_probability": round(r.u(), 3),

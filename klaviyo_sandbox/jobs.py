@@ -4,6 +4,7 @@ A job is queued for the first 20% of `job_seconds`, processing until `job_second
 complete. Its rows are applied (upserted, added to the attached lists) exactly once, by a
 timer at completion or by the first read that observes it complete, whichever comes first.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,10 @@ PROFILE_POINTER = "/data/attributes/profiles/data/{k}"
 
 
 class Job:
+    # Set on import jobs of other kinds (klaviyo_sandbox.bulk): the job type, rows skipped.
+    kind: str
+    skipped: int
+
     def __init__(self, jid, created, duration, rows, errors, lists):
         self.id, self.created, self.duration = jid, created, duration
         self.rows, self.errors, self.lists = rows, errors, lists
@@ -66,14 +71,22 @@ class JobManager:
         if not isinstance(profiles, list) or not profiles:
             raise bad_request("`profiles.data` must be a non-empty array.", pointer="/data/attributes/profiles/data")
         if len(profiles) > MAX_PROFILES:
-            raise bad_request(f"A maximum of {MAX_PROFILES} profiles is allowed per request; got {len(profiles)}.",
-                              pointer="/data/attributes/profiles/data")
+            raise bad_request(
+                f"A maximum of {MAX_PROFILES} profiles is allowed per request; got {len(profiles)}.",
+                pointer="/data/attributes/profiles/data",
+            )
         lists = self._lists(data)
         rows, errors = [], []
         for k, item in enumerate(profiles):
-            if not isinstance(item, dict) or item.get("type") != "profile" or not isinstance(item.get("attributes"), dict):
-                raise bad_request("Each profile must be {'type': 'profile', 'attributes': {...}}.",
-                                  pointer=PROFILE_POINTER.format(k=k))
+            if (
+                not isinstance(item, dict)
+                or item.get("type") != "profile"
+                or not isinstance(item.get("attributes"), dict)
+            ):
+                raise bad_request(
+                    "Each profile must be {'type': 'profile', 'attributes': {...}}.",
+                    pointer=PROFILE_POINTER.format(k=k),
+                )
             problem = row_problem(item)
             if problem:
                 errors.append(self._error(k, item, *problem))
@@ -101,10 +114,19 @@ class JobManager:
 
     def _error(self, k: int, item: dict, field: str | None, detail: str) -> dict:
         pointer = PROFILE_POINTER.format(k=k) + "/attributes" + (f"/{field}" if field else "")
-        return {"type": "import-error", "id": f"{k:05d}",
-                "attributes": {"code": "invalid", "title": "Invalid input.", "detail": detail,
-                               "source": {"pointer": pointer}, "original_payload": item.get("attributes")},
-                "_seq": k, "_nat": k}
+        return {
+            "type": "import-error",
+            "id": f"{k:05d}",
+            "attributes": {
+                "code": "invalid",
+                "title": "Invalid input.",
+                "detail": detail,
+                "source": {"pointer": pointer},
+                "original_payload": item.get("attributes"),
+            },
+            "_seq": k,
+            "_nat": k,
+        }
 
     def _schedule(self, job: Job):
         if self.duration <= 0:
@@ -152,10 +174,19 @@ class JobManager:
             "expires_at": iso(job.created + 7 * 86400),
             "started_at": iso(started) if started else None,
         }
-        return {"type": "profile-bulk-import-job", "id": job.id, "attributes": attrs,
-                "relationships": {"lists": [{"type": "list", "id": lid} for lid in job.lists],
-                                  "profiles": None, "import-errors": None},
-                "_seq": job.seq, "_nat": job.seq, "_x": {"status": status}}
+        return {
+            "type": "profile-bulk-import-job",
+            "id": job.id,
+            "attributes": attrs,
+            "relationships": {
+                "lists": [{"type": "list", "id": lid} for lid in job.lists],
+                "profiles": None,
+                "import-errors": None,
+            },
+            "_seq": job.seq,
+            "_nat": job.seq,
+            "_x": {"status": status},
+        }
 
 
 def unset_properties(item: dict) -> tuple:
@@ -173,8 +204,9 @@ def row_problem(item: dict):
     if email is not None and (not isinstance(email, str) or not EMAIL_RE.match(email)):
         return "email", f"Invalid email address: {email!r}."
     if phone is not None and (not isinstance(phone, str) or not E164_RE.match(phone)):
-        return "phone_number", (f"Invalid phone number {phone!r}: phone numbers must be in E.164 format "
-                                "(for example +12345678901).")
+        return "phone_number", (
+            f"Invalid phone number {phone!r}: phone numbers must be in E.164 format (for example +12345678901)."
+        )
     if not (email or phone or a.get("external_id") or item.get("id")):
         return None, "A profile must have at least one identifier: email, phone_number, external_id or id."
     return None

@@ -22,6 +22,7 @@ from the events the API lists:
 
 Attribution ignores send time (Klaviyo's attribution windows are not modelled).
 """
+
 from __future__ import annotations
 
 import typing as t
@@ -30,8 +31,14 @@ from . import gen_content
 
 #: Engagement metric -> the channel of the messages it belongs to.
 ENGAGEMENT_CHANNEL = {
-    "Received Email": "email", "Opened Email": "email", "Clicked Email": "email", "Bounced Email": "email",
-    "Marked Email as Spam": "email", "Unsubscribed": "email", "Received SMS": "sms", "Clicked SMS": "sms",
+    "Received Email": "email",
+    "Opened Email": "email",
+    "Clicked Email": "email",
+    "Bounced Email": "email",
+    "Marked Email as Spam": "email",
+    "Unsubscribed": "email",
+    "Received SMS": "sms",
+    "Clicked SMS": "sms",
 }
 #: Sign-up form metrics (gen_catalog.METRIC_NAMES); their events name the form.
 FORM_METRICS = ("Viewed Form", "Closed Form", "Submitted Form")
@@ -51,8 +58,10 @@ class Message(t.NamedTuple):
 def campaign_messages(ds, k: int) -> list[Message]:
     rec = ds.small("campaign", k)
     channel = rec["_x"]["messages.channel"]
-    return [Message(m["id"], channel, campaign_id=rec["id"], campaign_index=k)
-            for m in rec["relationships"]["campaign-messages"]]
+    return [
+        Message(m["id"], channel, campaign_id=rec["id"], campaign_index=k)
+        for m in rec["relationships"]["campaign-messages"]
+    ]
 
 
 def is_sent(ds, k: int) -> bool:

@@ -11,6 +11,7 @@ token a grant issues (codes, access tokens, rotated refresh tokens) stays bound 
 `/oauth/revoke` follows RFC 7009 (which Klaviyo's docs point to): revoking a refresh token ends
 its whole grant, access tokens included; an unknown token is not an error.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,9 @@ def pkce_challenge(verifier: str) -> str:
 
 
 class OAuthServer:
-    def __init__(self, client_id: str, client_secret: str, token_seconds: int, clock=time.monotonic,
-                 accounts: list | None = None):
+    def __init__(
+        self, client_id: str, client_secret: str, token_seconds: int, clock=time.monotonic, accounts: list | None = None
+    ):
         self.clients = {client_id: client_secret}
         self.accounts = list(accounts or [None])
         self.signed_in = self.accounts[0]  # the account the (simulated) browser approves for
@@ -72,9 +74,14 @@ class OAuthServer:
             code = secrets.token_urlsafe(24)
             with self.lock:
                 self.codes[code] = {
-                    "client_id": client_id, "redirect_uri": redirect, "challenge": params["code_challenge"],
-                    "scope": params.get("scope") or DEFAULT_SCOPE, "expires": self.clock() + CODE_TTL,
-                    "used": False, "issued": [], "account": self.signed_in,
+                    "client_id": client_id,
+                    "redirect_uri": redirect,
+                    "challenge": params["code_challenge"],
+                    "scope": params.get("scope") or DEFAULT_SCOPE,
+                    "expires": self.clock() + CODE_TTL,
+                    "used": False,
+                    "issued": [],
+                    "account": self.signed_in,
                 }
             query = {"code": code}
         if state is not None:
@@ -85,8 +92,12 @@ class OAuthServer:
     def token(self, headers, body: bytes):
         client_id = self._client(headers.get("Authorization", ""))
         if client_id is None:
-            return self._json(401, "invalid_client", "Client authentication failed (HTTP Basic required).",
-                              {"WWW-Authenticate": 'Basic realm="oauth"'})
+            return self._json(
+                401,
+                "invalid_client",
+                "Client authentication failed (HTTP Basic required).",
+                {"WWW-Authenticate": 'Basic realm="oauth"'},
+            )
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
             return self._json(400, "invalid_request", "The body must be application/x-www-form-urlencoded.")
@@ -142,12 +153,27 @@ class OAuthServer:
 
     def _issue(self, client_id: str, scope: str, account, grant):
         access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        self.access[access] = {"client_id": client_id, "scope": scope, "account": account, "grant": grant,
-                               "expires": self.clock() + self.token_seconds}
-        self.refresh[refresh] = {"client_id": client_id, "scope": scope, "account": account, "grant": grant,
-                                 "active": True}
-        body = {"access_token": access, "token_type": "Bearer", "expires_in": self.token_seconds,
-                "refresh_token": refresh, "scope": scope}
+        self.access[access] = {
+            "client_id": client_id,
+            "scope": scope,
+            "account": account,
+            "grant": grant,
+            "expires": self.clock() + self.token_seconds,
+        }
+        self.refresh[refresh] = {
+            "client_id": client_id,
+            "scope": scope,
+            "account": account,
+            "grant": grant,
+            "active": True,
+        }
+        body = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.token_seconds,
+            "refresh_token": refresh,
+            "scope": scope,
+        }
         return 200, {"Cache-Control": "no-store", "Pragma": "no-cache"}, json.dumps(body).encode()
 
     def revoke(self, headers, body: bytes):

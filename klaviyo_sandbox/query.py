@@ -7,6 +7,7 @@ A collection is two ordered streams merged on a composite key (sort value, sourc
   * overlay records (touched, imported, created), small, filtered and sorted per request.
 The cursor is the last key emitted, so concurrent mutations don't shift pages.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,6 +15,7 @@ import json
 import threading
 import zlib
 from collections import OrderedDict
+from typing import ClassVar
 
 from .data import first_index
 from .filters import RANGE_OPS, Cond, compile_cond, range_bounds
@@ -55,7 +57,7 @@ class Source:
     datetime_fields: frozenset = frozenset()
     fold_case: frozenset = frozenset({"email"})
     default_sort: str | None = None  # None = natural (index) order
-    sort_alias: dict = {}
+    sort_alias: ClassVar[dict] = {}
     ignore_sort = False  # campaigns: Klaviyo returns them unsorted
 
     def __init__(self, n: int, caches: Caches, mono: dict | None = None):
@@ -146,7 +148,7 @@ class _PermSeq:
 
 
 class Page:
-    __slots__ = ("records", "next_key", "prev_key")
+    __slots__ = ("next_key", "prev_key", "records")
 
     def __init__(self, records, next_key, prev_key):
         self.records, self.next_key, self.prev_key = records, next_key, prev_key
@@ -195,7 +197,7 @@ class Query:
             return _PermSeq([((1, r), i) for r, i in perm], self.desc), ()
         if self.field is None or self.field in src.mono:
             lo, hi, done = self._narrow()
-            fn = src.mono.get(self.field) if self.field else src.natural
+            fn = src.mono[self.field] if self.field else src.natural  # the field is in mono here
             return _RangeSeq(lo, hi, self.desc, lambda i: (1, fn(i))), done
         return _PermSeq(self._sorted_all(), self.desc), ()
 
@@ -208,14 +210,15 @@ class Query:
 
     def _narrow(self):
         lo, hi, done = 0, self.src.n, []
+        # The lambdas below are called at once by first_index, inside the iteration that made them.
         for fld, fn in self.src.mono.items():
             a, a_inc, b, b_inc = range_bounds(self.conds, fld)
             if a is None and b is None:
                 continue
             if a is not None:
-                lo = max(lo, first_index(lo, hi, (lambda i: fn(i) >= a) if a_inc else (lambda i: fn(i) > a)))
+                lo = max(lo, first_index(lo, hi, (lambda i: fn(i) >= a) if a_inc else (lambda i: fn(i) > a)))  # noqa: B023
             if b is not None:
-                hi = min(hi, first_index(lo, hi, (lambda i: fn(i) > b) if b_inc else (lambda i: fn(i) >= b)))
+                hi = min(hi, first_index(lo, hi, (lambda i: fn(i) > b) if b_inc else (lambda i: fn(i) >= b)))  # noqa: B023
             if all(c.op in RANGE_OPS for c in self.conds if c.field == fld):
                 done.append(fld)
         return lo, max(lo, hi), tuple(done)
@@ -267,14 +270,17 @@ class Query:
         else:
             first_more, last_more = cursor is not None, more
         recs = [r for _, r in got]
-        key = (lambda item: item[0] if isinstance(item[0], tuple) else seq.key(item[0]))
+
+        def key(item):
+            return item[0] if isinstance(item[0], tuple) else seq.key(item[0])
+
         next_key = key(got[-1]) if got and last_more else None
         prev_key = key(got[0]) if got and first_more else None
         return Page(recs, next_key, prev_key)
 
     def _walk(self, seq, p, ov_keys, ov_recs, o, want, after, done):
         """Merge the two streams; generated items carry their position (keys computed lazily)."""
-        src, out, n_ov = self.src, [], len(ov_keys)
+        src, out, n_ov = self.src, list[tuple](), len(ov_keys)
         check = bool(self.preds) and any(f not in done for f, _ in self.preds)
         matches, alive, record, idx, length = self.matches, src.alive, src.record, seq.idx, seq.len
         while len(out) < want:
@@ -333,6 +339,7 @@ def decode_cursor(text: str, qhash: int):
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
         raise bad_request("Invalid page cursor.", parameter="page[cursor]") from None
     if qh != qhash:
-        raise bad_request("The page cursor does not belong to this query (filter or sort changed).",
-                          parameter="page[cursor]")
+        raise bad_request(
+            "The page cursor does not belong to this query (filter or sort changed).", parameter="page[cursor]"
+        )
     return direction, _tuples(key)

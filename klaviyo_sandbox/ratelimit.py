@@ -4,6 +4,7 @@ Limits come from the spec's `x-klaviyo-ratelimit`, multiplied by `rate_limit_sca
 Klaviyo documents fixed windows; a sliding log is available for stricter testing.
 Rejected requests don't consume quota.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,13 +39,17 @@ class RateLimiter:
             blocked = [(reset, limit) for (used, reset), (limit, _) in zip(states, windows) if used >= limit]
             if blocked:
                 return False, max(1, math.ceil(max(r for r, _ in blocked)))
-            for limit, w in windows:
+            for _limit, w in windows:
                 self._consume(key, w, now)
             # Report the window closest to running out (what a client should pace against).
             remaining, limit, reset = min(
-                (limit - used - 1, limit, reset) for (used, reset), (limit, _) in zip(states, windows))
-        return True, {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(max(0, remaining)),
-                      "RateLimit-Reset": str(max(0, math.ceil(reset)))}
+                (limit - used - 1, limit, reset) for (used, reset), (limit, _) in zip(states, windows)
+            )
+        return True, {
+            "RateLimit-Limit": str(limit),
+            "RateLimit-Remaining": str(max(0, remaining)),
+            "RateLimit-Reset": str(max(0, math.ceil(reset))),
+        }
 
     def _state(self, key, limit, w, now):
         """(used in current window, seconds until a slot frees)."""

@@ -1,21 +1,39 @@
 """JSON:API rendering: resources, relationships, sparse fieldsets, documents, errors."""
+
 from __future__ import annotations
 
 import json
 import uuid
+from typing import ClassVar
 
 from .gen_events import event_json
 
 MEDIA_TYPE = "application/vnd.api+json"
 PLURAL = {
-    "profile": "profiles", "event": "events", "campaign": "campaigns", "list": "lists", "segment": "segments",
-    "flow": "flows", "metric": "metrics", "review": "reviews", "account": "accounts",
+    "profile": "profiles",
+    "event": "events",
+    "campaign": "campaigns",
+    "list": "lists",
+    "segment": "segments",
+    "flow": "flows",
+    "metric": "metrics",
+    "review": "reviews",
+    "account": "accounts",
     "profile-bulk-import-job": "profile-bulk-import-jobs",
     "profile-suppression-bulk-create-job": "profile-suppression-bulk-create-jobs",
-    "profile-suppression-bulk-delete-job": "profile-suppression-bulk-delete-jobs", "catalog-item": "catalog-items",
-    "campaign-message": "campaign-messages", "flow-action": "flow-actions", "flow-message": "flow-messages",
-    "template": "templates", "tag": "tags", "tag-group": "tag-groups", "catalog-variant": "catalog-variants",
-    "catalog-category": "catalog-categories", "coupon": "coupons", "coupon-code": "coupon-codes", "form": "forms",
+    "profile-suppression-bulk-delete-job": "profile-suppression-bulk-delete-jobs",
+    "catalog-item": "catalog-items",
+    "campaign-message": "campaign-messages",
+    "flow-action": "flow-actions",
+    "flow-message": "flow-messages",
+    "template": "templates",
+    "tag": "tags",
+    "tag-group": "tag-groups",
+    "catalog-variant": "catalog-variants",
+    "catalog-category": "catalog-categories",
+    "coupon": "coupons",
+    "coupon-code": "coupon-codes",
+    "form": "forms",
     "image": "images",
 }
 dumps = json.JSONEncoder(separators=(",", ":")).encode  # ASCII-escaped: fast join/encode
@@ -87,16 +105,32 @@ def document(data, links: dict | None = None, included: list | None = None) -> b
 class ApiError(Exception):
     """Raised by handlers; rendered as a Klaviyo JSON:API error document."""
 
-    TITLES = {
-        400: "Invalid input.", 401: "Authentication credentials were not provided.",
-        403: "You do not have permission to perform this action.", 404: "Not found.",
-        405: "Method not allowed.", 409: "Conflict.", 413: "Request entity too large.",
-        415: "Unsupported media type.", 429: "Request was throttled.", 500: "A server error occurred.",
-        502: "Bad gateway.", 503: "Service unavailable.", 504: "Gateway timeout.",
+    TITLES: ClassVar[dict[int, str]] = {
+        400: "Invalid input.",
+        401: "Authentication credentials were not provided.",
+        403: "You do not have permission to perform this action.",
+        404: "Not found.",
+        405: "Method not allowed.",
+        409: "Conflict.",
+        413: "Request entity too large.",
+        415: "Unsupported media type.",
+        429: "Request was throttled.",
+        500: "A server error occurred.",
+        502: "Bad gateway.",
+        503: "Service unavailable.",
+        504: "Gateway timeout.",
     }
 
-    def __init__(self, status: int, code: str, detail: str, parameter: str | None = None,
-                 pointer: str | None = None, headers: dict | None = None, meta: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        parameter: str | None = None,
+        pointer: str | None = None,
+        headers: dict | None = None,
+        meta: dict | None = None,
+    ):
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
         self.parameter, self.pointer = parameter, pointer
@@ -110,8 +144,12 @@ class ApiError(Exception):
         if self.parameter is not None:
             source["parameter"] = self.parameter
         err = {
-            "id": str(uuid.uuid4()), "status": self.status, "code": self.code,
-            "title": self.TITLES.get(self.status, "Error."), "detail": self.detail, "source": source,
+            "id": str(uuid.uuid4()),
+            "status": self.status,
+            "code": self.code,
+            "title": self.TITLES.get(self.status, "Error."),
+            "detail": self.detail,
+            "source": source,
         }
         if self.meta:
             err["meta"] = self.meta

@@ -5,10 +5,12 @@ Numbers are computed from the sandbox's own events with the attribution rule of
 (required attributes, statistic names, timeframe at most one year, interval limits).
 Choices where Klaviyo's documentation is silent are marked "Choice".
 """
+
 from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 import json
 import typing as t
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,43 +21,153 @@ from .render import bad_request, document
 
 DAY = dt.timedelta(days=1)
 YEAR = dt.timedelta(days=366)  # "Max length: 1 year" (a leap year's worth allowed)
-INTERVAL_LIMITS = {"hourly": dt.timedelta(days=7), "daily": dt.timedelta(days=60),
-                   "weekly": YEAR, "monthly": dt.timedelta(weeks=52)}
+INTERVAL_LIMITS = {
+    "hourly": dt.timedelta(days=7),
+    "daily": dt.timedelta(days=60),
+    "weekly": YEAR,
+    "monthly": dt.timedelta(weeks=52),
+}
 SEGMENT_DATA_SINCE = dt.datetime(2023, 6, 1)  # "Data is unavailable before June 1st, 2023"
 MESSAGE_STATISTICS = (
-    "average_order_value", "bounce_rate", "bounced", "bounced_or_failed", "bounced_or_failed_rate", "click_rate",
-    "click_to_open_rate", "clicks", "clicks_unique", "conversion_rate", "conversion_uniques", "conversion_value",
-    "conversions", "delivered", "delivery_rate", "failed", "failed_rate", "message_segment_count_sum", "open_rate",
-    "opens", "opens_unique", "recipients", "revenue_per_recipient", "spam_complaint_rate", "spam_complaints",
-    "text_message_credit_usage_amount", "text_message_roi", "text_message_spend", "unsubscribe_rate",
-    "unsubscribe_uniques", "unsubscribes",
+    "average_order_value",
+    "bounce_rate",
+    "bounced",
+    "bounced_or_failed",
+    "bounced_or_failed_rate",
+    "click_rate",
+    "click_to_open_rate",
+    "clicks",
+    "clicks_unique",
+    "conversion_rate",
+    "conversion_uniques",
+    "conversion_value",
+    "conversions",
+    "delivered",
+    "delivery_rate",
+    "failed",
+    "failed_rate",
+    "message_segment_count_sum",
+    "open_rate",
+    "opens",
+    "opens_unique",
+    "recipients",
+    "revenue_per_recipient",
+    "spam_complaint_rate",
+    "spam_complaints",
+    "text_message_credit_usage_amount",
+    "text_message_roi",
+    "text_message_spend",
+    "unsubscribe_rate",
+    "unsubscribe_uniques",
+    "unsubscribes",
 )
 FORM_STATISTICS = (
-    "closed_form", "closed_form_uniques", "qualified_form", "qualified_form_uniques", "submit_rate", "submits",
-    "submitted_form_step", "submitted_form_step_uniques", "viewed_form", "viewed_form_step",
-    "viewed_form_step_uniques", "viewed_form_uniques",
+    "closed_form",
+    "closed_form_uniques",
+    "qualified_form",
+    "qualified_form_uniques",
+    "submit_rate",
+    "submits",
+    "submitted_form_step",
+    "submitted_form_step_uniques",
+    "viewed_form",
+    "viewed_form_step",
+    "viewed_form_step_uniques",
+    "viewed_form_uniques",
 )
 SEGMENT_STATISTICS = ("members_added", "members_removed", "net_members_changed", "total_members")
-CAMPAIGN_GROUPS = ("campaign_id", "campaign_message_id", "campaign_message_name", "group", "group_name",
-                   "send_channel", "tag_id", "tag_name", "text_message_format", "variation", "variation_name")
-FLOW_GROUPS = ("flow_id", "flow_message_id", "flow_message_name", "flow_name", "send_channel", "tag_id", "tag_name",
-               "text_message_format", "variation", "variation_name")
-TIMEFRAME_KEYS = ("last_12_months", "last_30_days", "last_365_days", "last_3_months", "last_7_days", "last_90_days",
-                  "last_month", "last_week", "last_year", "this_month", "this_week", "this_year", "today", "yesterday")
+CAMPAIGN_GROUPS = (
+    "campaign_id",
+    "campaign_message_id",
+    "campaign_message_name",
+    "group",
+    "group_name",
+    "send_channel",
+    "tag_id",
+    "tag_name",
+    "text_message_format",
+    "variation",
+    "variation_name",
+)
+FLOW_GROUPS = (
+    "flow_id",
+    "flow_message_id",
+    "flow_message_name",
+    "flow_name",
+    "send_channel",
+    "tag_id",
+    "tag_name",
+    "text_message_format",
+    "variation",
+    "variation_name",
+)
+TIMEFRAME_KEYS = (
+    "last_12_months",
+    "last_30_days",
+    "last_365_days",
+    "last_3_months",
+    "last_7_days",
+    "last_90_days",
+    "last_month",
+    "last_week",
+    "last_year",
+    "this_month",
+    "this_week",
+    "this_year",
+    "today",
+    "yesterday",
+)
 MEASUREMENTS = ("count", "sum_value", "unique")
 AGGREGATE_BY = (
-    "$attributed_channel", "$attributed_flow", "$attributed_message", "$attributed_variation", "$campaign_channel",
-    "$flow", "$flow_channel", "$message", "$message_send_cohort", "$usage_amount", "$value_currency", "$variation",
-    "$variation_send_cohort", "Bot Click", "Bounce Type", "Campaign Name", "Client Canonical", "Client Name",
-    "Client Type", "Email Domain", "Failure Source", "Failure Type", "From Number", "From Phone Region",
-    "Inbox Provider", "List", "Message Format", "Message Name", "Message Type", "Method", "Segment Count", "Subject",
-    "To Number", "To Phone Region", "URL", "form_id",
+    "$attributed_channel",
+    "$attributed_flow",
+    "$attributed_message",
+    "$attributed_variation",
+    "$campaign_channel",
+    "$flow",
+    "$flow_channel",
+    "$message",
+    "$message_send_cohort",
+    "$usage_amount",
+    "$value_currency",
+    "$variation",
+    "$variation_send_cohort",
+    "Bot Click",
+    "Bounce Type",
+    "Campaign Name",
+    "Client Canonical",
+    "Client Name",
+    "Client Type",
+    "Email Domain",
+    "Failure Source",
+    "Failure Type",
+    "From Number",
+    "From Phone Region",
+    "Inbox Provider",
+    "List",
+    "Message Format",
+    "Message Name",
+    "Message Type",
+    "Method",
+    "Segment Count",
+    "Subject",
+    "To Number",
+    "To Phone Region",
+    "URL",
+    "form_id",
 )
 AGGREGATE_INTERVALS = {"hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly"}
 #: Engagement metric -> the tally it adds to.
-TALLY = {"Received Email": "delivered", "Received SMS": "delivered", "Opened Email": "opens",
-         "Clicked Email": "clicks", "Clicked SMS": "clicks", "Bounced Email": "bounced",
-         "Marked Email as Spam": "spam_complaints", "Unsubscribed": "unsubscribes"}
+TALLY = {
+    "Received Email": "delivered",
+    "Received SMS": "delivered",
+    "Opened Email": "opens",
+    "Clicked Email": "clicks",
+    "Clicked SMS": "clicks",
+    "Bounced Email": "bounced",
+    "Marked Email as Spam": "spam_complaints",
+    "Unsubscribed": "unsubscribes",
+}
 UNIQUE = {"opens": "opens_unique", "clicks": "clicks_unique", "unsubscribes": "unsubscribe_uniques"}
 SMS_CREDIT_PRICE = 0.01  # Choice: the sandbox's price of one SMS credit
 
@@ -71,17 +183,36 @@ class Spec(t.NamedTuple):
 
 
 REPORTS = {
-    "query_campaign_values": Spec("campaign-values-report", MESSAGE_STATISTICS, CAMPAIGN_GROUPS,
-                                  ("campaign_id", "campaign_message_id", "send_channel"),
-                                  ("campaign_id", "campaign_message_id"), False, True),
-    "query_flow_values": Spec("flow-values-report", MESSAGE_STATISTICS, FLOW_GROUPS,
-                              ("flow_id", "flow_message_id", "send_channel"), ("flow_id", "flow_message_id"),
-                              False, True),
-    "query_flow_series": Spec("flow-series-report", MESSAGE_STATISTICS, FLOW_GROUPS,
-                              ("flow_id", "flow_message_id", "send_channel"), ("flow_id", "flow_message_id"),
-                              True, True),
-    "query_form_series": Spec("form-series-report", FORM_STATISTICS, ("form_id", "form_version_id"), ("form_id",),
-                              ("form_id",), True, False),
+    "query_campaign_values": Spec(
+        "campaign-values-report",
+        MESSAGE_STATISTICS,
+        CAMPAIGN_GROUPS,
+        ("campaign_id", "campaign_message_id", "send_channel"),
+        ("campaign_id", "campaign_message_id"),
+        False,
+        True,
+    ),
+    "query_flow_values": Spec(
+        "flow-values-report",
+        MESSAGE_STATISTICS,
+        FLOW_GROUPS,
+        ("flow_id", "flow_message_id", "send_channel"),
+        ("flow_id", "flow_message_id"),
+        False,
+        True,
+    ),
+    "query_flow_series": Spec(
+        "flow-series-report",
+        MESSAGE_STATISTICS,
+        FLOW_GROUPS,
+        ("flow_id", "flow_message_id", "send_channel"),
+        ("flow_id", "flow_message_id"),
+        True,
+        True,
+    ),
+    "query_form_series": Spec(
+        "form-series-report", FORM_STATISTICS, ("form_id", "form_version_id"), ("form_id",), ("form_id",), True, False
+    ),
     "query_segment_series": Spec("segment-series-report", SEGMENT_STATISTICS, (), ("segment_id",), (), True, False),
 }
 #: Groupings the sandbox can compute (the others exist in Klaviyo but need data the sandbox lacks).
@@ -119,8 +250,9 @@ def _names(attrs: dict, field: str, allowed: tuple, *, required: bool) -> list:
         raise bad_request(f"'{field}' must be a non-empty list.", pointer=pointer)
     for name in value:
         if name not in allowed:
-            raise bad_request(f"'{name}' is not a valid choice for {field}. Valid choices are: "
-                              f"{', '.join(allowed)}.", pointer=pointer)
+            raise bad_request(
+                f"'{name}' is not a valid choice for {field}. Valid choices are: {', '.join(allowed)}.", pointer=pointer
+            )
     return value
 
 
@@ -145,8 +277,10 @@ def _timeframe(store, attrs: dict) -> tuple[dt.datetime, dt.datetime]:
         raise bad_request("'timeframe' is a required field.", pointer=pointer)
     if "key" in frame:
         if frame["key"] not in TIMEFRAME_KEYS:
-            raise bad_request(f"'{frame['key']}' is not a valid timeframe key. Valid keys are: "
-                              f"{', '.join(TIMEFRAME_KEYS)}.", pointer=pointer + "/key")
+            raise bad_request(
+                f"'{frame['key']}' is not a valid timeframe key. Valid keys are: {', '.join(TIMEFRAME_KEYS)}.",
+                pointer=pointer + "/key",
+            )
         return _keyed(frame["key"], dt.datetime.fromtimestamp(store.now(), zone))
     if "start" not in frame or "end" not in frame:
         raise bad_request("A timeframe needs a 'key', or a 'start' and an 'end'.", pointer=pointer)
@@ -176,11 +310,16 @@ def _keyed(key: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     if key in days:
         return today - days[key] * DAY, today
     return {
-        "today": (today, today + DAY), "yesterday": (today - DAY, today),
-        "this_week": (monday, monday + 7 * DAY), "last_week": (monday - 7 * DAY, monday),
-        "this_month": (_month(now), _month(now, -1)), "last_month": (_month(now, 1), _month(now)),
-        "last_3_months": (_month(now, 3), _month(now)), "last_12_months": (_month(now, 12), _month(now)),
-        "this_year": (year, year.replace(year=year.year + 1)), "last_year": (year.replace(year=year.year - 1), year),
+        "today": (today, today + DAY),
+        "yesterday": (today - DAY, today),
+        "this_week": (monday, monday + 7 * DAY),
+        "last_week": (monday - 7 * DAY, monday),
+        "this_month": (_month(now), _month(now, -1)),
+        "last_month": (_month(now, 1), _month(now)),
+        "last_3_months": (_month(now, 3), _month(now)),
+        "last_12_months": (_month(now, 12), _month(now)),
+        "this_year": (year, year.replace(year=year.year + 1)),
+        "last_year": (year.replace(year=year.year - 1), year),
     }[key]
 
 
@@ -189,11 +328,15 @@ def _interval(attrs: dict, start: dt.datetime, end: dt.datetime) -> str:
     if interval is None:
         raise bad_request("'interval' is a required field.", pointer=pointer)
     if interval not in INTERVAL_LIMITS:
-        raise bad_request(f"'{interval}' is not a valid interval. Valid intervals are: "
-                          f"{', '.join(sorted(INTERVAL_LIMITS))}.", pointer=pointer)
+        raise bad_request(
+            f"'{interval}' is not a valid interval. Valid intervals are: {', '.join(sorted(INTERVAL_LIMITS))}.",
+            pointer=pointer,
+        )
     if end - start > INTERVAL_LIMITS[interval]:
-        raise bad_request(f"The timeframe is too long for the {interval} interval (at most "
-                          f"{INTERVAL_LIMITS[interval].days} days).", pointer=pointer)
+        raise bad_request(
+            f"The timeframe is too long for the {interval} interval (at most {INTERVAL_LIMITS[interval].days} days).",
+            pointer=pointer,
+        )
     return interval
 
 
@@ -220,8 +363,9 @@ def _group_by(spec: Spec, attrs: dict) -> list:
     groups = _names(attrs, "group_by", spec.groups, required=False) or list(spec.default_groups)
     missing = [g for g in spec.required_groups if g not in groups]
     if missing:
-        raise bad_request(f"The following group by attributes are required: {', '.join(spec.required_groups)}.",
-                          pointer=pointer)
+        raise bad_request(
+            f"The following group by attributes are required: {', '.join(spec.required_groups)}.", pointer=pointer
+        )
     unsupported = [g for g in groups if g not in SUPPORTED_GROUPS]
     if unsupported:  # Klaviyo accepts these; the sandbox has no data for them
         raise bad_request(f"The sandbox cannot group by {', '.join(unsupported)}.", pointer=pointer)
@@ -276,8 +420,19 @@ class Tally:
     """Counts behind a message's statistics."""
 
     def __init__(self):
-        self.counts = dict.fromkeys(("delivered", "opens", "clicks", "bounced", "spam_complaints", "unsubscribes",
-                                     "conversions", "sms_segments"), 0)
+        self.counts = dict.fromkeys(
+            (
+                "delivered",
+                "opens",
+                "clicks",
+                "bounced",
+                "spam_complaints",
+                "unsubscribes",
+                "conversions",
+                "sms_segments",
+            ),
+            0,
+        )
         self.value = 0.0
         self.people: dict = {"opens": set(), "clicks": set(), "unsubscribes": set(), "conversions": set()}
 
@@ -299,20 +454,37 @@ class Tally:
         spend = round(c["sms_segments"] * SMS_CREDIT_PRICE, 2)
         value = round(self.value, 2)
         every = {
-            "recipients": recipients, "delivered": delivered, "bounced": bounced, "failed": 0,
-            "bounced_or_failed": bounced, "opens": c["opens"], "opens_unique": opens_u, "clicks": c["clicks"],
-            "clicks_unique": clicks_u, "spam_complaints": c["spam_complaints"], "unsubscribes": c["unsubscribes"],
-            "unsubscribe_uniques": unsub_u, "conversions": c["conversions"], "conversion_uniques": conv_u,
-            "conversion_value": value, "message_segment_count_sum": c["sms_segments"],
-            "text_message_credit_usage_amount": c["sms_segments"], "text_message_spend": spend,
+            "recipients": recipients,
+            "delivered": delivered,
+            "bounced": bounced,
+            "failed": 0,
+            "bounced_or_failed": bounced,
+            "opens": c["opens"],
+            "opens_unique": opens_u,
+            "clicks": c["clicks"],
+            "clicks_unique": clicks_u,
+            "spam_complaints": c["spam_complaints"],
+            "unsubscribes": c["unsubscribes"],
+            "unsubscribe_uniques": unsub_u,
+            "conversions": c["conversions"],
+            "conversion_uniques": conv_u,
+            "conversion_value": value,
+            "message_segment_count_sum": c["sms_segments"],
+            "text_message_credit_usage_amount": c["sms_segments"],
+            "text_message_spend": spend,
             "text_message_roi": ratio(value - spend, spend),
-            "delivery_rate": ratio(delivered, recipients), "bounce_rate": ratio(bounced, recipients),
-            "failed_rate": 0.0, "bounced_or_failed_rate": ratio(bounced, recipients),
-            "open_rate": ratio(opens_u, delivered), "click_rate": ratio(clicks_u, delivered),
-            "click_to_open_rate": ratio(clicks_u, opens_u), "conversion_rate": ratio(conv_u, delivered),
+            "delivery_rate": ratio(delivered, recipients),
+            "bounce_rate": ratio(bounced, recipients),
+            "failed_rate": 0.0,
+            "bounced_or_failed_rate": ratio(bounced, recipients),
+            "open_rate": ratio(opens_u, delivered),
+            "click_rate": ratio(clicks_u, delivered),
+            "click_to_open_rate": ratio(clicks_u, opens_u),
+            "conversion_rate": ratio(conv_u, delivered),
             "unsubscribe_rate": ratio(unsub_u, delivered),
             "spam_complaint_rate": ratio(c["spam_complaints"], delivered),
-            "average_order_value": ratio(value, c["conversions"]), "revenue_per_recipient": ratio(value, delivered),
+            "average_order_value": ratio(value, c["conversions"]),
+            "revenue_per_recipient": ratio(value, delivered),
         }
         return {name: every[name] for name in names}
 
@@ -324,7 +496,7 @@ def ratio(a: float, b: float) -> float:
 
 def tally_events(store, events: t.Iterable[dict], wanted: dict, conversion_metric: str) -> dict:
     """(message id, bucket or None) -> Tally, for messages in ``wanted`` (id -> Message)."""
-    names = {}
+    names: dict = {}
     out: dict = {}
     for rec in events:
         metric_id = rec["relationships"]["metric"]["id"]
@@ -345,8 +517,13 @@ def tally_events(store, events: t.Iterable[dict], wanted: dict, conversion_metri
 
 
 def _groupings(message: messages.Message, groups: list) -> dict:
-    values = {"campaign_id": message.campaign_id, "campaign_message_id": message.id, "flow_id": message.flow_id,
-              "flow_message_id": message.id, "send_channel": messages.SEND_CHANNEL[message.channel]}
+    values = {
+        "campaign_id": message.campaign_id,
+        "campaign_message_id": message.id,
+        "flow_id": message.flow_id,
+        "flow_message_id": message.id,
+        "send_channel": messages.SEND_CHANNEL[message.channel],
+    }
     return {g: values[g] for g in groups}
 
 
@@ -367,11 +544,12 @@ def report(op: str):
         if attrs.get("filter") is not None:
             raise bad_request("The sandbox does not support report filters.", pointer="/data/attributes/filter")
         if op == "query_segment_series" and start.replace(tzinfo=None) < SEGMENT_DATA_SINCE:
-            raise bad_request("Data is unavailable before June 1st, 2023. Please use a time frame after this date.",
-                              pointer="/data/attributes/timeframe")
+            raise bad_request(
+                "Data is unavailable before June 1st, 2023. Please use a time frame after this date.",
+                pointer="/data/attributes/timeframe",
+            )
         attributes = COMPUTE[op](req.store, statistics, start, end, interval, conversion, groups)
-        return 200, document({"type": spec.rtype, "attributes": attributes},
-                             {"self": f"{req.base}{req.path}/"})
+        return 200, document({"type": spec.rtype, "attributes": attributes}, {"self": f"{req.base}{req.path}/"})
 
     return handler
 
@@ -389,8 +567,10 @@ def campaign_values(store, statistics, start, end, interval, conversion, groups)
         if messages.is_sent(ds, k) and send_time and t0 <= dt.datetime.fromisoformat(send_time).timestamp() < t1:
             wanted.update({m.id: m for m in messages.campaign_messages(ds, k)})
     tallies = tally_events(store, events_between(store, None, None), wanted, conversion)
-    results = [{"groupings": _groupings(m, groups), "statistics": tallies.get(m.id, Tally()).statistics(statistics)}
-               for m in sorted(wanted.values())]
+    results = [
+        {"groupings": _groupings(m, groups), "statistics": tallies.get(m.id, Tally()).statistics(statistics)}
+        for m in sorted(wanted.values())
+    ]
     return {"results": results}
 
 
@@ -402,8 +582,10 @@ def flow_values(store, statistics, start, end, interval, conversion, groups):
     """Flow messages with events in the timeframe (events dated within it)."""
     wanted = _flow_wanted(store.ds)
     tallies = tally_events(store, events_between(store, start.timestamp(), end.timestamp()), wanted, conversion)
-    results = [{"groupings": _groupings(wanted[mid], groups), "statistics": tallies[mid].statistics(statistics)}
-               for mid in sorted(tallies)]
+    results = [
+        {"groupings": _groupings(wanted[mid], groups), "statistics": tallies[mid].statistics(statistics)}
+        for mid in sorted(tallies)
+    ]
     return {"results": results}
 
 
@@ -420,8 +602,12 @@ def flow_series(store, statistics, start, end, interval, conversion, groups):
     results = []
     for mid in active:
         rows = [per_slot.get(slot, {}).get(mid, Tally()).statistics(statistics) for slot in range(len(starts))]
-        results.append({"groupings": _groupings(wanted[mid], groups),
-                        "statistics": {name: [row[name] for row in rows] for name in statistics}})
+        results.append(
+            {
+                "groupings": _groupings(wanted[mid], groups),
+                "statistics": {name: [row[name] for row in rows] for name in statistics},
+            }
+        )
     return {"results": results, "date_times": [s.isoformat() for s in starts]}
 
 
@@ -484,16 +670,24 @@ def segment_series(store, statistics, start, end, interval, conversion, groups):
     for j in range(ds.n_segments):
         g = ds.group("segment", j)
         joined = sorted(ds.joined_at(g, i) for i in range(ds.n_profiles) if ds.is_member(g, i))
-        added = [bisect.bisect_left(joined, b) - bisect.bisect_left(joined, a) for a, b in zip(edges, edges[1:])]
-        every = {"members_added": added, "members_removed": [0] * len(added), "net_members_changed": added,
-                 "total_members": [bisect.bisect_left(joined, b) for b in edges[1:]]}
+        added = [bisect.bisect_left(joined, b) - bisect.bisect_left(joined, a) for a, b in itertools.pairwise(edges)]
+        every = {
+            "members_added": added,
+            "members_removed": [0] * len(added),
+            "net_members_changed": added,
+            "total_members": [bisect.bisect_left(joined, b) for b in edges[1:]],
+        }
         results.append({"groupings": {"segment_id": g.id}, "statistics": {n: every[n] for n in statistics}})
     return {"results": results, "date_times": [s.isoformat() for s in starts]}
 
 
-COMPUTE = {"query_campaign_values": campaign_values, "query_flow_values": flow_values,
-           "query_flow_series": flow_series, "query_form_series": form_series,
-           "query_segment_series": segment_series}
+COMPUTE = {
+    "query_campaign_values": campaign_values,
+    "query_flow_values": flow_values,
+    "query_flow_series": flow_series,
+    "query_form_series": form_series,
+    "query_segment_series": segment_series,
+}
 
 
 # ---------------------------------------------------------------- metric aggregates
@@ -513,8 +707,9 @@ def metric_aggregates(req):
     try:
         zone = ZoneInfo(attrs.get("timezone") or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
-        raise bad_request(f"'{attrs.get('timezone')}' is not a valid timezone.",
-                          pointer="/data/attributes/timezone") from None
+        raise bad_request(
+            f"'{attrs.get('timezone')}' is not a valid timezone.", pointer="/data/attributes/timezone"
+        ) from None
     start, end = _aggregate_range(attrs.get("filter"), zone)
     starts = buckets(start, end, AGGREGATE_INTERVALS[interval])
     edges = _epochs(starts)
@@ -533,12 +728,18 @@ def metric_aggregates(req):
     data = []
     for key in sorted(groups):
         cells = groups[key]
-        every = {"count": [c[0] for c in cells], "sum_value": [round(c[1], 2) for c in cells],
-                 "unique": [len(c[2]) for c in cells]}
+        every = {
+            "count": [c[0] for c in cells],
+            "sum_value": [round(c[1], 2) for c in cells],
+            "unique": [len(c[2]) for c in cells],
+        }
         data.append({"dimensions": list(key), "measurements": {m: every[m] for m in measurements}})
-    body = {"type": "metric-aggregate", "id": f"{metric_id}-{int(start.timestamp())}",
-            "attributes": {"dates": [s.isoformat() for s in starts], "data": data},
-            "links": {"self": f"{req.base}{req.path}/"}}
+    body = {
+        "type": "metric-aggregate",
+        "id": f"{metric_id}-{int(start.timestamp())}",
+        "attributes": {"dates": [s.isoformat() for s in starts], "data": data},
+        "links": {"self": f"{req.base}{req.path}/"},
+    }
     return 200, document(body, {"self": f"{req.base}{req.path}/"})
 
 

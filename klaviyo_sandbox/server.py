@@ -1,4 +1,5 @@
 """HTTP front end: routing, auth, revision header, rate limits, fault injection, admin."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,13 +13,14 @@ import time
 import traceback
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from . import api, scopes
+from .bulk import BulkWrites
 from .config import SandboxConfig
 from .endpoints import SLOW_ADDITIONAL
 from .faults import FaultInjector
-from .bulk import BulkWrites
 from .jobs import MAX_BODY, JobManager
 from .oauth import OAuthServer
 from .ratelimit import RateLimiter
@@ -28,12 +30,14 @@ from .util import parse_ts
 
 REVISION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.[A-Za-z0-9_-]+)?$")
 MAX_READ = 64 * 1024 * 1024  # bodies larger than this are not even read (413 + close)
-HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
-            b"</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n")
+HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway"
+    b"</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+)
 
 
 class Response:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, status: int, body: bytes = b"", headers: dict | None = None, ctype: str | None = MEDIA_TYPE):
         self.status, self.body = status, body
@@ -84,11 +88,17 @@ class App:
             return error_response(ApiError(
                 403, "permission_denied", "You do not have permission to perform this action.")), op
         if not valid_revision(headers.get("revision")):
-            return error_response(ApiError(
-                400, "invalid", "Missing or invalid `revision` header. Please provide a valid revision "
-                "(format: YYYY-MM-DD[.suffix]), e.g. 2026-07-15.", parameter="revision")), op
+            return error_response(
+                ApiError(
+                    400,
+                    "invalid",
+                    "Missing or invalid `revision` header. Please provide a valid revision "
+                    "(format: YYYY-MM-DD[.suffix]), e.g. 2026-07-15.",
+                    parameter="revision",
+                )
+            ), op
         req = api.Request(self, method, path, raw_query, params, headers, body, base)
-        req.store = self.accounts[account]  # a credential opens exactly the account that issued it
+        req.store = self.accounts[cast(str, account)]  # a credential opens exactly the account that issued it
         req.match, req.op = match, op
         limited = self.rate_limit(req, principal)
         if isinstance(limited, Response):
@@ -139,8 +149,12 @@ class App:
         ok, info = self.limiter.check(key, burst, steady, ep.daily)
         if ok:
             return info
-        err = ApiError(429, "throttled", f"Request was throttled. Expected available in {info} second"
-                       f"{'s' if info != 1 else ''}.", headers={"Retry-After": str(info)})
+        err = ApiError(
+            429,
+            "throttled",
+            f"Request was throttled. Expected available in {info} second{'s' if info != 1 else ''}.",
+            headers={"Retry-After": str(info)},
+        )
         return error_response(err)
 
     # ------------------------------------------------------------ admin (never faulted or limited)
@@ -149,7 +163,7 @@ class App:
         store = self.store
         try:
             if path == "/__sandbox/touch" and method == "POST":
-                out = store.touch(q.get("stream", "profiles"), int(q.get("n", "10")))
+                out: Any = store.touch(q.get("stream", "profiles"), int(q.get("n", "10")))
             elif path == "/__sandbox/event" and method == "POST":
                 out = self.add_events(q)
             elif path == "/__sandbox/archive" and method == "POST":
@@ -157,13 +171,15 @@ class App:
             elif path == "/__sandbox/state" and method == "GET":
                 out = self.state()
             elif path == "/__sandbox/requests" and method == "GET":
-                out = list(store.request_log)[-int(q.get("limit", "100")):]
+                out = list(store.request_log)[-int(q.get("limit", "100")) :]
             elif path == "/__sandbox/sign-in" and method == "POST":  # the account the consent page approves for
                 out = {"account": self.oauth.sign_in(q.get("account", ""))}
             elif path == "/__sandbox/health":
                 out = {"ok": True}
             else:
-                return Response(404, json.dumps({"error": "unknown sandbox endpoint"}).encode(), ctype="application/json")
+                return Response(
+                    404, json.dumps({"error": "unknown sandbox endpoint"}).encode(), ctype="application/json"
+                )
         except ValueError as exc:
             return Response(400, json.dumps({"error": str(exc)}).encode(), ctype="application/json")
         return Response(200, json.dumps(out, ensure_ascii=False).encode(), ctype="application/json")
@@ -180,12 +196,25 @@ class App:
     def state(self) -> dict:
         ds, s = self.store.ds, self.store
         return {
-            "version": s.version, "now": ds.iso(s.now()),
-            "counts": {"profiles": ds.n_profiles, "events": ds.n_events, "campaigns": ds.n_campaigns,
-                       "flows": ds.n_flows, "lists": ds.n_lists, "segments": ds.n_segments,
-                       "metrics": ds.n_metrics, "reviews": ds.n_reviews},
-            "overlay": {"profiles_patched": len(s.profile_patch), "profiles_new": len(s.new_profiles),
-                        "events_new": len(s.new_events), "lists_new": len(s.new_lists), "jobs": len(s.jobs.jobs)},
+            "version": s.version,
+            "now": ds.iso(s.now()),
+            "counts": {
+                "profiles": ds.n_profiles,
+                "events": ds.n_events,
+                "campaigns": ds.n_campaigns,
+                "flows": ds.n_flows,
+                "lists": ds.n_lists,
+                "segments": ds.n_segments,
+                "metrics": ds.n_metrics,
+                "reviews": ds.n_reviews,
+            },
+            "overlay": {
+                "profiles_patched": len(s.profile_patch),
+                "profiles_new": len(s.new_profiles),
+                "events_new": len(s.new_events),
+                "lists_new": len(s.new_lists),
+                "jobs": len(s.jobs.jobs),
+            },
             "counters": dict(s.counters),
             "accounts": list(self.accounts),
         }
@@ -235,7 +264,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------
     def dispatch(self, method: str):
-        app: App = self.server.app
+        app: App = cast(Server, self.server).app
         split = urlsplit(self.path)
         path = split.path.rstrip("/") or "/"
         params = parse_qsl(split.query, keep_blank_values=True)
@@ -268,12 +297,18 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "html":
             return Response(502, HTML_502, ctype="text/html; charset=utf-8"), None
         if fault == "429":
-            return error_response(ApiError(429, "throttled", "Request was throttled. Expected available in 1 second.",
-                                           headers={"Retry-After": "1"})), None
+            return error_response(
+                ApiError(
+                    429,
+                    "throttled",
+                    "Request was throttled. Expected available in 1 second.",
+                    headers={"Retry-After": "1"},
+                )
+            ), None
         try:
             if path.startswith("/oauth/"):
                 return self.oauth(app, method, path, params, body), "oauth"
-            host = self.headers.get("Host") or f"{app.cfg.host}:{self.server.server_address[1]}"
+            host = self.headers.get("Host") or f"{app.cfg.host}:{cast(Server, self.server).server_port}"
             return app.handle_api(method, path, raw_query, params, self.headers, body, f"http://{host}")
         except Exception:  # noqa: BLE001 - a sandbox bug must still produce an HTTP answer
             traceback.print_exc(file=sys.stderr)
@@ -334,6 +369,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
+    app: App  # set by Sandbox.start, read by the handlers
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
@@ -352,16 +388,18 @@ class Sandbox:
         self.app = App(self.config)
         self.httpd = Server((self.config.host, self.config.port), Handler)
         self.httpd.app = self.app
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="klaviyo-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="klaviyo-sandbox", daemon=True
+        )
         self._thread.start()
         return self
 
     def stop(self):
         if self.httpd is None:
             return
-        self.app.stopping.set()
-        for store in self.app.accounts.values():
+        app = self._running
+        app.stopping.set()
+        for store in app.accounts.values():
             store.jobs.shutdown()
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -374,8 +412,16 @@ class Sandbox:
         self.stop()
 
     @property
+    def _running(self) -> App:
+        if self.app is None:
+            raise RuntimeError("The sandbox is not started: call start() or use it in a with statement.")
+        return self.app
+
+    @property
     def port(self) -> int:
-        return self.httpd.server_address[1]
+        if self.httpd is None:
+            raise RuntimeError("The sandbox is not started: call start() or use it in a with statement.")
+        return self.httpd.server_port
 
     @property
     def base_url(self) -> str:
@@ -389,13 +435,13 @@ class Sandbox:
 
     @property
     def store(self) -> Store:
-        return self.app.store
+        return self._running.store
 
     @property
     def oauth(self) -> OAuthServer:
-        return self.app.oauth
+        return self._running.oauth
 
     @property
     def accounts(self) -> dict[str, Store]:
         """Account id -> its store; the first is ``store``."""
-        return self.app.accounts
+        return self._running.accounts

@@ -1,38 +1,48 @@
 """Queryable collections over the store: generated records + overlays."""
+
 from __future__ import annotations
+
+from typing import Any, ClassVar, cast
 
 from .query import Source, dig
 from .util import Rng, h, iso, salt
 
 IDENT_FIELDS = ("email", "phone_number", "external_id")
-PROFILE_DT = frozenset({
-    "created", "updated", "last_event_date", "joined_group_at",
-    "subscriptions.email.marketing.list_suppressions.timestamp",
-    "subscriptions.email.marketing.suppression.timestamp",
-})
+PROFILE_DT = frozenset(
+    {
+        "created",
+        "updated",
+        "last_event_date",
+        "joined_group_at",
+        "subscriptions.email.marketing.list_suppressions.timestamp",
+        "subscriptions.email.marketing.suppression.timestamp",
+    }
+)
 
 
 def _values(conds, field):
     """Values of equals/any conditions on `field`, or None when unconstrained."""
-    out = None
+    out: set[str] | None = None
     for c in conds:
         if c.field == field and c.op in ("equals", "any"):
-            vals = c.value if isinstance(c.value, list) else [c.value]
-            vals = {v for v in vals if isinstance(v, str)}
+            given = c.value if isinstance(c.value, list) else [c.value]
+            vals = {v for v in given if isinstance(v, str)}
             out = vals if out is None else out & vals
     return out
 
 
 class ProfileMixin:
+    store: Any  # the Store of the Source this is mixed into
+
     def value(self, rec, field):
         if field.startswith("subscriptions."):
             subs = self.store.ds.subscriptions(rec.get("_i"), rec)
-            return dig(subs, field[len("subscriptions."):])
+            return dig(subs, field[len("subscriptions.") :])
         if field == "profile_id":
             return rec["id"]
         if field in ("push_token", "_kx"):
             return None
-        return Source.value(self, rec, field)
+        return Source.value(cast(Source, self), rec, field)
 
     def identifier_candidates(self, conds, id_field="id"):
         """Generated indices for equality filters on identifiers (no full scan)."""
@@ -54,7 +64,7 @@ class ProfilesSource(ProfileMixin, Source):
     rtype = "profile"
     cache_key = "profiles"
     datetime_fields = PROFILE_DT
-    sort_alias = {"id": None}
+    sort_alias: ClassVar[dict] = {"id": None}
 
     def __init__(self, store):
         ds = store.ds
@@ -125,10 +135,14 @@ class MembersSource(ProfileMixin, Source):
 
 def member_record(prof: dict, joined: str) -> dict:
     return {
-        "type": "profile", "id": prof["id"], "attributes": {**prof["attributes"], "joined_group_at": joined},
+        "type": "profile",
+        "id": prof["id"],
+        "attributes": {**prof["attributes"], "joined_group_at": joined},
         "relationships": {"lists": None, "segments": None, "push-tokens": None},
-        "_i": prof.get("_i"), "_profile": prof,
-        "_seq": 0, "_nat": 0,
+        "_i": prof.get("_i"),
+        "_profile": prof,
+        "_seq": 0,
+        "_nat": 0,
     }
 
 
@@ -137,7 +151,7 @@ class EventsSource(Source):
     cache_key = "events"
     datetime_fields = frozenset({"datetime"})
     default_sort = "datetime"
-    sort_alias = {"timestamp": "datetime"}
+    sort_alias: ClassVar[dict] = {"timestamp": "datetime"}
 
     def __init__(self, store):
         ds = store.ds
@@ -158,9 +172,12 @@ class EventsSource(Source):
 class SmallSource(Source):
     """Campaigns, flows, lists, segments, metrics, reviews: generated + patched + created."""
 
-    DT = {
-        "campaign": {"created_at", "updated_at", "scheduled_at"}, "flow": {"created", "updated"},
-        "list": {"created", "updated"}, "segment": {"created", "updated"}, "review": {"created", "updated"},
+    DT: ClassVar[dict[str, set[str]]] = {
+        "campaign": {"created_at", "updated_at", "scheduled_at"},
+        "flow": {"created", "updated"},
+        "list": {"created", "updated"},
+        "segment": {"created", "updated"},
+        "review": {"created", "updated"},
         "metric": {"created", "updated"},
     }
 
@@ -197,15 +214,19 @@ class SmallSource(Source):
     def value(self, rec, field):
         if self.kind == "review" and field == "status":  # {"value": "published", ...} -> "published"
             return (rec["attributes"].get("status") or {}).get("value")
-        return Source.value(self, rec, field)
+        return Source.value(cast(Source, self), rec, field)
 
     def candidates(self, conds):
         vals = _values(conds, "id")
         if vals is None:
             return None
-        codec = {"list": self.store.ds.list_ids, "segment": self.store.ds.segment_ids,
-                 "flow": self.store.ds.flow_ids, "metric": self.store.ds.metric_ids,
-                 "review": self.store.ds.review_ids}.get(self.kind)
+        codec = {
+            "list": self.store.ds.list_ids,
+            "segment": self.store.ds.segment_ids,
+            "flow": self.store.ds.flow_ids,
+            "metric": self.store.ds.metric_ids,
+            "review": self.store.ds.review_ids,
+        }.get(self.kind)
         if codec is None:
             return None
         return sorted({i for i in (codec.index(v) for v in vals) if i is not None and i < self.n})
@@ -253,9 +274,14 @@ class ListSource(Source):
 
 
 CONTENT_DT = {
-    "templates": ("created", "updated"), "images": ("updated_at",), "forms": ("created_at", "updated_at"),
-    "catalog-items": ("created", "updated"), "catalog-variants": ("created", "updated"),
-    "catalog-categories": ("updated",), "coupon-codes": ("expires_at",), "flow-messages": ("created", "updated"),
+    "templates": ("created", "updated"),
+    "images": ("updated_at",),
+    "forms": ("created_at", "updated_at"),
+    "catalog-items": ("created", "updated"),
+    "catalog-variants": ("created", "updated"),
+    "catalog-categories": ("updated",),
+    "coupon-codes": ("expires_at",),
+    "flow-messages": ("created", "updated"),
 }
 
 

@@ -4,6 +4,7 @@ Generated data never changes; everything a client (or a test) does lands in over
 patched records (touch, imports), new profiles/events/lists, membership adds/removals,
 bulk import jobs, OAuth grants, plus a bounded request log and counters.
 """
+
 from __future__ import annotations
 
 import copy
@@ -11,6 +12,7 @@ import itertools
 import threading
 import time
 from collections import Counter, deque
+from typing import Any, cast
 
 from . import gen_events
 from .config import SandboxConfig
@@ -19,11 +21,28 @@ from .query import Caches
 from .sources import EventsSource, MembersSource, ProfilesSource, SmallSource
 from .util import Rng, h, iso, salt, uuid_from
 
-PROFILE_ATTRS = ("email", "phone_number", "external_id", "first_name", "last_name", "organization",
-                 "locale", "title", "image")
+PROFILE_ATTRS = (
+    "email",
+    "phone_number",
+    "external_id",
+    "first_name",
+    "last_name",
+    "organization",
+    "locale",
+    "title",
+    "image",
+)
 UPDATED_FIELD = {"campaign": "updated_at"}
-STREAM_KINDS = {"profiles": "profile", "events": "event", "campaigns": "campaign", "flows": "flow",
-                "lists": "list", "segments": "segment", "metrics": "metric", "reviews": "review"}
+STREAM_KINDS = {
+    "profiles": "profile",
+    "events": "event",
+    "campaigns": "campaign",
+    "flows": "flow",
+    "lists": "list",
+    "segments": "segment",
+    "metrics": "metric",
+    "reviews": "review",
+}
 # Content collections (gen_content) a touch can change: their change-time attribute.
 CONTENT_TOUCH = {"templates": "updated", "forms": "updated_at", "images": "updated_at"}
 
@@ -39,23 +58,23 @@ class Store:
         self._seq = itertools.count(1)
         self.profile_patch: dict = {}  # generated index -> patched profile record
         self.new_profiles: dict = {}  # id -> profile record created by imports
-        self.identifiers = {f: {} for f in ("email", "phone_number", "external_id")}  # value -> id
+        self.identifiers: dict[str, dict] = {f: {} for f in ("email", "phone_number", "external_id")}  # value -> id
         self.new_events: list = []
-        self.small_patch = {k: {} for k in ("campaign", "flow", "list", "segment", "metric", "review")}
+        self.small_patch: dict[str, dict] = {k: {} for k in ("campaign", "flow", "list", "segment", "metric", "review")}
         self.new_lists: dict = {}  # id -> list record created via POST /api/lists
         self.content_patch = {k: {} for k in CONTENT_TOUCH}  # content kind -> index -> touched record
         self.deleted_lists: set = set()  # ids of generated lists deleted via DELETE /api/lists/{id}
         self.added: dict = {}  # list id -> {profile id: (joined ts, seq)}
         self.suppressed: dict = {}  # list id -> {generated profile index} hidden from the base set
-        self.request_log = deque(maxlen=cfg.request_log_size)
+        self.request_log: deque[dict] = deque(maxlen=cfg.request_log_size)
         self.counters: Counter = Counter()
         self.touches = 0
-        self.jobs = None  # set by the server (JobManager)
-        self.bulk = None  # set by the server (bulk.BulkWrites: consent, suppression, event jobs)
+        self.jobs: Any = None  # set by the server (JobManager)
+        self.bulk: Any = None  # set by the server (bulk.BulkWrites: consent, suppression, event jobs)
         self.consent: dict = {}  # profile id -> {channel: {consent, timestamp}, "suppression": [...]}
         self.tracked_events: list = []  # events from bulk_create_events
         self.tracked_keys: set = set()  # (profile id, metric name, unique_id) already recorded
-        self.oauth = None  # set by the server (OAuthServer)
+        self.oauth: Any = None  # set by the server (OAuthServer)
 
     # ------------------------------------------------------------ clock
     def now(self) -> float:
@@ -78,7 +97,7 @@ class Store:
         if stream == "events":
             return EventsSource(self)
         if stream in ("list-members", "segment-members"):
-            return MembersSource(self, stream.split("-")[0], group_id)
+            return MembersSource(self, stream.split("-")[0], cast(str, group_id))  # the API passes the id
         return SmallSource(self, STREAM_KINDS[stream])
 
     # ------------------------------------------------------------ profiles
@@ -118,7 +137,7 @@ class Store:
                     rec = self.find_profile(field, attrs[field])
             now = self.now()
             created = rec is None
-            rec = self._new_profile(now) if created else copy.deepcopy(rec)
+            rec = self._new_profile(now) if rec is None else copy.deepcopy(rec)
             a = rec["attributes"]
             for k in PROFILE_ATTRS:
                 if attrs.get(k) is not None:
@@ -139,8 +158,15 @@ class Store:
         pid = self.ds.profile_ids.id(self.ds.n_profiles + seq, now)
         attrs = dict.fromkeys(PROFILE_ATTRS)
         attrs.update(created=iso(now), updated=iso(now), last_event_date=None, location=None, properties={})
-        return {"type": "profile", "id": pid, "attributes": attrs, "relationships": {}, "_i": None,
-                "_seq": seq, "_nat": self.ds.n_profiles + seq}
+        return {
+            "type": "profile",
+            "id": pid,
+            "attributes": attrs,
+            "relationships": {},
+            "_i": None,
+            "_seq": seq,
+            "_nat": self.ds.n_profiles + seq,
+        }
 
     def _store_profile(self, rec: dict):
         rec["_seq"] = self.next_seq()  # re-sequenced so its new position sorts after older edits
@@ -177,22 +203,36 @@ class Store:
         email = subs["email"]["marketing"]
         if "email_marketing" in state:
             change = state["email_marketing"]
-            email.update(consent=change["consent"], consent_timestamp=change["timestamp"],
-                         last_updated=change["timestamp"], method="API")
+            email.update(
+                consent=change["consent"],
+                consent_timestamp=change["timestamp"],
+                last_updated=change["timestamp"],
+                method="API",
+            )
         email["suppression"] = state["suppression"]
         email["can_receive_email_marketing"] = email.get("consent") == "SUBSCRIBED" and not state["suppression"]
         for name, kind in (("sms_marketing", "marketing"), ("sms_transactional", "transactional")):
             if name in state:
                 change = state[name]
-                subs["sms"][kind] = {**(subs["sms"].get(kind) or {}), "consent": change["consent"],
-                                     "consent_timestamp": change["timestamp"], "last_updated": change["timestamp"],
-                                     "method": "API", "method_detail": "",
-                                     f"can_receive_sms_{kind}": change["consent"] == "SUBSCRIBED"}
+                subs["sms"][kind] = {
+                    **(subs["sms"].get(kind) or {}),
+                    "consent": change["consent"],
+                    "consent_timestamp": change["timestamp"],
+                    "last_updated": change["timestamp"],
+                    "method": "API",
+                    "method_detail": "",
+                    f"can_receive_sms_{kind}": change["consent"] == "SUBSCRIBED",
+                }
         return subs
 
     # ------------------------------------------------------------ events
-    def add_event(self, profile_id: str | None = None, metric_index: int | None = None,
-                  at: float | None = None, properties: dict | None = None) -> dict:
+    def add_event(
+        self,
+        profile_id: str | None = None,
+        metric_index: int | None = None,
+        at: float | None = None,
+        properties: dict | None = None,
+    ) -> dict:
         """A new event, dated now or at `at` (a late-arriving event: written now, dated earlier);
         ``properties`` replaces the generated ones (tests set attribution)."""
         with self.lock:
@@ -237,11 +277,20 @@ class Store:
         with self.lock:
             seq, now = self.next_seq(), self.now()
             lid = self.ds.list_ids.id(self.ds.n_lists + seq)
-            rec = {"type": "list", "id": lid,
-                   "attributes": {"name": name, "created": iso(now), "updated": iso(now),
-                                  "opt_in_process": opt_in_process},
-                   "relationships": {"profiles": None, "tags": None, "flow-triggers": None},
-                   "_i": None, "_seq": seq, "_nat": self.ds.n_lists + seq}
+            rec = {
+                "type": "list",
+                "id": lid,
+                "attributes": {
+                    "name": name,
+                    "created": iso(now),
+                    "updated": iso(now),
+                    "opt_in_process": opt_in_process,
+                },
+                "relationships": {"profiles": None, "tags": None, "flow-triggers": None},
+                "_i": None,
+                "_seq": seq,
+                "_nat": self.ds.n_lists + seq,
+            }
             self.new_lists[lid] = rec
             self._bump()
             return rec
@@ -327,8 +376,11 @@ class Store:
             r = Rng(h(self.ds.seed, salt("touch"), self.touches))
             touched: list = []
             if kind == "profile":
-                for i in r.sample(range(self.ds.n_profiles), n) if self.ds.n_profiles <= 100_000 else \
-                        [r.int(0, self.ds.n_profiles - 1) for _ in range(n)]:
+                for i in (
+                    r.sample(range(self.ds.n_profiles), n)
+                    if self.ds.n_profiles <= 100_000
+                    else [r.int(0, self.ds.n_profiles - 1) for _ in range(n)]
+                ):
                     rec = copy.deepcopy(self.profile_by_index(i))
                     rec["attributes"]["updated"] = iso(self.now())
                     props = rec["attributes"].setdefault("properties", {})
@@ -338,8 +390,9 @@ class Store:
             elif kind != "event":
                 touched = self._touch_small(kind, r, n)
             profiles = touched if kind == "profile" else [None] * n
-            events = [self.add_event(profile_id=profiles[k % len(profiles)] if profiles else None)["id"]
-                      for k in range(n)]
+            events = [
+                self.add_event(profile_id=profiles[k % len(profiles)] if profiles else None)["id"] for k in range(n)
+            ]
             return {"stream": stream, "touched": touched, "events": events}
 
     def archive(self, stream: str, n: int) -> list:
@@ -350,8 +403,11 @@ class Store:
         with self.lock:
             self.touches += 1
             r = Rng(h(self.ds.seed, salt("archive"), self.touches))
-            live = [j for j in range(self.ds.small_count(kind))
-                    if not (self.small_patch[kind].get(j) or self.ds.small(kind, j))["attributes"]["archived"]]
+            live = [
+                j
+                for j in range(self.ds.small_count(kind))
+                if not (self.small_patch[kind].get(j) or self.ds.small(kind, j))["attributes"]["archived"]
+            ]
             field, natural = UPDATED_FIELD.get(kind, "updated"), SmallSource(self, kind).natural
             out = []
             for j in r.sample(live, min(n, len(live))):
@@ -400,10 +456,20 @@ class Store:
         return out
 
     # ------------------------------------------------------------ observability
-    def log_request(self, method: str, path: str, status: int, op: str | None, fault: str | None,
-                    account: str | None = None):
-        self.request_log.append({"t": round(self.now(), 3), "method": method, "path": path,
-                                 "status": status, "op": op, "fault": fault, "account": account})
+    def log_request(
+        self, method: str, path: str, status: int, op: str | None, fault: str | None, account: str | None = None
+    ):
+        self.request_log.append(
+            {
+                "t": round(self.now(), 3),
+                "method": method,
+                "path": path,
+                "status": status,
+                "op": op,
+                "fault": fault,
+                "account": account,
+            }
+        )
         self.counters[f"status:{status}"] += 1
         if op:
             self.counters[f"op:{op}"] += 1

@@ -9,6 +9,7 @@ Unknown keys in an object whose schema lists its ``properties`` are refused: Kla
 for a field a resource does not have (the spec is silent; this follows Klaviyo's API behaviour of
 rejecting invalid fields). Free-form objects (``properties`` of a profile or event) take anything.
 """
+
 from __future__ import annotations
 
 import json

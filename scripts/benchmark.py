@@ -52,8 +52,15 @@ TARGET = [sys.executable, "-c", "from target_klaviyo.target import cli; cli()"]
 class Sandbox:
     """``python -m klaviyo_sandbox`` as a subprocess on a free port."""
 
-    def __init__(self, *, scale: float, latency_ms: float, rate_limit_scale: float, job_seconds: float = 2.0,
-                 rate_window: str = "fixed") -> None:
+    def __init__(
+        self,
+        *,
+        scale: float,
+        latency_ms: float,
+        rate_limit_scale: float,
+        job_seconds: float = 2.0,
+        rate_window: str = "fixed",
+    ) -> None:
         self.args = [
             sys.executable, "-m", "klaviyo_sandbox", "--port", "0", "--scale", str(scale),
             "--latency-ms", str(latency_ms), "--rate-limit-scale", str(rate_limit_scale),
@@ -73,15 +80,16 @@ class Sandbox:
         self.proc.wait(10)
 
     def get(self, path: str) -> t.Any:
-        with urllib.request.urlopen(self.base_url + path) as answer:  # noqa: S310 - loopback
+        with urllib.request.urlopen(self.base_url + path) as answer:  # the loopback sandbox
             return json.loads(answer.read())
 
     def counters(self) -> dict[str, int]:
         return self.get("/__sandbox/state")["counters"]
 
 
-def run(command: list[str], *, stdin: t.IO | None = None, stdout: t.IO | None = None,
-        stderr: t.IO | None = None) -> tuple[float, float, int, int]:
+def run(
+    command: list[str], *, stdin: t.IO | None = None, stdout: t.IO | None = None, stderr: t.IO | None = None
+) -> tuple[float, float, int, int]:
     """(wall s, CPU s, peak RSS KB, exit code) of one process (rusage from wait4)."""
     start = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, stdin=stdin, stdout=stdout, stderr=stderr)
@@ -131,8 +139,9 @@ def record_count(log_text: str, stream: str) -> int:
 def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path) -> dict:
     operation = STREAMS[stream][0]
     steady = endpoints.endpoint(operation).steady_per_minute * args.rate_limit_scale  # what the sandbox enforces
-    with Sandbox(scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale,
-                 rate_window=args.rate_window) as sandbox:
+    with Sandbox(
+        scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale, rate_window=args.rate_window
+    ) as sandbox:
         config = {
             "api_key": sandbox.api_key, "base_url": sandbox.base_url,
             "max_concurrency": args.max_concurrency, "discover_custom_fields": args.custom_fields,
@@ -168,7 +177,8 @@ def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path
     return {
         "stream": stream, "scale": scale, "records": records, "wall_s": round(wall, 1),
         "records_per_s": round(records / wall), "requests": requests,
-        "requests_per_s": round(requests / wall, 1), "steady_requests_per_s": _round(steady_rate(request_log, operation)),
+        "requests_per_s": round(requests / wall, 1),
+        "steady_requests_per_s": _round(steady_rate(request_log, operation)),
         "steady_limit_per_s": round(steady / 60, 1), "status_429": throttled,
         "cpu_s": round(cpu, 1), "cpu_s_per_100k": round(cpu / max(records, 1) * 100_000, 2),
         "peak_rss_mb": round(rss_kb / 1024, 1), "tap_cpu_pct": round(100 * cpu / wall),
@@ -214,8 +224,13 @@ def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str
         for i in range(rows):
             out.write(json.dumps({"type": "RECORD", "stream": "people", "record": target_row(operation, i)}) + "\n")
         out.write(json.dumps({"type": "STATE", "value": {"people": "done"}}) + "\n")
-    with Sandbox(scale=0.01, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale,
-                 job_seconds=args.job_seconds, rate_window=args.rate_window) as sandbox:
+    with Sandbox(
+        scale=0.01,
+        latency_ms=args.latency_ms,
+        rate_limit_scale=args.rate_limit_scale,
+        job_seconds=args.job_seconds,
+        rate_window=args.rate_window,
+    ) as sandbox:
         config = {
             "api_key": sandbox.api_key, "base_url": sandbox.base_url, "operation": operation,
             "wait_for_completion": args.wait_for_completion, "max_concurrency": args.max_concurrency,
@@ -227,7 +242,9 @@ def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str
         before = sandbox.counters()
         log_path = work / f"target-{operation}.log"
         with input_path.open("rb") as source, open(os.devnull, "wb") as sink, open(log_path, "w") as log:
-            wall, cpu, rss_kb, code = run([*TARGET, "--config", str(config_path)], stdin=source, stdout=sink, stderr=log)
+            wall, cpu, rss_kb, code = run(
+                [*TARGET, "--config", str(config_path)], stdin=source, stdout=sink, stderr=log
+            )
         after = sandbox.counters()
     if code:
         raise SystemExit(f"target failed (exit {code}); see {log_path}")
@@ -294,15 +311,26 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--rate-limit-scale", type=float, default=1.0)
     parser.add_argument("--rate-window", choices=("fixed", "sliding"), default="fixed")
-    parser.add_argument("--rate-limit-share", type=float, default=1.0,
-                        help="the plugins' rate_limit_share (e.g. equal to --rate-limit-scale, so they pace to it)")
+    parser.add_argument(
+        "--rate-limit-share",
+        type=float,
+        default=1.0,
+        help="the plugins' rate_limit_share (e.g. equal to --rate-limit-scale, so they pace to it)",
+    )
     parser.add_argument("--max-concurrency", type=int, default=8)
-    parser.add_argument("--custom-fields", action=argparse.BooleanOptionalAction, default=True,
-                        help="discover_custom_fields (the tap's default: on)")
+    parser.add_argument(
+        "--custom-fields",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="discover_custom_fields (the tap's default: on)",
+    )
     parser.add_argument("--rss-check", action="store_true", help="also run each stream with a tenth of the data")
     parser.add_argument("--target", type=int, default=0, metavar="N", help="write N rows with target-klaviyo")
-    parser.add_argument("--target-operations", default="add",
-                        help=f"comma list of target operations to run with --target ({', '.join(TARGET_OPERATIONS)})")
+    parser.add_argument(
+        "--target-operations",
+        default="add",
+        help=f"comma list of target operations to run with --target ({', '.join(TARGET_OPERATIONS)})",
+    )
     parser.add_argument("--job-seconds", type=float, default=10.0, help="sandbox bulk import job duration")
     parser.add_argument("--wait-for-completion", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--full-sync", type=float, default=0.0, metavar="SCALE",
@@ -326,8 +354,10 @@ def main() -> int:
         print_stream_table(rows)
         if args.rss_check:
             for small, big in zip(rows[::2], rows[1::2]):
-                print(f"peak RSS {big['stream']}: {big['peak_rss_mb']} MB with 10x the data of "
-                      f"{small['peak_rss_mb']} MB ({big['peak_rss_mb'] / small['peak_rss_mb']:.2f}x)")
+                print(
+                    f"peak RSS {big['stream']}: {big['peak_rss_mb']} MB with 10x the data of "
+                    f"{small['peak_rss_mb']} MB ({big['peak_rss_mb'] / small['peak_rss_mb']:.2f}x)"
+                )
     result: dict[str, t.Any] = {"streams": rows}
     if args.target:
         result["target"] = []

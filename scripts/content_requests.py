@@ -27,8 +27,19 @@ sys.path.insert(0, str(REPO))
 from klaviyo_sandbox import Sandbox, SandboxConfig  # noqa: E402
 
 STREAMS = (
-    "campaign_messages", "flow_actions", "flow_messages", "templates", "tags", "tag_groups", "catalog_items",
-    "catalog_variants", "catalog_categories", "coupons", "coupon_codes", "forms", "images",
+    "campaign_messages",
+    "flow_actions",
+    "flow_messages",
+    "templates",
+    "tags",
+    "tag_groups",
+    "catalog_items",
+    "catalog_variants",
+    "catalog_categories",
+    "coupons",
+    "coupon_codes",
+    "forms",
+    "images",
 )
 TAP = Path(sys.executable).parent / "tap-klaviyo"
 
@@ -43,14 +54,15 @@ def per_parent(box: Sandbox) -> dict[str, str]:
         "campaign_messages": f"{3 + ds.n_campaigns} (3 campaign pages + 1 per campaign, {ds.n_campaigns})",
         "flow_actions": f"{flow_pages + ds.n_flows} ({flow_pages} flow page + 1 per flow, {ds.n_flows})",
         "flow_messages": f"{flow_pages + ds.n_flows + actions} (flows, 1 per flow for its actions, "
-                         f"1 per action, {actions})",
+        f"1 per action, {actions})",
         "coupon_codes": f"{1 + content.n_coupons}+ (1 coupon page + 1 per coupon, {content.n_coupons}, + pages)",
     }
 
 
 def catalog(config_path: Path, stream: str, work: Path) -> Path:
-    found = subprocess.run([str(TAP), "--config", str(config_path), "--discover"], capture_output=True, text=True,
-                           check=True)
+    found = subprocess.run(
+        [str(TAP), "--config", str(config_path), "--discover"], capture_output=True, text=True, check=True
+    )
     document = json.loads(found.stdout)
     for entry in document["streams"]:
         for metadata in entry["metadata"]:
@@ -69,8 +81,9 @@ def main() -> int:
     with Sandbox(SandboxConfig(seed=1, scale=args.scale)) as box, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         config = work / "config.json"
-        config.write_text(json.dumps({"api_key": box.api_key, "base_url": box.base_url,
-                                      "discover_custom_fields": False}))
+        config.write_text(
+            json.dumps({"api_key": box.api_key, "base_url": box.base_url, "discover_custom_fields": False})
+        )
         baseline = per_parent(box)
         print("| stream | records | requests (by operation) | seconds | one request per parent |")
         print("|---|---|---|---|---|")
@@ -78,8 +91,9 @@ def main() -> int:
             path = catalog(config, stream, work)
             before = collections.Counter(box.store.counters)
             started = time.monotonic()
-            done = subprocess.run([str(TAP), "--config", str(config), "--catalog", str(path)],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [str(TAP), "--config", str(config), "--catalog", str(path)], capture_output=True, text=True, check=False
+            )
             elapsed = time.monotonic() - started
             if done.returncode:
                 print(done.stderr[-2000:], file=sys.stderr)

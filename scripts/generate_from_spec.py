@@ -88,7 +88,9 @@ MEMBER_STREAMS: dict[str, tuple[str, str]] = {
 # asks for (Klaviyo's defaults for each report).
 REPORT_STREAMS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "campaign_values_report": (
-        "/api/campaign-values-reports", ("campaign_id", "campaign_message_id", "send_channel"), False
+        "/api/campaign-values-reports",
+        ("campaign_id", "campaign_message_id", "send_channel"),
+        False,
     ),
     "flow_values_report": ("/api/flow-values-reports", ("flow_id", "flow_message_id", "send_channel"), False),
     "flow_series_report": ("/api/flow-series-reports", ("flow_id", "flow_message_id", "send_channel"), True),
@@ -370,10 +372,7 @@ def _convert_plain(schema: dict) -> dict:
     if "string" in types and schema.get("format") in KEPT_FORMATS:
         out["format"] = schema["format"]
     if "object" in types and schema.get("properties"):
-        out["properties"] = {
-            name: to_json_schema(sub, nullable=True)
-            for name, sub in schema["properties"].items()
-        }
+        out["properties"] = {name: to_json_schema(sub, nullable=True) for name, sub in schema["properties"].items()}
     if "array" in types and isinstance(schema.get("items"), dict):
         out["items"] = to_json_schema(schema["items"])
     return _finish(out)
@@ -441,9 +440,7 @@ def trim_spec(full: dict, operation_ids=OPERATION_IDS) -> dict:
         if not any((path, m) in keep for m in item):
             continue
         paths[path] = {
-            key: copy.deepcopy(value)
-            for key, value in item.items()
-            if key not in HTTP_METHODS or (path, key) in keep
+            key: copy.deepcopy(value) for key, value in item.items() if key not in HTTP_METHODS or (path, key) in keep
         }
 
     components = full.get("components", {})
@@ -556,9 +553,7 @@ def flatten_resource(resource: dict, *, context: str = "") -> dict[str, dict]:
             raise SpecError(f"{context}: relationship {rel_name!r} data is neither to-one nor to-many")
         prop = relationship_property(rel_name, to_many=is_array)
         if prop in properties:
-            raise SpecError(
-                f"{context}: relationship {rel_name!r} -> {prop!r} clashes with an existing property"
-            )
+            raise SpecError(f"{context}: relationship {rel_name!r} -> {prop!r} clashes with an existing property")
         if is_array:
             properties[prop] = {"type": ["array", "null"], "items": {"type": "string"}}
         else:
@@ -661,8 +656,13 @@ def build_stream_schema(spec: dict, stream: str) -> dict:
 
 
 def all_streams() -> list[str]:
-    return (list(RESOURCE_STREAMS) + list(INCLUDED_STREAMS) + list(MEMBER_STREAMS) + list(REPORT_STREAMS)
-            + [METRIC_AGGREGATES_STREAM[0]])
+    return (
+        list(RESOURCE_STREAMS)
+        + list(INCLUDED_STREAMS)
+        + list(MEMBER_STREAMS)
+        + list(REPORT_STREAMS)
+        + [METRIC_AGGREGATES_STREAM[0]]
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -670,8 +670,7 @@ def all_streams() -> list[str]:
 # --------------------------------------------------------------------------- #
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([smhd])\s*$")
-_RATE_FIELDS = (("burst", "s", "burst_per_second"), ("steady", "m", "steady_per_minute"),
-                ("daily", "d", "daily"))
+_RATE_FIELDS = (("burst", "s", "burst_per_second"), ("steady", "m", "steady_per_minute"), ("daily", "d", "daily"))
 
 
 def _parse_rate(op_id: str, key: str, value: Any, unit: str) -> int:
@@ -751,13 +750,17 @@ def write_outputs(outputs: dict[str, str], root: Path = REPO_ROOT) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spec", default=DEFAULT_SPEC,
-                        help=f"full Klaviyo OpenAPI spec (default: {DEFAULT_SPEC}, relative to the repo root)")
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 and list the files that are stale")
-    parser.add_argument("--from-trimmed", action="store_true",
-                        help=f"use the committed {TRIMMED_SPEC_PATH} instead of the full spec "
-                             "(schemas and endpoint table only)")
+    parser.add_argument(
+        "--spec",
+        default=DEFAULT_SPEC,
+        help=f"full Klaviyo OpenAPI spec (default: {DEFAULT_SPEC}, relative to the repo root)",
+    )
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 and list the files that are stale")
+    parser.add_argument(
+        "--from-trimmed",
+        action="store_true",
+        help=f"use the committed {TRIMMED_SPEC_PATH} instead of the full spec (schemas and endpoint table only)",
+    )
     args = parser.parse_args(argv)
 
     spec_path = Path(args.spec)
@@ -770,8 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         elif spec_path.is_file():
             outputs = generate_all(load_json(spec_path))
         else:
-            print(f"error: full spec not found at {spec_path} "
-                  "(pass --spec PATH, or --from-trimmed)", file=sys.stderr)
+            print(f"error: full spec not found at {spec_path} (pass --spec PATH, or --from-trimmed)", file=sys.stderr)
             return 2
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -780,8 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_files(outputs)
         if stale:
-            print("stale generated files (run `python scripts/generate_from_spec.py`):",
-                  file=sys.stderr)
+            print("stale generated files (run `python scripts/generate_from_spec.py`):", file=sys.stderr)
             for rel in stale:
                 print(f"  {rel}", file=sys.stderr)
             return 1

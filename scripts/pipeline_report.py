@@ -58,20 +58,26 @@ def bookmark_lines(state: dict) -> list[str]:
     lines = []
     for stream, bookmark in sorted(((state.get("singer_state") or state).get("bookmarks") or {}).items()):
         marks = [bookmark, *(bookmark.get("partitions") or [])]
-        values = [f"{m['replication_key']} >= {m['replication_key_value']}" + (
-            f" ({', '.join(f'{v}' for v in (m.get('context') or {}).values())})" if m.get("context") else "")
-            for m in marks if m.get("replication_key_value")]
+        values = [
+            f"{m['replication_key']} >= {m['replication_key_value']}"
+            + (f" ({', '.join(f'{v}' for v in (m.get('context') or {}).values())})" if m.get("context") else "")
+            for m in marks
+            if m.get("replication_key_value")
+        ]
         lines.append(f"{stream}: " + ("; ".join(values) if values else "full table"))
     return lines
 
 
 def _get(url: str, api_key: str) -> dict:
-    request = urllib.request.Request(url, headers={
-        "Authorization": f"Klaviyo-API-Key {api_key}",
-        "revision": REVISION,
-        "Accept": "application/vnd.api+json",
-    })
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (http(s) only)
+    request = urllib.request.Request(
+        url,
+        headers={
+            "Authorization": f"Klaviyo-API-Key {api_key}",
+            "revision": REVISION,
+            "Accept": "application/vnd.api+json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # http(s) only
         return json.load(response)
 
 
@@ -99,7 +105,7 @@ def list_members(base_url: str, api_key: str, list_name: str) -> dict:
 
 def _connect(db: str):
     try:
-        import duckdb
+        import duckdb  # noqa: PLC0415 - only the counts/sql commands need it, from target-duckdb's venv
     except ImportError:
         sys.exit("pipeline_report.py: counts/sql need duckdb; run with .meltano/loaders/target-duckdb/venv/bin/python")
     return duckdb.connect(db, read_only=True)
@@ -126,9 +132,11 @@ def query(db: str, sql: str) -> list[dict]:
 
 def _table(rows: list[tuple], header: tuple, indent: str = "    ") -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: indent + "  ".join(  # noqa: E731
-        str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w) for v, w in zip(r, widths)
-    ).rstrip()
+
+    def fmt(row: tuple) -> str:
+        cells = (str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w) for v, w in zip(row, widths))
+        return indent + "  ".join(cells).rstrip()
+
     return "\n".join([fmt(header), *(fmt(r) for r in rows)])
 
 
@@ -170,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             emails = found["emails"]
             shown = ", ".join(emails[:10]) + (f", ... ({len(emails) - 10} more)" if len(emails) > 10 else "")
-            print(f"    list {args.list_name!r} ({', '.join(found['lists'])}): {len(emails)} members"
-                  + (f": {shown}" if emails else ""))
+            print(
+                f"    list {args.list_name!r} ({', '.join(found['lists'])}): {len(emails)} members"
+                + (f": {shown}" if emails else "")
+            )
     elif args.command == "state":
         for line in bookmark_lines(json.load(sys.stdin)):
             print(f"      {line}")

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +35,9 @@ def own_settings(plugin: str) -> set[str]:
 def about_table(plugin: str) -> tuple[str, list[str]]:
     """The header and rows of the `Settings` table the plugin prints about itself."""
     executable = Path(sys.executable).parent / plugin
-    about = subprocess.run([str(executable), "--about", "--format=markdown"], capture_output=True, text=True,
-                           check=True).stdout
+    about = subprocess.run(
+        [str(executable), "--about", "--format=markdown"], capture_output=True, text=True, check=True
+    ).stdout
     table = re.search(r"^\| Setting .*?(?=\n\n|\Z)", textwrap.dedent(about), flags=re.S | re.M)
     if not table:
         raise SystemExit(f"{plugin} --about printed no settings table")
@@ -44,7 +45,7 @@ def about_table(plugin: str) -> tuple[str, list[str]]:
     return "\n".join(lines[:2]), lines[2:]
 
 
-@lru_cache(maxsize=None)
+@cache
 def tables(plugin: str) -> dict[str, str]:
     header, rows = about_table(plugin)
     own = own_settings(plugin)

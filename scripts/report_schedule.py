@@ -23,9 +23,9 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from klaviyo_sandbox import Sandbox, SandboxConfig  # noqa: E402
-from tap_klaviyo import reports  # noqa: E402
-from tap_klaviyo.tap import TapKlaviyo  # noqa: E402
+from klaviyo_sandbox import Sandbox, SandboxConfig
+from tap_klaviyo import reports
+from tap_klaviyo.tap import TapKlaviyo
 
 ALL_REPORTS = tuple(stream.name for stream in reports.REPORT_STREAM_TYPES)
 FIRST_RUN = dt.datetime(2026, 7, 12, 0, 30, tzinfo=dt.timezone.utc)

@@ -22,6 +22,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseHATEOASPaginator
 from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams.rest import HTTPRequest, PageContext
+from typing_extensions import override
 
 from klaviyo_core import endpoints, filters
 from klaviyo_core.client import decode_document
@@ -33,10 +34,13 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from klaviyo_core.client import KlaviyoConnection
+    from tap_klaviyo.tap import TapKlaviyo
 
 ONE_SECOND = dt.timedelta(seconds=1)
 #: Records between STATE messages when the endpoint has no page size (Klaviyo's usual page).
 DEFAULT_STATE_EVERY = 100
+#: A pass of the parallel reader: (context key, index of the window in that context).
+PassId = tuple[str, int]
 #: Seconds between progress lines in the log while a stream syncs.
 PROGRESS_INTERVAL = 15.0
 
@@ -80,9 +84,11 @@ class NextLinkPaginator(BaseHATEOASPaginator):
         super().__init__()
         self._stop = stop
 
+    @override
     def has_more(self, response: requests.Response) -> bool:
         return not (self._stop and self._stop())
 
+    @override
     def continue_if_empty(self, response: requests.Response) -> bool:
         """An empty page can still have a ``links.next``: follow it.
 
@@ -91,6 +97,7 @@ class NextLinkPaginator(BaseHATEOASPaginator):
         """
         return True
 
+    @override
     def get_next_url(self, response: requests.Response) -> str | None:
         return (decode_document(response).get("links") or {}).get("next")
 
@@ -117,6 +124,9 @@ class KlaviyoStream(RESTStream):
     # schema lacks: the SDK's value-by-value conforming would change nothing, and it
     # cost a tenth of the tap's CPU per record.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    if t.TYPE_CHECKING:
+        _tap: TapKlaviyo  # the SDK's type is Tap; these streams run in TapKlaviyo only
 
     operation_id: t.ClassVar[str]
     primary_keys: t.ClassVar[tuple[str, ...]] = ("id",)
@@ -160,26 +170,32 @@ class KlaviyoStream(RESTStream):
     def connection(self) -> KlaviyoConnection:
         return self._tap.connection
 
+    @override
     @property
     def path(self) -> str:  # type: ignore[override]
         return endpoints.endpoint(self.operation_id).path
 
+    @override
     @property
     def url_base(self) -> str:
         return self.connection.base_url
 
+    @override
     @property
     def http_headers(self) -> dict:
         return self.connection.headers
 
+    @override
     @property
     def authenticator(self) -> t.Any:
         return self.connection.auth
 
+    @override
     @property
     def timeout(self) -> t.Any:  # (connect, read) pair; requests accepts both forms
         return self.connection.timeout
 
+    @override
     def request_decorator(self, func: t.Callable) -> t.Callable:
         return self.connection.wrap(func)
 
@@ -193,10 +209,12 @@ class KlaviyoStream(RESTStream):
             stream_type = stream_type.parent_stream_type
         return tuple(scopes)
 
+    @override
     def validate_response(self, response: requests.Response) -> None:
         raise_for_response(response, required_scopes=endpoints.endpoint(self.operation_id).scopes)
         decode_document(response)
 
+    @override
     def get_new_paginator(self) -> NextLinkPaginator:
         return NextLinkPaginator()
 
@@ -216,11 +234,13 @@ class KlaviyoStream(RESTStream):
         """The key windows and slices bound: the replication key, else ``slice_key``."""
         return self.replication_key or self.slice_key
 
+    @override
     def get_http_request(self, *, page: PageContext) -> HTTPRequest:
         if page.next_page_token:  # links.next already carries filter, sort and cursor
             return HTTPRequest(url=page.next_page_token.geturl(), headers=self.http_headers)
         return super().get_http_request(page=page)
 
+    @override
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         params: dict[str, t.Any] = {**self.extra_params}
         page_size = endpoints.page_size_max(self.operation_id)
@@ -246,6 +266,7 @@ class KlaviyoStream(RESTStream):
             filters.condition("less-than", key, upper) if upper and self.bounded_above else None,
         ]
 
+    @override
     def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
         for resource in decode_document(response).get("data") or []:
             yield self.to_record(resource)
@@ -253,6 +274,7 @@ class KlaviyoStream(RESTStream):
     def to_record(self, resource: dict) -> dict:
         return flatten(resource)
 
+    @override
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         """Drop root keys the schema does not have (what the SDK's conforming did)."""
         known = self._schema_keys
@@ -273,7 +295,8 @@ class KlaviyoStream(RESTStream):
     def _schema_keys(self) -> frozenset[str]:
         return frozenset(self.effective_schema.get("properties") or ())
 
-    def _generate_record_messages(self, record: dict) -> t.Iterator[RecordMessage]:
+    @override
+    def _generate_record_messages(self, record: dict) -> t.Generator[RecordMessage, None, None]:
         """The SDK's (0.54), minus two walks through every record that change nothing here.
 
         When the catalog deselects no property, the SDK's search of each record for
@@ -294,6 +317,7 @@ class KlaviyoStream(RESTStream):
                     time_extracted=utc_now(),
                 )
 
+    @override
     def generate_child_contexts(self, record: dict, context: Context | None) -> t.Iterable[Context | None]:
         """None without child streams: the SDK would otherwise copy the context per record."""
         if not self.child_streams:
@@ -314,8 +338,10 @@ class KlaviyoStream(RESTStream):
         return self._tap.end_date
 
     def run_started_at(self, context: Context | None) -> dt.datetime:
-        return self.get_replication_key_signpost(context)  # frozen when the stream starts
+        # frozen when the stream starts; a timestamp for these replication keys (the SDK types it loosely)
+        return t.cast("dt.datetime", self.get_replication_key_signpost(context))
 
+    @override
     def get_starting_timestamp(self, context: Context | None) -> dt.datetime | None:
         start = super().get_starting_timestamp(context)
         # A bookmark past the run's start can only come from a run killed while it
@@ -344,6 +370,7 @@ class KlaviyoStream(RESTStream):
         start_date = _parse(self.config.get("start_date"))
         return max(lower, start_date) if start_date else lower
 
+    @override
     def _increment_stream_state(self, latest_record: dict, *, context: Context | None = None) -> None:
         """The SDK's, except for records a lookback re-read from before the bookmark.
 
@@ -355,7 +382,7 @@ class KlaviyoStream(RESTStream):
         key = _context_key(context)
         resumed_from = self._resumed_from.get(key)
         if resumed_from is not None:
-            value = _parse(latest_record.get(self.replication_key))  # type: ignore[arg-type]
+            value = _parse(latest_record.get(self.replication_key))
             if value is not None and value < resumed_from:
                 return
             del self._resumed_from[key]
@@ -378,6 +405,7 @@ class KlaviyoStream(RESTStream):
         now = self.run_started_at(context)
         return [Window(start, now), Window(now, None)]
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         tune_gc()
         if self._progress is None:
@@ -491,7 +519,7 @@ class KlaviyoStream(RESTStream):
         reader = self._reader
         if reader is not None and not reader.closed:
             pending = reader.pending_passes()
-            if pending and pending[0][0] == key:
+            if pending and t.cast("PassId", pending[0])[0] == key:
                 return reader, self._passes_of(key)
             self._close_reader()
         contexts: list[Context | None] = [context]
@@ -526,7 +554,9 @@ class KlaviyoStream(RESTStream):
         return False
 
     def _passes_of(self, key: str) -> list[tuple[t.Hashable, Window]]:
-        return [(pass_id, window) for pass_id, window in self._pass_windows.items() if pass_id[0] == key]
+        return [
+            (pass_id, window) for pass_id, window in self._pass_windows.items() if t.cast("PassId", pass_id)[0] == key
+        ]
 
     def _close_reader(self) -> None:
         if self._reader is not None:
@@ -565,7 +595,7 @@ class KlaviyoStream(RESTStream):
         )
 
     def _sort_key_seconds(self, record: dict) -> float | None:
-        value = _parse(record.get(self.range_key))  # type: ignore[arg-type]
+        value = _parse(record.get(self.range_key))
         return value.timestamp() if value else None
 
     def _progress_counters(self) -> dict[str, float]:

@@ -57,6 +57,8 @@ import time
 import typing as t
 from dataclasses import dataclass
 
+from typing_extensions import override
+
 #: A slice aims at this many full pages: enough that its partial last page wastes
 #: little of the rate limit, few enough that several slices per worker fit the budget.
 PAGES_PER_SLICE = 4
@@ -124,14 +126,15 @@ class Slice:
         self.error: BaseException | None = None
         self.requests = 0
 
+    @override
     def __repr__(self) -> str:
         return f"Slice({self.pass_id!r}, {self.lower}, {self.stop}, pages={len(self.pages)}, done={self.done})"
 
 
 #: ``fetch(slice, next_url)``: the first page of the slice when ``next_url`` is None.
-Fetch = t.Callable[[Slice, t.Optional[str]], Page]
+Fetch = t.Callable[[Slice, str | None], Page]
 #: A record's sort key in epoch seconds (None when the record has none).
-Key = t.Callable[[dict], t.Optional[float]]
+Key = t.Callable[[dict], float | None]
 
 
 class ParallelReader:
@@ -279,9 +282,7 @@ class ParallelReader:
         if self._idle:
             self._cond.notify_all()
         elif len(self._threads) < self.workers:
-            thread = threading.Thread(
-                target=self._work, name=f"{self.name}-{len(self._threads) + 1}", daemon=True
-            )
+            thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads) + 1}", daemon=True)
             self._threads.append(thread)
             thread.start()
 

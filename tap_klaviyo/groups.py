@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields
 from urllib.parse import quote
 
 from singer_sdk.singerlib.catalog import StreamMetadata
+from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoAPIError
 from tap_klaviyo.client import KlaviyoStream, flatten, profile_fields_params
@@ -160,21 +161,25 @@ class GroupProfilesStream(CustomFieldsMixin, KlaviyoStream):
 
     def __init__(self, tap: t.Any, group: Group, schema: dict) -> None:
         self.group = group
-        self.operation_id = f"get_profiles_for_{group.kind}"
+        self.operation_id = f"get_profiles_for_{group.kind}"  # type: ignore[misc]  # per group kind
         super().__init__(tap, schema=schema, name=group.stream_name)
 
+    @override
     @property
     def extra_params(self) -> dict[str, str]:  # type: ignore[override]
         return profile_fields_params(self.config)  # predictive analytics as for profiles
 
+    @override
     def get_url(self, context: Context | None) -> str:
         return f"{self.url_base}/api/{self.group.kind}s/{quote(self.group.id, safe='')}/profiles"
 
+    @override
     def to_record(self, resource: dict) -> dict:
         record = flatten(resource)
         record.setdefault("joined_group_at", None)
         return record
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         try:
             yield from super().get_records(context)
@@ -187,6 +192,7 @@ class GroupProfilesStream(CustomFieldsMixin, KlaviyoStream):
                 self.group.kind, self.group.name or "", self.group.id, self.name,
             )  # fmt: skip
 
+    @override
     @property
     def metadata(self) -> MetadataMapping:
         if self._metadata is None:

@@ -42,9 +42,11 @@ import datetime
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, cast
+
+from typing_extensions import override
 
 __all__ = [
     "MAX_DEPTH",
@@ -118,7 +120,7 @@ def _string_kind(s: str) -> str:
 def _decimal_kind(d: Decimal) -> str:
     if not d.is_finite():
         return STRING
-    return INTEGER if d.as_tuple().exponent >= 0 else NUMBER
+    return INTEGER if cast(int, d.as_tuple().exponent) >= 0 else NUMBER  # an int when finite
 
 
 def _scalar_kind(value: Any) -> str:
@@ -161,7 +163,7 @@ def _join(a: str, b: str) -> str:
 class _Node:
     """Inferred type of one field: a kind plus children for objects/arrays."""
 
-    __slots__ = ("kind", "props", "items", "max_key")
+    __slots__ = ("items", "kind", "max_key", "props")
 
     def __init__(self) -> None:
         self.kind = NULL
@@ -226,7 +228,7 @@ class SchemaInferrer:
             self._observe(node.items, item, depth + 1)
 
     def _observe_object(self, node: _Node, obj: Mapping[str, Any], depth: int) -> None:
-        props = node.props
+        props = cast("dict[str, _Node]", node.props)  # an object node has its dict
         for key, value in obj.items():
             child = props.get(key)
             if child is None:
@@ -237,7 +239,7 @@ class SchemaInferrer:
 
     def _admit(self, node: _Node, key: str) -> _Node | None:
         """New child for ``key``, keeping only the ``max_fields`` smallest names."""
-        props = node.props
+        props = cast("dict[str, _Node]", node.props)
         if len(props) >= self.max_fields:
             if node.max_key is None:
                 node.max_key = max(props) if props else None
@@ -264,7 +266,8 @@ def _node_schema(node: _Node | None) -> dict:
     if node is None:  # array never seen with elements
         node = _Node()
     if node.kind == OBJECT:
-        props = {k: _node_schema(node.props[k]) for k in sorted(node.props)}
+        children = cast("dict[str, _Node]", node.props)
+        props = {k: _node_schema(children[k]) for k in sorted(children)}
         return {"type": ["object", "null"], "properties": props}
     if node.kind == ARRAY:
         return {"type": ["array", "null"], "items": _node_schema(node.items)}
@@ -286,6 +289,7 @@ def infer(records: Iterable[Mapping[str, Any] | None]) -> dict:
 
 
 class _Miss:
+    @override
     def __repr__(self) -> str:
         return "MISS"
 
@@ -312,7 +316,7 @@ def _put(unmapped: dict, path: str, value: Any) -> None:
 
 def _json_default(o: Any) -> Any:
     if isinstance(o, Decimal) and o.is_finite():
-        if o.as_tuple().exponent >= 0:
+        if cast(int, o.as_tuple().exponent) >= 0:  # an int when finite
             return int(o)
         f = float(o)
         return f if Decimal(repr(f)) == o else str(o)
@@ -499,7 +503,8 @@ class Conformer:
         types = schema.get("type")
         if types != "object" and "object" not in (types or ()):
             raise ValueError("the root schema must be of type object")
-        _, self._root = _compile_one(schema, "object")
+        _, root = _compile_one(schema, "object")
+        self._root = cast("_ObjectConv", root)
 
     def __call__(self, obj: Mapping[str, Any] | None) -> tuple[dict | None, dict]:
         if obj is None:

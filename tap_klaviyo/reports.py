@@ -20,6 +20,8 @@ import typing as t
 from functools import cached_property
 from importlib import resources
 
+from typing_extensions import override
+
 from klaviyo_core import endpoints
 from klaviyo_core.client import JSONAPI, decode_document
 from klaviyo_core.errors import KlaviyoError, KlaviyoQuotaExhausted
@@ -148,6 +150,7 @@ class ReportStream(KlaviyoStream):
     groupings: t.ClassVar[tuple[str, ...]]
     needs_conversion_metric: t.ClassVar[bool] = False
 
+    @override
     @property
     def metadata(self) -> t.Any:
         """Only the stream is off by default: selecting it selects its columns (as for any stream)."""
@@ -157,13 +160,16 @@ class ReportStream(KlaviyoStream):
                 entry.selected_by_default = True
         return metadata
 
+    @override
     @property
     def http_headers(self) -> dict:
         return {**self.connection.headers, "Content-Type": JSONAPI}
 
+    @override
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         return {}  # the query is the body
 
+    @override
     def get_new_paginator(self) -> NextLinkPaginator:
         return NextLinkPaginator(stop=lambda: True)  # one answer per request
 
@@ -181,6 +187,7 @@ class ReportStream(KlaviyoStream):
         """Look up the metrics this report needs (raises a one-line error when one is missing)."""
         _ = self.conversion_metric_id
 
+    @override
     def prepare_request_payload(self, context: Context | None, next_page_token: t.Any) -> dict:
         attributes: dict[str, t.Any] = {"statistics": self.statistics, "timeframe": timeframe(*self._timeframe)}
         if self.conversion_metric_id:
@@ -198,6 +205,7 @@ class ReportStream(KlaviyoStream):
     def _started_at(self) -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc)
 
+    @override
     def run_started_at(self, context: Context | None) -> dt.datetime:
         return self._started_at
 
@@ -213,6 +221,7 @@ class ReportStream(KlaviyoStream):
     def done(self, state: dict, frame: tuple[dt.datetime, dt.datetime]) -> None:
         """Record in the state that a timeframe was read (series move their start on)."""
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         state = self.get_context_state(context)
         daily = endpoints.endpoint(self.operation_id).daily
@@ -240,11 +249,17 @@ class ReportStream(KlaviyoStream):
         self.logger.warning(
             "Report %s deferred: %d of %d requests of its daily budget (report_daily_request_budget) are "
             "spent for %s (UTC); %d request(s) left for the next run after midnight UTC, from %s.",
-            self.name, budget.used, budget.limit, budget.entry["day"], left, frame[0].isoformat(),
+            self.name,
+            budget.used,
+            budget.limit,
+            budget.entry["day"],
+            left,
+            frame[0].isoformat(),
         )
 
     # -- answers -----------------------------------------------------------------------
 
+    @override
     def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
         attributes = (decode_document(response).get("data") or {}).get("attributes") or {}
         yield from self.records(attributes)
@@ -252,6 +267,7 @@ class ReportStream(KlaviyoStream):
     def records(self, attributes: dict) -> t.Iterable[dict]:
         raise NotImplementedError
 
+    @override
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         return row  # rows are built from the schema's own columns
 
@@ -265,11 +281,13 @@ class ValuesReportStream(ReportStream):
 
     needs_conversion_metric = True
 
+    @override
     def timeframes(self, state: dict) -> list[tuple[dt.datetime, dt.datetime]]:
         days = int(self.config.get("report_values_window_days") or DEFAULT_VALUES_WINDOW_DAYS)
         end = step(floor_to(self.now, "daily"), "daily")  # through the end of today
         return [(end - dt.timedelta(days=days), end)]
 
+    @override
     def records(self, attributes: dict) -> t.Iterable[dict]:
         start, end = self._timeframe
         for result in attributes.get("results") or []:
@@ -294,9 +312,11 @@ class SeriesReportStream(ReportStream):
     def interval(self) -> str:
         return str(self.config.get("report_interval") or DEFAULT_INTERVAL)
 
+    @override
     def extra_attributes(self) -> dict:
         return {"interval": self.interval}
 
+    @override
     def timeframes(self, state: dict) -> list[tuple[dt.datetime, dt.datetime]]:
         interval, now = self.interval, self.now
         end = step(floor_to(now, interval), interval)  # through the current (partial) interval
@@ -309,9 +329,11 @@ class SeriesReportStream(ReportStream):
         start = floor_to(max(start, now - MAX_BACKFILL), interval)
         return chunks(start, end, interval)
 
+    @override
     def done(self, state: dict, frame: tuple[dt.datetime, dt.datetime]) -> None:
         state["next_start"] = min(frame[1], floor_to(self.now, self.interval)).isoformat()
 
+    @override
     def records(self, attributes: dict) -> t.Iterable[dict]:
         dates = attributes.get("date_times") or []
         for result in attributes.get("results") or []:
@@ -382,7 +404,8 @@ class MetricAggregatesStream(SeriesReportStream):
 
     def __init__(self, tap: t.Any, schema: dict | None = None, name: str | None = None) -> None:
         super().__init__(tap, schema=schema or self.schema_for(tap.config), name=name)
-        self.primary_keys = ("metric_id", "date", *(dimension_column(by) for by in self.by))
+        # Per instance: the dimensions come from a setting.
+        self.primary_keys = ("metric_id", "date", *(dimension_column(by) for by in self.by))  # type: ignore[misc]
 
     @classmethod
     def schema_for(cls, config: t.Mapping[str, t.Any]) -> dict:
@@ -397,18 +420,22 @@ class MetricAggregatesStream(SeriesReportStream):
     def by(self) -> list[str]:
         return list(self.config.get("metric_aggregates_by") or [])
 
+    @override
     @property
-    def statistics(self) -> list[str]:  # type: ignore[override]
+    def statistics(self) -> list[str]:
         fixed = {"metric_id", "date", *(dimension_column(by) for by in self.by)}
         return [name for name in self.schema["properties"] if name not in fixed]
 
+    @override
     @cached_property
-    def partitions(self) -> list[dict]:  # type: ignore[override]
+    def partitions(self) -> list[dict]:
         return [{"metric_id": metric_id} for metric_id in self._tap.aggregate_metric_ids]
 
+    @override
     def resolve_metrics(self) -> None:
         _ = self.partitions
 
+    @override
     def prepare_request_payload(self, context: Context | None, next_page_token: t.Any) -> dict:
         start, end = self._timeframe
         attributes = {
@@ -424,10 +451,12 @@ class MetricAggregatesStream(SeriesReportStream):
         }
         return {"data": {"type": self.request_type, "attributes": attributes}}
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         self._metric_id = (context or {}).get("metric_id")
         yield from super().get_records(context)
 
+    @override
     def records(self, attributes: dict) -> t.Iterable[dict]:
         dates = attributes.get("dates") or []
         groups = attributes.get("data") or []
@@ -435,7 +464,8 @@ class MetricAggregatesStream(SeriesReportStream):
             self.logger.warning(
                 "Stream %s: Klaviyo returned %d groups, a full page; later pages are not read. "
                 "Use fewer metric_aggregates_by dimensions or a shorter report_interval.",
-                self.name, len(groups),
+                self.name,
+                len(groups),
             )
         columns = [dimension_column(by) for by in self.by]
         for group in groups:
@@ -483,7 +513,10 @@ def resolve_metric(metrics: list[dict], wanted: str, setting: str, logger: t.Any
     if len(named) > 1:
         logger.warning(
             "Several metrics are named %r (%s); using %s. Set %s to a metric id to choose another.",
-            wanted, ", ".join(m["id"] for m in named), named[0]["id"], setting,
+            wanted,
+            ", ".join(m["id"] for m in named),
+            named[0]["id"],
+            setting,
         )
     return named[0]["id"]
 

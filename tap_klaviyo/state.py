@@ -52,7 +52,9 @@ def move_old_bookmarks(state: dict) -> None:
         stream_state = (state.get("bookmarks") or {}).get(stream)
         if not stream_state or stream_state.get("partitions") or not stream_state.get("replication_key_value"):
             continue
-        moved = {key: stream_state.pop(key) for key in ("replication_key", "replication_key_value") if key in stream_state}
+        moved = {
+            key: stream_state.pop(key) for key in ("replication_key", "replication_key_value") if key in stream_state
+        }
         stream_state["partitions"] = [{"context": dict(context), **moved}]
 
 

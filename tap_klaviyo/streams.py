@@ -7,6 +7,8 @@ import typing as t
 from functools import cached_property
 from urllib.parse import quote
 
+from typing_extensions import override
+
 from klaviyo_core import filters
 from klaviyo_core.client import decode_document
 from tap_klaviyo.client import KlaviyoStream, NextLinkPaginator, Window, _parse, profile_fields_params
@@ -42,6 +44,7 @@ class CampaignsStream(KlaviyoStream):
     is_sorted = False
     sort = "updated_at"
 
+    @override
     @property
     def partitions(self) -> list[dict]:
         archived = self.config.get("include_archived", True)
@@ -52,6 +55,7 @@ class CampaignsStream(KlaviyoStream):
             if archived or "archived" not in context
         ]
 
+    @override
     def filter_conditions(self, context: Context | None) -> list[str | None]:
         channel = (context or {})["channel"]
         return [
@@ -77,6 +81,7 @@ class EventsStream(CustomFieldsMixin, KlaviyoStream):
     sort = "datetime"
     parallel = True  # slices of the range fetched concurrently (tap_klaviyo.concurrency)
 
+    @override
     @property
     def lookback(self) -> dt.timedelta:
         """``events_lookback``: events Klaviyo receives late carry an earlier ``datetime``."""
@@ -96,12 +101,14 @@ class FlowsStream(KlaviyoStream):
     is_sorted = True
     sort = "updated"
 
+    @override
     @property
     def partitions(self) -> list[dict]:
         if self.config.get("include_archived", True):
             return [{"archived": False}, {"archived": True}]
         return [{"archived": False}]
 
+    @override
     def filter_conditions(self, context: Context | None) -> list[str | None]:
         return [archived_condition(context), *super().filter_conditions(context)]
 
@@ -148,6 +155,7 @@ class ProfilesStream(CustomFieldsMixin, KlaviyoStream):
     lower_bound_operator = "greater-than"
     parallel = True  # slices of the range fetched concurrently (tap_klaviyo.concurrency)
 
+    @override
     @property
     def extra_params(self) -> dict[str, str]:  # type: ignore[override]
         return profile_fields_params(self.config)
@@ -169,16 +177,20 @@ class ReviewsStream(KlaviyoStream):
     sort = "-updated"
     bounded_above = False
 
+    @override
     def filter_conditions(self, context: Context | None) -> list[str | None]:
         return []  # the window is applied while reading (see in_window and has_more)
 
+    @override
     def get_new_paginator(self) -> NextLinkPaginator:
         return NextLinkPaginator(stop=lambda: self._reached_bookmark)
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         self._reached_bookmark = False
         yield from super().get_records(context)
 
+    @override
     def in_window(self, record: dict, window: Window) -> bool:
         value = _parse(record.get("updated"))
         if window.lower and value and value < window.lower:
@@ -206,11 +218,13 @@ class _MembersStream(KlaviyoStream):
     slice_key = "joined_group_at"
     sort = "joined_group_at"
 
+    @override
     @cached_property
-    def partitions(self) -> list[dict]:  # type: ignore[override]
+    def partitions(self) -> list[dict]:
         groups = self.connection.paginate(f"/api/{self.group_type}s", {f"fields[{self.group_type}]": "name"})
         return [{self.group_key: group["id"]} for group in groups]
 
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         if not context or self.group_key not in context:
             return  # no lists (segments) at all: the SDK then syncs once without a partition
@@ -234,10 +248,12 @@ class _MembersStream(KlaviyoStream):
                 self.name, count, self.group_type,
             )
 
+    @override
     def get_url(self, context: Context | None) -> str:
         group_id = quote(str((context or {})[self.group_key]), safe="")
         return f"{self.url_base}/api/{self.group_type}s/{group_id}/profiles"
 
+    @override
     def to_record(self, resource: dict) -> dict:
         return {
             "profile_id": resource["id"],
@@ -276,7 +292,7 @@ class IncludedMixin:
     parent_key: t.ClassVar[str]  # the record's key for the parent's id, e.g. "campaign_id"
 
     @property
-    def extra_params(self) -> dict[str, str]:  # type: ignore[override]
+    def extra_params(self) -> dict[str, str]:
         return {"include": self.include}
 
     def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
@@ -293,7 +309,7 @@ class IncludedMixin:
                 yield record
 
 
-class CampaignMessagesStream(IncludedMixin, CampaignsStream):
+class CampaignMessagesStream(IncludedMixin, CampaignsStream):  # type: ignore[override]  # extra_params: a property
     """Campaign messages (subject, preview text, sender, template) via ``include`` on campaigns.
 
     Full table: Klaviyo cannot filter messages on their own change time. Derived from
@@ -303,7 +319,7 @@ class CampaignMessagesStream(IncludedMixin, CampaignsStream):
     """
 
     name = "campaign_messages"
-    replication_key = None
+    replication_key = None  # type: ignore[assignment]  # full table, unlike campaigns
     include = "campaign-messages"
     parent_key = "campaign_id"
     # Full table: no bookmark to keep per pass. Only the channel of the pass goes into the
@@ -311,18 +327,19 @@ class CampaignMessagesStream(IncludedMixin, CampaignsStream):
     state_partitioning_keys: t.ClassVar[list[str]] = ["channel"]
 
 
-class FlowActionsStream(IncludedMixin, FlowsStream):
+class FlowActionsStream(IncludedMixin, FlowsStream):  # type: ignore[override]  # extra_params: a property
     """Flow actions (type, status, settings) via ``include`` on flows: one request per 50 flows.
 
     Full table, derived from the flows stream like campaign messages from campaigns.
     """
 
     name = "flow_actions"
-    replication_key = None
+    replication_key = None  # type: ignore[assignment]  # full table, unlike flows
     include = "flow-actions"
     parent_key = "flow_id"
     state_partitioning_keys: t.ClassVar[list[str]] = []  # full table: nothing to keep per pass
 
+    @override
     def generate_child_contexts(self, record: dict, context: Context | None) -> t.Iterable[Context | None]:
         """Only actions that can send something have messages: delays and splits cost no request."""
         action_type = (record.get("definition") or {}).get("type")
@@ -331,10 +348,21 @@ class FlowActionsStream(IncludedMixin, FlowsStream):
 
 
 #: Flow action types (the spec's ``definition.type``) that never have flow messages.
-ACTIONS_WITHOUT_MESSAGES = frozenset({
-    "action-output-split", "back-in-stock-delay", "code", "conditional-split", "countdown-delay",
-    "list-update", "multi-branch-split", "target-date", "time-delay", "trigger-split", "update-profile",
-})
+ACTIONS_WITHOUT_MESSAGES = frozenset(
+    {
+        "action-output-split",
+        "back-in-stock-delay",
+        "code",
+        "conditional-split",
+        "countdown-delay",
+        "list-update",
+        "multi-branch-split",
+        "target-date",
+        "time-delay",
+        "trigger-split",
+        "update-profile",
+    }
+)
 
 
 class FlowMessagesStream(KlaviyoStream):
@@ -351,6 +379,7 @@ class FlowMessagesStream(KlaviyoStream):
     is_sorted = True
     sort = "updated"
 
+    @override
     def windows(self, context: Context | None) -> list[Window]:
         """One pass per action, no tail pass: a second request per action would halve the pace.
 
@@ -358,6 +387,7 @@ class FlowMessagesStream(KlaviyoStream):
         """
         return [Window(self.get_starting_timestamp(context), self.end_date)]
 
+    @override
     def get_url(self, context: Context | None) -> str:
         action_id = quote(str((context or {})["flow_action_id"]), safe="")
         return f"{self.url_base}/api/flow-actions/{action_id}/flow-messages"
@@ -407,6 +437,7 @@ class CouponsStream(KlaviyoStream):
     name = "coupons"
     operation_id = "get_coupons"
 
+    @override
     def generate_child_contexts(self, record: dict, context: Context | None) -> t.Iterable[Context | None]:
         if self.child_streams:
             yield {"coupon_id": record["id"]}
@@ -419,6 +450,7 @@ class CouponCodesStream(KlaviyoStream):
     operation_id = "get_coupon_codes"
     parent_stream_type = CouponsStream
 
+    @override
     def filter_conditions(self, context: Context | None) -> list[str | None]:
         return [filters.condition("equals", "coupon.id", (context or {})["coupon_id"])]
 

@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from functools import cached_property
 
 import pendulum
-from singer_sdk import Tap
-from singer_sdk.tap_base import CliTestOptionValue
-from singer_sdk import typing as th
+from singer_sdk import Tap, typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.tap_base import CliTestOptionValue
+from typing_extensions import override
 
 from klaviyo_core import endpoints
 from klaviyo_core.cli import argv_option, interrupted, interrupted_exit_code, note_interrupted, run_cli
@@ -27,7 +27,7 @@ from klaviyo_core.settings import (
     config_error,
     redact_config_errors,
 )
-from tap_klaviyo import groups
+from tap_klaviyo import groups, reports
 from tap_klaviyo.client import load_schema
 from tap_klaviyo.custom_fields import (
     DEFAULT_ROW_SCAN_DEPTH,
@@ -36,7 +36,6 @@ from tap_klaviyo.custom_fields import (
     CustomFieldSource,
     with_custom_fields,
 )
-from tap_klaviyo import reports
 from tap_klaviyo.state import check_state, move_old_bookmarks
 from tap_klaviyo.streams import STREAM_TYPES
 from tap_klaviyo.writer import KlaviyoMessageWriter
@@ -222,7 +221,9 @@ class TapKlaviyo(Tap):
     package_name = "klaviyo-singer"  # the distribution that ships this tap, for --version and --about
     dynamic_catalog = True
     message_writer_class = KlaviyoMessageWriter  # msgspec-encoded, flushed per STATE (tap_klaviyo.writer)
-    config_jsonschema = th.PropertiesList(*CONNECTION_SETTINGS.wrapped.values(), *TAP_SETTINGS.wrapped.values()).to_dict()
+    config_jsonschema = th.PropertiesList(
+        *CONNECTION_SETTINGS.wrapped.values(), *TAP_SETTINGS.wrapped.values()
+    ).to_dict()
     # The SDK's defaults less BATCH: its batch files bypass this tap's writer and were never
     # tested here, so batch_config is not offered (a config that sets it gets a one-line error).
     capabilities: t.ClassVar[list] = [c for c in Tap.capabilities if c != PluginCapabilities.BATCH]
@@ -238,6 +239,7 @@ class TapKlaviyo(Tap):
             raise redact_config_errors(exc) from None  # the SDK's messages quote the values
         self._check_settings()
 
+    @override
     def setup_mapper(self) -> None:
         """Defer the mapper to its first use (see ``mapper``).
 
@@ -247,7 +249,8 @@ class TapKlaviyo(Tap):
         """
         self._mapper_deferred = True
 
-    @property
+    @property  # type: ignore[explicit-override]  # mypy#15900: a property with a setter is not seen as marked
+    @override
     def mapper(self) -> PluginMapper:
         if self._mapper is None and getattr(self, "_mapper_deferred", False):
             self._mapper_deferred = False
@@ -333,6 +336,7 @@ class TapKlaviyo(Tap):
                 f"Setting {key} is not a date: use ISO 8601, e.g. 2024-01-31 or 2024-01-31T00:00:00Z."
             ) from None
 
+    @override
     def _handle_termination(self, signum: int, frame: t.Any) -> None:
         """SIGINT/SIGTERM: emit the current STATE (the SDK's handler does), then exit 130/143.
 
@@ -360,6 +364,7 @@ class TapKlaviyo(Tap):
             pass
         raise SystemExit(interrupted_exit_code(signum))
 
+    @override
     def load_state(self, state: dict[str, t.Any]) -> None:
         check_state(state)  # an unreadable bookmark as one line, not a traceback mid-sync
         move_old_bookmarks(state)
@@ -373,6 +378,7 @@ class TapKlaviyo(Tap):
     def start_date(self) -> dt.datetime | None:
         return self._parse_setting("start_date")
 
+    @override  # type: ignore[misc]  # final in the SDK; extended, then the SDK's runs
     def sync_all(self) -> None:
         """Resolve the metrics selected reports need first: a missing one is one line, before any record."""
         for stream in self.streams.values():
@@ -395,8 +401,10 @@ class TapKlaviyo(Tap):
         names = self.config.get("metric_aggregates_metrics") or []
         if not names:
             return [self.conversion_metric_id]
-        return [reports.resolve_metric(self._metrics, str(n).strip(), "metric_aggregates_metrics", self.logger)
-                for n in names]
+        return [
+            reports.resolve_metric(self._metrics, str(n).strip(), "metric_aggregates_metrics", self.logger)
+            for n in names
+        ]
 
     @cached_property
     def connection(self) -> KlaviyoConnection:
@@ -409,6 +417,7 @@ class TapKlaviyo(Tap):
         depth = self.config.get("row_scan_depth", DEFAULT_ROW_SCAN_DEPTH)
         return CustomFieldDiscovery(self.connection, depth, self.logger)
 
+    @override
     def discover_streams(self) -> list[KlaviyoStream]:
         self._check_settings()
         readable = self._readable_stream_types()
@@ -523,8 +532,11 @@ class TapKlaviyo(Tap):
         super().sync_all()
 
     def _warn_about_catalog_group_streams(self) -> None:
-        for group in groups.groups_from_catalog(self.input_catalog, self._raw_catalog):
-            entry = self.input_catalog.get_stream(group.stream_name)
+        catalog = self.input_catalog
+        if catalog is None:
+            return
+        for group in groups.groups_from_catalog(catalog, self._raw_catalog):
+            entry = catalog.get_stream(group.stream_name)
             if entry and entry.metadata.root.selected:
                 self.logger.warning(
                     "Catalog stream %s is selected but list_and_segment_streams is off: it is not synced. "
@@ -532,9 +544,7 @@ class TapKlaviyo(Tap):
                     group.stream_name,
                 )
 
-    def _schema_with_custom_fields(
-        self, name: str, source: CustomFieldSource, base: dict | None = None
-    ) -> dict | None:
+    def _schema_with_custom_fields(self, name: str, source: CustomFieldSource, base: dict | None = None) -> dict | None:
         """The input catalog's schema when given; else the discovered one (None: the static one)."""
         if self.input_catalog is not None:
             entry = self.input_catalog.get_stream(name)
@@ -548,7 +558,7 @@ class TapKlaviyo(Tap):
         """The lists and segments to stream: from the input catalog, else from Klaviyo."""
         if self.input_catalog is not None:
             return groups.groups_from_catalog(self.input_catalog, self._raw_catalog)
-        reserved = {stream_type.name for stream_type in STREAM_TYPES}
+        reserved = {stream_type.name for stream_type in STREAM_TYPES}  # type: ignore[misc]  # class attributes here
         return groups.name_streams(groups.groups_from_api(self.connection), reserved)
 
     def _group_streams(self, reserved: set[str]) -> list[KlaviyoStream]:
@@ -562,6 +572,7 @@ class TapKlaviyo(Tap):
             streams.append(groups.GroupProfilesStream(self, group, schema or base))
         return streams
 
+    @override
     @classmethod
     def cb_test(cls, ctx: t.Any, param: t.Any, value: str) -> None:
         """``--test`` checks what a sync needs: the credentials, and the read scope of each selected stream.
@@ -586,6 +597,7 @@ class TapKlaviyo(Tap):
         tap.run_connection_test()
         ctx.exit()
 
+    @override  # type: ignore[misc]  # final in the SDK; one cheap call instead
     def run_connection_test(self) -> bool:
         """Check the credentials (GET /api/accounts, as Klaviyo suggests), then each selected stream's scopes."""
         account = (self.connection.get("/api/accounts").get("data") or [{}])[0]

@@ -26,12 +26,13 @@ import typing as t
 import weakref
 
 from singer_sdk.singerlib.encoding.simple import Message, RecordMessage, SimpleSingerWriter
+from typing_extensions import override
 
 try:
     import msgspec
     from singer_sdk.contrib.msgspec import enc_hook
 except ImportError:  # pragma: no cover
-    msgspec = None
+    msgspec = None  # type: ignore[assignment]
 
 
 #: Records are written to stdout in chunks of about this size.
@@ -51,6 +52,7 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
             self._raw: t.Any = None  # the byte stream the pending records go to
             atexit.register(_flush_at_exit, weakref.ref(self))
 
+    @override
     def serialize_message(self, message: Message) -> str:
         if msgspec is None:  # pragma: no cover
             return super().serialize_message(message)
@@ -71,6 +73,7 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
         else:
             action()
 
+    @override
     def write_message(self, message: Message) -> None:
         self._busy = True
         try:

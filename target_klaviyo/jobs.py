@@ -5,10 +5,11 @@ jobs together. ``ImportJobs`` runs them for a whole target run: jobs are uploade
 by a background thread while the next rows are read, up to ``max_concurrency``
 jobs are being uploaded or (with ``wait_for_completion``) processed by Klaviyo at
 once, and ``finish`` waits for all of them. Uploads keep the input's order (one
-after the other), so a profile that appears twice is sent in the order it came. The target calls ``finish`` before it writes any
-STATE, so a STATE never covers rows whose job Klaviyo has not accepted (or, when
-waiting, finished). Requests are paced by the connection's limiters (job creation
-and job reads: 10/s and 150/min each, scaled by ``rate_limit_share``).
+after the other), so a profile that appears twice is sent in the order it came. The
+target calls ``finish`` before it writes any STATE, so a STATE never covers rows
+whose job Klaviyo has not accepted (or, when waiting, finished). Requests are paced
+by the connection's limiters (job creation and job reads: 10/s and 150/min each,
+scaled by ``rate_limit_share``).
 """
 
 from __future__ import annotations
@@ -227,7 +228,9 @@ class ImportJobs:
         try:
             # Uploads are one at a time: a job ready behind the one uploading is enough,
             # and each queued job holds its rows in memory.
-            while len(self._submitting) >= QUEUED_UPLOADS or (self._submitting and self.pending >= self.max_concurrency):
+            while len(self._submitting) >= QUEUED_UPLOADS or (
+                self._submitting and self.pending >= self.max_concurrency
+            ):
                 self._collect(self._submitting.popleft())
             while self.pending >= self.max_concurrency:
                 self._wait(until_any=True)

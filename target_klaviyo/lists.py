@@ -148,9 +148,7 @@ def find_lists_by_name(connection: KlaviyoConnection, name: str) -> list[dict]:
     """Lists whose name is exactly ``name``, following every page."""
     params = {"filter": condition("equals", "name", [name]), "fields[list]": "name,created"}
     return [
-        item
-        for item in connection.paginate("/api/lists", params)
-        if (item.get("attributes") or {}).get("name") == name
+        item for item in connection.paginate("/api/lists", params) if (item.get("attributes") or {}).get("name") == name
     ]
 
 
@@ -232,4 +230,3 @@ def _retry_wait(exc: KlaviyoError, attempt: int) -> float:
     """Klaviyo's Retry-After when the failure was a 429, else 2, 4, 8 s."""
     retry_after = getattr(exc.__cause__, "retry_after", None)
     return float(retry_after) if retry_after is not None else float(2**attempt)
-

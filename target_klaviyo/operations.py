@@ -28,6 +28,8 @@ import json
 import typing as t
 from dataclasses import dataclass
 
+from typing_extensions import override
+
 from target_klaviyo.profiles import (
     ID_COLUMNS,
     IDENTIFIERS,
@@ -170,6 +172,7 @@ class Subscribe(Operation):
     needs_one_of = ("email", "phone_number")
     consent = "SUBSCRIBED"
 
+    @override
     def prepare(self, row: dict) -> Item:
         found = identifiers(row, ("email", "phone_number"))
         if not found:
@@ -198,6 +201,7 @@ class Subscribe(Operation):
             raise RowRejected("consented_at in the future", "consented_at must be in the past")
         return iso(moment)
 
+    @override
     def body(self, items: list[Item], group: t.Hashable, list_id: str | None) -> dict:
         attributes: dict[str, t.Any] = {"profiles": {"data": [item.payload for item in items]}}
         if group:
@@ -215,9 +219,11 @@ class Unsubscribe(Subscribe):
     max_items = 100
     consent = "UNSUBSCRIBED"
 
+    @override
     def consented_at(self, row: dict) -> None:
         return None  # not part of an unsubscribe
 
+    @override
     def body(self, items: list[Item], group: t.Hashable, list_id: str | None) -> dict:
         return {"data": {"type": "profile-subscription-bulk-delete-job",
                          "attributes": {"profiles": {"data": [item.payload for item in items]}},
@@ -234,12 +240,14 @@ class Suppress(Operation):
     job_type = "profile-suppression-bulk-create-job"
     max_items = 100
 
+    @override
     def prepare(self, row: dict) -> Item:
         found = identifiers(row, ("email",))
         if not found:
             raise missing_identifier(row, ("email",))
         return _item(row, {"type": "profile", "attributes": {"email": found["email"]}})
 
+    @override
     def body(self, items: list[Item], group: t.Hashable, list_id: str | None) -> dict:
         profiles = {"data": [item.payload for item in items]}
         return {"data": {"type": self.job_type, "attributes": {"profiles": profiles}}}
@@ -268,6 +276,7 @@ class Track(Operation):
         super().__init__(options)
         self._seen: set[tuple[str, str, str]] = set()  # (profile, metric, unique_id) of this run
 
+    @override
     def prepare(self, row: dict) -> Item:
         found = identifiers(row)
         pid = profile_id(row)
@@ -296,9 +305,13 @@ class Track(Operation):
         if is_blank(metric):
             raise RowRejected("missing metric_name", "metric_name is empty and the metric_name setting is not set")
         if not isinstance(metric, str) or len(metric.strip()) > MAX_METRIC_NAME:
-            raise RowRejected("invalid metric_name", f"metric_name must be text of at most {MAX_METRIC_NAME} characters")
-        event: dict[str, t.Any] = {"properties": self.properties(row),
-                                   "metric": {"data": {"type": "metric", "attributes": {"name": metric.strip()}}}}
+            raise RowRejected(
+                "invalid metric_name", f"metric_name must be text of at most {MAX_METRIC_NAME} characters"
+            )
+        event: dict[str, t.Any] = {
+            "properties": self.properties(row),
+            "metric": {"data": {"type": "metric", "attributes": {"name": metric.strip()}}},
+        }
         if not is_blank(row.get("time")):
             event["time"] = self.time(row["time"])
         if not is_blank(row.get("value")):
@@ -347,9 +360,14 @@ class Track(Operation):
         content = json.dumps([found, pid, event], sort_keys=True, default=str)
         return hashlib.sha256(content.encode("utf-8")).hexdigest()[:40]
 
+    @override
     def body(self, items: list[Item], group: t.Hashable, list_id: str | None) -> dict:
-        return {"data": {"type": "event-bulk-create-job",
-                         "attributes": {"events-bulk-create": {"data": [item.payload for item in items]}}}}
+        return {
+            "data": {
+                "type": "event-bulk-create-job",
+                "attributes": {"events-bulk-create": {"data": [item.payload for item in items]}},
+            }
+        }
 
 
 def _strings(value: t.Any) -> t.Iterator[str]:

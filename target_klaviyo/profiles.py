@@ -26,16 +26,23 @@ MAX_PROFILE_BYTES = 100_000
 
 TEXT_ATTRIBUTES = ("first_name", "last_name", "organization", "title", "locale", "image")
 LOCATION_FIELDS = (
-    "address1", "address2", "city", "country", "region", "zip", "timezone", "latitude", "longitude", "ip",
+    "address1",
+    "address2",
+    "city",
+    "country",
+    "region",
+    "zip",
+    "timezone",
+    "latitude",
+    "longitude",
+    "ip",
 )
 _COORDINATES = ("latitude", "longitude")
 #: Profile identifiers Klaviyo matches on, and the columns that hold a Klaviyo profile id.
 IDENTIFIERS = ("email", "phone_number", "external_id")
 ID_COLUMNS = ("profile_id", "id")
 #: Columns with a meaning of their own; every other column is a custom property.
-RESERVED_COLUMNS = frozenset(
-    {*IDENTIFIERS, *ID_COLUMNS, "location", "properties", *TEXT_ATTRIBUTES, *LOCATION_FIELDS}
-)
+RESERVED_COLUMNS = frozenset({*IDENTIFIERS, *ID_COLUMNS, "location", "properties", *TEXT_ATTRIBUTES, *LOCATION_FIELDS})
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _PHONE_PUNCTUATION = re.compile(r"[\s\-.()]")

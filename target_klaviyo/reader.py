@@ -27,17 +27,20 @@ from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.io_base import SingerMessageType, SingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.singerlib.json import deserialize_json
+from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoError
 from target_klaviyo.rejects import RowRejected, printable
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_RECORD_OF = re.compile(r'"type"\s*:\s*"RECORD".*?"stream"\s*:\s*"([^"\\]{1,200})"|'
-                        r'"stream"\s*:\s*"([^"\\]{1,200})".*?"type"\s*:\s*"RECORD"')
+_RECORD_OF = re.compile(
+    r'"type"\s*:\s*"RECORD".*?"stream"\s*:\s*"([^"\\]{1,200})"|'
+    r'"stream"\s*:\s*"([^"\\]{1,200})".*?"type"\s*:\s*"RECORD"'
+)
 #: The stream name rejects of lines that are not a readable RECORD are counted under.
 INPUT_STREAM = "(input)"
 
-BadLine = t.Callable[[int, str, str, t.Optional[str]], None]
+BadLine = t.Callable[[int, str, str, str | None], None]
 
 
 def utf8_input(stream: t.IO[str]) -> t.IO[str]:
@@ -103,7 +106,8 @@ class TolerantSingerReader(SingerReader):
         self._waiting_for_input = False
         self._unknown_types: set[str] = set()
 
-    def process_lines(  # type: ignore[override]
+    @override
+    def process_lines(
         self,
         file_input: t.IO[str] | None,
         callbacks: dict[str, t.Callable[[dict], None]],

@@ -174,7 +174,8 @@ class BatchSender:
 
     def _job_attributes(self, job: tuple[Operation, str, float]) -> dict:
         operation, job_id, _ = job
-        return self.connection.get(operation.job_path.format(id=job_id))["data"]["attributes"]
+        job_path = t.cast(str, operation.job_path)  # only operations with a job path make jobs
+        return self.connection.get(job_path.format(id=job_id))["data"]["attributes"]
 
     def _finished(self, job: tuple[Operation, str, float], attributes: dict) -> bool:
         """Whether the job is complete; raise when it was cancelled or ran out of time."""

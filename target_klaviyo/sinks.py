@@ -51,6 +51,7 @@ class PendingBatch:
     def __init__(self) -> None:
         self.items: list[t.Any] = []
 
+    @override
     def __repr__(self) -> str:
         return f"PendingBatch({len(self.items)} rows)"
 
@@ -236,7 +237,8 @@ class RemoveFromListSink(KlaviyoListSink):
     @override
     def write(self, items: list[tuple[str, str, dict]]) -> None:
         rows_by_id = self.rows_by_profile_id(items)
-        refused = remove_from_list(self.target.connection, self.list_id, list(rows_by_id), self.logger)
+        list_id = t.cast(str, self.list_id)  # set: the remove operation requires list_id or list_name
+        refused = remove_from_list(self.target.connection, list_id, list(rows_by_id), self.logger)
         removed = {id(row) for pid, rows in rows_by_id.items() if pid not in refused for row in rows}
         refused_rows = {id(row): (row, reason) for pid, reason in refused.items() for row in rows_by_id[pid]}
         for key, (row, reason) in refused_rows.items():
@@ -313,10 +315,13 @@ def _bulk_sink(operation: type[Operation]) -> type[BulkOperationSink]:
     })  # fmt: skip
 
 
-SINKS: dict[str, type[KlaviyoListSink]] = {
-    sink.operation: sink
-    for sink in (AddToListSink, RemoveFromListSink, UpsertSink, *(_bulk_sink(op) for op in OPERATIONS.values()))
-}
+_SINK_TYPES: tuple[type[KlaviyoListSink], ...] = (
+    AddToListSink,
+    RemoveFromListSink,
+    UpsertSink,
+    *(_bulk_sink(op) for op in OPERATIONS.values()),
+)
+SINKS: dict[str, type[KlaviyoListSink]] = {sink.operation: sink for sink in _SINK_TYPES}
 
 
 def _missing(column: str, stream_name: str, columns: set[str], need: str) -> str:
@@ -332,7 +337,7 @@ def _payload_key(payload: t.Any) -> str:
     """The identity key of an import error's ``original_payload`` (a profile resource or its attributes)."""
     if not isinstance(payload, dict):
         return ""
-    attributes = payload.get("attributes") if isinstance(payload.get("attributes"), dict) else payload
+    attributes = payload["attributes"] if isinstance(payload.get("attributes"), dict) else payload
     return identity_key(attributes, payload.get("id"))
 
 

@@ -12,8 +12,7 @@ import typing as t
 from functools import cached_property
 from pathlib import Path
 
-from singer_sdk import Target
-from singer_sdk import typing as th
+from singer_sdk import Target, typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
@@ -191,13 +190,14 @@ class TargetKlaviyo(Target):
             check_setting_names(self.config, type(self))
             check_connection_settings(self.config)
             check_target_settings(self.config)
-        self.message_reader.on_bad_line = self._reject_input_line
+        t.cast(TolerantSingerReader, self.message_reader).on_bad_line = self._reject_input_line
         self._plan_lock = threading.Lock()
 
     #: SDK settings that mean nothing here: list membership has no load method, and the
     #: `_sdc_*` metadata columns the SDK would add are dropped before anything is sent.
     MEANINGLESS_SDK_SETTINGS = ("load_method", "add_record_metadata")
 
+    @override
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
         """The SDK's built-in settings (stream maps, flattening...), less the meaningless ones."""
@@ -210,6 +210,7 @@ class TargetKlaviyo(Target):
         self.report.received(stream or INPUT_STREAM)
         self.report.reject(stream or INPUT_STREAM, line, RowRejected("unreadable input line", reason))
 
+    @override
     def _handle_termination(self, signum: int, frame: t.Any) -> None:
         """SIGINT/SIGTERM: read no more input, drain what was received, emit its STATE, exit 130/143.
 
@@ -262,7 +263,9 @@ class TargetKlaviyo(Target):
     def operation_options(self) -> Options:
         channels = self.config.get("consent_channels")
         metric = str(self.config.get("metric_name") or "").strip()
-        return Options(rules=self.column_rules, channels=tuple(channels) if channels else None, metric_name=metric or None)
+        return Options(
+            rules=self.column_rules, channels=tuple(channels) if channels else None, metric_name=metric or None
+        )
 
     @property
     def dry_run(self) -> bool:

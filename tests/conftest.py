@@ -23,8 +23,14 @@ class CliRun(t.NamedTuple):
         return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
 
 
-def run_cli(executable: str, *args: str, config: dict | None = None, tmp_path: Path, stdin: str | None = None,
-            timeout: float = 120) -> CliRun:
+def run_cli(
+    executable: str,
+    *args: str,
+    config: dict | None = None,
+    tmp_path: Path,
+    stdin: str | None = None,
+    timeout: float = 120,
+) -> CliRun:
     """Run an installed console script the way a shell pipe or Meltano does."""
     command = [str(BIN / executable), *args]
     if config is not None:

@@ -17,8 +17,9 @@ PLUGINS = ["tap-klaviyo", "target-klaviyo"]
 
 
 def _run(plugin: str, *args: str) -> str:
-    done = subprocess.run([str(Path(sys.executable).parent / plugin), *args], capture_output=True, text=True,
-                          timeout=120, check=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / plugin), *args], capture_output=True, text=True, timeout=120, check=True
+    )
     return done.stdout + done.stderr
 
 

@@ -313,13 +313,21 @@ SCHEMA = infer(
 
 
 def test_values_that_fit_pass_through_unchanged():
-    obj = {"i": 5, "n": 1.25, "b": False, "s": "y", "d": "2023-01-31",
-           "dt": "2023-01-31T08:00:00Z", "prefs": {"colour": "blue"}, "tags": ["b", None]}
+    obj = {
+        "i": 5,
+        "n": 1.25,
+        "b": False,
+        "s": "y",
+        "d": "2023-01-31",
+        "dt": "2023-01-31T08:00:00Z",
+        "prefs": {"colour": "blue"},
+        "tags": ["b", None],
+    }
     assert conform(obj, SCHEMA) == (obj, {})
 
 
 def test_nulls_fit_every_field():
-    obj = {k: None for k in SCHEMA["properties"]}
+    obj = dict.fromkeys(SCHEMA["properties"])
     assert conform(obj, SCHEMA) == (obj, {})
 
 

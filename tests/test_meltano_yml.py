@@ -58,6 +58,11 @@ def test_meltano_yml_passes_meltanos_schema_check() -> None:
     executable = Path(sys.executable).parent / "check-jsonschema"
     if not executable.exists():
         executable = Path(shutil.which("check-jsonschema") or "check-jsonschema")
-    done = subprocess.run([str(executable), "--builtin-schema", "vendor.meltano", str(ROOT / "meltano.yml")],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [str(executable), "--builtin-schema", "vendor.meltano", str(ROOT / "meltano.yml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

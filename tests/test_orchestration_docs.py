@@ -24,7 +24,7 @@ DOC = (ROOT / "docs" / "orchestration.md").read_text(encoding="utf-8")
 MELTANO = yaml.safe_load((ROOT / "meltano.yml").read_text(encoding="utf-8"))
 JOBS = {job["name"] for job in MELTANO["jobs"]}
 SCHEDULES = {s["name"]: (s["job"], s["interval"]) for s in MELTANO["schedules"]}
-CRON_OF_JOB = {job: cron for job, cron in SCHEDULES.values()}
+CRON_OF_JOB = dict(SCHEDULES.values())
 
 
 def blocks(language: str) -> list[str]:
@@ -39,6 +39,7 @@ class Recorder:
         def call(*args: t.Any, **kwargs: t.Any) -> t.Any:
             self.calls.append((name, args, kwargs))
             return _Anything()
+
         return call
 
     def of(self, name: str) -> list[tuple[tuple, dict]]:
@@ -60,7 +61,7 @@ def _run_with_modules(code: str, modules: dict[str, types.ModuleType], monkeypat
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     namespace: dict = {"__name__": "recipe"}
-    exec(compile(code, "docs/orchestration.md", "exec"), namespace)  # noqa: S102 - the documented recipe
+    exec(compile(code, "docs/orchestration.md", "exec"), namespace)  # the documented recipe
     return namespace
 
 
@@ -73,9 +74,11 @@ def _module(name: str, **attributes: t.Any) -> types.ModuleType:
 def test_the_airflow_dag_runs_a_meltano_job_on_its_meltano_schedule(monkeypatch) -> None:
     (code,) = [block for block in blocks("python") if "airflow" in block]
     calls = Recorder()
-    modules = {"airflow": _module("airflow", DAG=calls.record("DAG")),
-               "airflow.operators": _module("airflow.operators"),
-               "airflow.operators.bash": _module("airflow.operators.bash", BashOperator=calls.record("BashOperator"))}
+    modules = {
+        "airflow": _module("airflow", DAG=calls.record("DAG")),
+        "airflow.operators": _module("airflow.operators"),
+        "airflow.operators.bash": _module("airflow.operators.bash", BashOperator=calls.record("BashOperator")),
+    }
 
     _run_with_modules(code, modules, monkeypatch)
 
@@ -90,10 +93,20 @@ def test_the_airflow_dag_runs_a_meltano_job_on_its_meltano_schedule(monkeypatch)
 def test_the_dagster_recipes_name_jobs_and_schedules_of_meltano_yml(monkeypatch) -> None:
     loads, runs = [block for block in blocks("python") if "dagster" in block]
     calls = Recorder()
-    modules = {"dagster": _module("dagster", repository=lambda fn: fn, job=lambda **kw: (lambda fn: fn),
-                                  ScheduleDefinition=calls.record("ScheduleDefinition")),
-               "dagster_meltano": _module("dagster_meltano", load_jobs_from_meltano_project=calls.record("load"),
-                                          meltano_resource=object(), meltano_run_op=calls.record("meltano_run_op"))}
+    modules = {
+        "dagster": _module(
+            "dagster",
+            repository=lambda fn: fn,
+            job=lambda **kw: lambda fn: fn,
+            ScheduleDefinition=calls.record("ScheduleDefinition"),
+        ),
+        "dagster_meltano": _module(
+            "dagster_meltano",
+            load_jobs_from_meltano_project=calls.record("load"),
+            meltano_resource=object(),
+            meltano_run_op=calls.record("meltano_run_op"),
+        ),
+    }
 
     first = _run_with_modules(loads, modules, monkeypatch)
     second = _run_with_modules(runs, modules, monkeypatch)
@@ -124,8 +137,13 @@ def test_the_accounts_environments_pass_meltanos_schema_check(tmp_path) -> None:
     path.write_text(yaml.safe_dump(project, sort_keys=False))
     executable = Path(sys.executable).parent / "check-jsonschema"
 
-    done = subprocess.run([str(executable), "--builtin-schema", "vendor.meltano", str(path)], capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [str(executable), "--builtin-schema", "vendor.meltano", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
     assert done.returncode == 0, done.stdout + done.stderr
     for environment in yaml.safe_load(snippet)["environments"]:

@@ -23,8 +23,14 @@ def _project(tmp_path: Path) -> Path:
 
 def _run(project: Path, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TAP_KLAVIYO_")}
-    return subprocess.run(["bash", str(project / "scripts" / "run.sh")], env={**clean, **env}, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        ["bash", str(project / "scripts" / "run.sh")],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_without_a_key_it_stops_at_once_saying_how_to_set_it(tmp_path) -> None:

@@ -61,9 +61,7 @@ def test_schemas_shape(trimmed_spec):
         for name, sub in props.items():
             if name != "id":
                 assert "null" in sub.get("type", []), f"{stream}.{name} is not nullable"
-    assert "channel" in json.loads(
-        (REPO_ROOT / gen.SCHEMAS_DIR / "campaigns.json").read_text()
-    )["properties"]
+    assert "channel" in json.loads((REPO_ROOT / gen.SCHEMAS_DIR / "campaigns.json").read_text())["properties"]
     for stream, (_, parent_key) in gen.MEMBER_STREAMS.items():
         schema = json.loads((REPO_ROOT / gen.SCHEMAS_DIR / f"{stream}.json").read_text())
         assert list(schema["properties"]) == [parent_key, "profile_id", "joined_group_at"]
@@ -73,16 +71,26 @@ def test_endpoint_table_covers_operations(trimmed_spec):
     table = json.loads((REPO_ROOT / gen.ENDPOINTS_PATH).read_text())
     assert list(table) == sorted(gen.OPERATION_IDS)
     assert table["get_events"] == {
-        "method": "GET", "path": "/api/events", "burst_per_second": 350,
-        "steady_per_minute": 3500, "daily": None, "page_size_default": 200,
-        "page_size_max": 1000, "scopes": ["events:read"],
+        "method": "GET",
+        "path": "/api/events",
+        "burst_per_second": 350,
+        "steady_per_minute": 3500,
+        "daily": None,
+        "page_size_default": 200,
+        "page_size_max": 1000,
+        "scopes": ["events:read"],
     }
     assert table["create_list"]["daily"] == 150
     assert table["get_metrics"]["page_size_max"] is None
     # the content streams: 3/s endpoints, small page maxima, their own scopes
     assert table["get_flow_action_messages"] == {
-        "method": "GET", "path": "/api/flow-actions/{id}/flow-messages", "burst_per_second": 3,
-        "steady_per_minute": 60, "daily": None, "page_size_default": 50, "page_size_max": 50,
+        "method": "GET",
+        "path": "/api/flow-actions/{id}/flow-messages",
+        "burst_per_second": 3,
+        "steady_per_minute": 60,
+        "daily": None,
+        "page_size_default": 50,
+        "page_size_max": 50,
         "scopes": ["flows:read"],
     }
     assert (table["get_templates"]["page_size_max"], table["get_tag_groups"]["page_size_max"]) == (10, 25)
@@ -91,7 +99,9 @@ def test_endpoint_table_covers_operations(trimmed_spec):
 
 def test_included_streams_are_the_included_resource_with_its_parent_key():
     campaign_messages = json.loads((REPO_ROOT / gen.SCHEMAS_DIR / "campaign_messages.json").read_text())
-    assert {"definition", "send_times", "campaign_id", "template_id", "image_id"} <= set(campaign_messages["properties"])
+    assert {"definition", "send_times", "campaign_id", "template_id", "image_id"} <= set(
+        campaign_messages["properties"]
+    )
     flow_actions = json.loads((REPO_ROOT / gen.SCHEMAS_DIR / "flow_actions.json").read_text())
     assert {"definition", "created", "updated", "flow_id", "flow_message_ids"} <= set(flow_actions["properties"])
     with pytest.raises(gen.SpecError, match="no included resource of type 'profile'"):
@@ -127,8 +137,15 @@ def test_every_property_nullable_and_keywords_dropped():
         "type": "object",
         "required": ["a"],
         "properties": {
-            "a": {"type": "string", "description": "x", "example": "y", "enum": ["y"],
-                  "readOnly": True, "default": "y", "x-foo": 1},
+            "a": {
+                "type": "string",
+                "description": "x",
+                "example": "y",
+                "enum": ["y"],
+                "readOnly": True,
+                "default": "y",
+                "x-foo": 1,
+            },
             "b": {"type": "integer", "nullable": True},
             "c": {"type": "string", "format": "date-time"},
             "d": {"type": "string", "format": "uri"},
@@ -154,91 +171,177 @@ def test_every_property_nullable_and_keywords_dropped():
     }
     # array items keep the spec's own nullability
     assert convert({"type": "array", "items": {"type": "string", "nullable": True}}) == {
-        "type": "array", "items": {"type": ["string", "null"]},
+        "type": "array",
+        "items": {"type": ["string", "null"]},
     }
 
 
 def test_ref_resolution_with_siblings():
-    spec = {"components": {"schemas": {
-        "Loc": {"type": "object", "properties": {"city": {"type": "string"}}},
-        "Alias": {"$ref": "#/components/schemas/Loc"},
-    }}}
-    schema = {"type": "object", "properties": {
-        "loc": {"$ref": "#/components/schemas/Alias", "nullable": True, "description": "d"},
-    }}
-    assert convert(schema, spec) == {"type": "object", "properties": {
-        "loc": {"type": ["object", "null"], "properties": {"city": {"type": ["string", "null"]}},
-                "additionalProperties": True},
-    }, "additionalProperties": True}
+    spec = {
+        "components": {
+            "schemas": {
+                "Loc": {"type": "object", "properties": {"city": {"type": "string"}}},
+                "Alias": {"$ref": "#/components/schemas/Loc"},
+            }
+        }
+    }
+    schema = {
+        "type": "object",
+        "properties": {
+            "loc": {"$ref": "#/components/schemas/Alias", "nullable": True, "description": "d"},
+        },
+    }
+    assert convert(schema, spec) == {
+        "type": "object",
+        "properties": {
+            "loc": {
+                "type": ["object", "null"],
+                "properties": {"city": {"type": ["string", "null"]}},
+                "additionalProperties": True,
+            },
+        },
+        "additionalProperties": True,
+    }
     with pytest.raises(gen.SpecError):
         gen.inline_refs({"$ref": "#/components/schemas/Missing"}, spec)
 
 
 def test_recursive_ref_is_cut_after_first_repetition():
-    spec = {"components": {"schemas": {"Node": {
-        "type": "object", "properties": {"child": {"$ref": "#/components/schemas/Node"}},
-    }}}}
+    spec = {
+        "components": {
+            "schemas": {
+                "Node": {
+                    "type": "object",
+                    "properties": {"child": {"$ref": "#/components/schemas/Node"}},
+                }
+            }
+        }
+    }
     out = convert({"$ref": "#/components/schemas/Node"}, spec)
-    assert out == {"type": "object", "properties": {"child": {
-        "type": ["object", "null"], "properties": {"child": {"type": ["object", "null"]}},
+    assert out == {
+        "type": "object",
+        "properties": {
+            "child": {
+                "type": ["object", "null"],
+                "properties": {"child": {"type": ["object", "null"]}},
+                "additionalProperties": True,
+            }
+        },
         "additionalProperties": True,
-    }}, "additionalProperties": True}
+    }
 
 
 def test_oneof_objects_merge_recursively():
-    schema = {"oneOf": [
-        {"type": "object", "properties": {
-            "method": {"type": "string", "enum": ["static"]},
-            "when": {"type": "string", "format": "date-time"},
-            "opts": {"type": "object", "properties": {"a": {"type": "boolean"}}},
-        }},
-        {"type": "object", "properties": {
-            "method": {"type": "string"},
-            "when": {"type": "integer"},
-            "opts": {"type": "object", "properties": {"b": {"type": "string"}}},
-            "pct": {"type": "integer"},
-        }},
-    ]}
-    assert convert(schema, nullable=True) == {"type": ["object", "null"], "properties": {
-        "method": {"type": ["string", "null"]},
-        "when": {"type": ["string", "integer", "null"], "format": "date-time"},
-        "opts": {"type": ["object", "null"], "properties": {
-            "a": {"type": ["boolean", "null"]}, "b": {"type": ["string", "null"]},
-        }, "additionalProperties": True},
-        "pct": {"type": ["integer", "null"]},
-    }, "additionalProperties": True}
+    schema = {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "method": {"type": "string", "enum": ["static"]},
+                    "when": {"type": "string", "format": "date-time"},
+                    "opts": {"type": "object", "properties": {"a": {"type": "boolean"}}},
+                },
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "method": {"type": "string"},
+                    "when": {"type": "integer"},
+                    "opts": {"type": "object", "properties": {"b": {"type": "string"}}},
+                    "pct": {"type": "integer"},
+                },
+            },
+        ]
+    }
+    assert convert(schema, nullable=True) == {
+        "type": ["object", "null"],
+        "properties": {
+            "method": {"type": ["string", "null"]},
+            "when": {"type": ["string", "integer", "null"], "format": "date-time"},
+            "opts": {
+                "type": ["object", "null"],
+                "properties": {
+                    "a": {"type": ["boolean", "null"]},
+                    "b": {"type": ["string", "null"]},
+                },
+                "additionalProperties": True,
+            },
+            "pct": {"type": ["integer", "null"]},
+        },
+        "additionalProperties": True,
+    }
 
 
 def test_allof_and_scalar_oneof():
-    spec = {"components": {"schemas": {
-        "Base": {"type": "object", "properties": {"x": {"type": "string"}}},
-    }}}
-    schema = {"allOf": [
-        {"properties": {"extra": {"type": "number"}}},
-        {"$ref": "#/components/schemas/Base"},
-    ]}
+    spec = {
+        "components": {
+            "schemas": {
+                "Base": {"type": "object", "properties": {"x": {"type": "string"}}},
+            }
+        }
+    }
+    schema = {
+        "allOf": [
+            {"properties": {"extra": {"type": "number"}}},
+            {"$ref": "#/components/schemas/Base"},
+        ]
+    }
     out = convert(schema, spec)
-    assert out == {"type": "object", "properties": {
-        "extra": {"type": ["number", "null"]}, "x": {"type": ["string", "null"]},
-    }, "additionalProperties": True}
+    assert out == {
+        "type": "object",
+        "properties": {
+            "extra": {"type": ["number", "null"]},
+            "x": {"type": ["string", "null"]},
+        },
+        "additionalProperties": True,
+    }
     latitude = {"nullable": True, "oneOf": [{"type": "string"}, {"type": "number"}]}
     assert convert(latitude) == {"type": ["string", "number", "null"]}
     # conflicting string formats are dropped
-    assert convert({"oneOf": [{"type": "string", "format": "date-time"}, {"type": "string"}]}) == {
-        "type": "string"}
+    assert convert({"oneOf": [{"type": "string", "format": "date-time"}, {"type": "string"}]}) == {"type": "string"}
 
 
 def _resource_spec(attributes: dict, relationships: dict) -> dict:
-    return {"paths": {"/api/things": {"get": {"responses": {"200": {"content": {
-        "application/vnd.api+json": {"schema": {"type": "object", "properties": {"data": {
-            "type": "array", "items": {"type": "object", "properties": {
-                "type": {"type": "string", "enum": ["thing"]},
-                "id": {"type": "string"},
-                "attributes": {"type": "object", "properties": attributes},
-                "relationships": {"type": "object", "properties": relationships},
-                "links": {"type": "object", "properties": {"self": {"type": "string"}}},
-            }},
-        }}}}}}}}}}}
+    return {
+        "paths": {
+            "/api/things": {
+                "get": {
+                    "responses": {
+                        "200": {
+                            "content": {
+                                "application/vnd.api+json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "data": {
+                                                "type": "array",
+                                                "items": {
+                                                    "type": "object",
+                                                    "properties": {
+                                                        "type": {"type": "string", "enum": ["thing"]},
+                                                        "id": {"type": "string"},
+                                                        "attributes": {"type": "object", "properties": attributes},
+                                                        "relationships": {
+                                                            "type": "object",
+                                                            "properties": relationships,
+                                                        },
+                                                        "links": {
+                                                            "type": "object",
+                                                            "properties": {"self": {"type": "string"}},
+                                                        },
+                                                    },
+                                                },
+                                            }
+                                        },
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
 
 def _rel(data: dict | None) -> dict:
@@ -276,18 +379,26 @@ def test_flatten_relationships():
 
 def test_trim_and_endpoint_table_on_tiny_spec():
     full = {
-        "openapi": "3.0.2", "info": {"title": "t", "version": "1"}, "servers": [],
-        "tags": [{"name": "x"}], "x-readme": {},
+        "openapi": "3.0.2",
+        "info": {"title": "t", "version": "1"},
+        "servers": [],
+        "tags": [{"name": "x"}],
+        "x-readme": {},
         "paths": {
             "/a": {
-                "get": {"operationId": "get_a",
-                        "x-klaviyo-ratelimit": {"burst": "3/s", "steady": "60/m"},
-                        "parameters": [{"name": "page[size]", "in": "query",
-                                        "schema": {"type": "integer", "default": 5, "maximum": 9}}],
-                        "responses": {"200": {"$ref": "#/components/responses/Ok"}}},
-                "post": {"operationId": "create_a",
-                         "x-klaviyo-ratelimit": {"burst": "1/s", "steady": "15/m", "daily": "150/d"},
-                         "responses": {}},
+                "get": {
+                    "operationId": "get_a",
+                    "x-klaviyo-ratelimit": {"burst": "3/s", "steady": "60/m"},
+                    "parameters": [
+                        {"name": "page[size]", "in": "query", "schema": {"type": "integer", "default": 5, "maximum": 9}}
+                    ],
+                    "responses": {"200": {"$ref": "#/components/responses/Ok"}},
+                },
+                "post": {
+                    "operationId": "create_a",
+                    "x-klaviyo-ratelimit": {"burst": "1/s", "steady": "15/m", "daily": "150/d"},
+                    "responses": {},
+                },
             },
             "/b": {"get": {"operationId": "get_b", "responses": {}}},
         },
@@ -304,12 +415,26 @@ def test_trim_and_endpoint_table_on_tiny_spec():
     assert list(trimmed["components"]["responses"]) == ["Ok"]
     assert trimmed["components"]["securitySchemes"] == {"k": {"type": "apiKey"}}
     assert gen.build_endpoint_table(trimmed, ["get_a", "create_a"]) == {
-        "create_a": {"method": "POST", "path": "/a", "burst_per_second": 1,
-                     "steady_per_minute": 15, "daily": 150,
-                     "page_size_default": None, "page_size_max": None, "scopes": []},
-        "get_a": {"method": "GET", "path": "/a", "burst_per_second": 3,
-                  "steady_per_minute": 60, "daily": None,
-                  "page_size_default": 5, "page_size_max": 9, "scopes": []},
+        "create_a": {
+            "method": "POST",
+            "path": "/a",
+            "burst_per_second": 1,
+            "steady_per_minute": 15,
+            "daily": 150,
+            "page_size_default": None,
+            "page_size_max": None,
+            "scopes": [],
+        },
+        "get_a": {
+            "method": "GET",
+            "path": "/a",
+            "burst_per_second": 3,
+            "steady_per_minute": 60,
+            "daily": None,
+            "page_size_default": 5,
+            "page_size_max": 9,
+            "scopes": [],
+        },
     }
     with pytest.raises(gen.SpecError, match="not found"):
         gen.trim_spec(full, ["nope"])

@@ -30,8 +30,12 @@ def _required() -> bool:
 
 def _copy_project(destination: Path) -> None:
     """The working tree as a clone would have it: git's tracked and unignored files, else a filtered copy."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=False)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
     if listed.returncode != 0:
         shutil.copytree(ROOT, destination, ignore=shutil.ignore_patterns(*NOT_COPIED), dirs_exist_ok=True)
         return
@@ -48,8 +52,14 @@ def meltano_bin() -> Path:
     """Meltano, in its own virtualenv, installed by scripts/setup_meltano.sh when missing."""
     started = time.monotonic()
     try:
-        done = subprocess.run(["bash", str(ROOT / "scripts" / "setup_meltano.sh"), "--venv-only"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=900, check=False)
+        done = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "setup_meltano.sh"), "--venv-only"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         problem = "" if done.returncode == 0 else done.stderr.strip()[-2000:]
     except (OSError, subprocess.TimeoutExpired) as exc:
         problem = str(exc)

@@ -28,8 +28,20 @@ pipeline_report = _load_report_helpers()
 #: Settings that must come from meltano.yml and the test, never from the shell running the tests.
 FOREIGN_ENV = ("TAP_KLAVIYO_", "TARGET_KLAVIYO_", "TAP_JSONL_", "TARGET_DUCKDB_", "TARGET_JSONL_", "MELTANO_")
 #: What a fresh clone would not have (the rest of the working tree is copied).
-NOT_COPIED = (".git", ".venv*", ".meltano", "output", "__pycache__", "*.egg-info", ".pytest_cache", "build", "dist",
-              ".env", "*.token.json", "klaviyo-rejects.jsonl")
+NOT_COPIED = (
+    ".git",
+    ".venv*",
+    ".meltano",
+    "output",
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    "build",
+    "dist",
+    ".env",
+    "*.token.json",
+    "klaviyo-rejects.jsonl",
+)
 LIST_NAME = "Meltano demo: new customers"  # the sandbox environment's list_name in meltano.yml
 TIMINGS: dict[str, float] = {}
 
@@ -71,14 +83,28 @@ class MeltanoProject:
 
     def run(self, *args: str, timeout: float = 300, **env: str) -> MeltanoRun:
         started = time.monotonic()
-        done = subprocess.run([str(self.meltano), *args], cwd=self.root, env=self.env(**env), capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [str(self.meltano), *args],
+            cwd=self.root,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         return MeltanoRun(args, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
     def state(self, state_id: str, environment: str = "sandbox") -> dict:
         """The state Meltano stored for state_id ({} when there is none)."""
-        done = subprocess.run([str(self.meltano), f"--environment={environment}", "state", "get", state_id],
-                              cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            [str(self.meltano), f"--environment={environment}", "state", "get", state_id],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         text = done.stdout.strip()
         return json.loads(text) if done.returncode == 0 and text.startswith("{") else {}
 
@@ -88,15 +114,32 @@ class MeltanoProject:
 
     def sql(self, db: Path, query: str) -> list[dict]:
         """Rows of a query on a DuckDB file, with the duckdb of target-duckdb's own venv."""
-        done = subprocess.run([str(self.duckdb_python), str(ROOT / "scripts" / "pipeline_report.py"), "sql", str(db),
-                               query], capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            [str(self.duckdb_python), str(ROOT / "scripts" / "pipeline_report.py"), "sql", str(db), query],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
     def table_counts(self, db: Path, schema: str = "klaviyo") -> dict[str, int]:
-        done = subprocess.run([str(self.duckdb_python), str(ROOT / "scripts" / "pipeline_report.py"), "counts",
-                               str(db), "--schema", schema, "--json"], capture_output=True, text=True, timeout=120,
-                              check=False)
+        done = subprocess.run(
+            [
+                str(self.duckdb_python),
+                str(ROOT / "scripts" / "pipeline_report.py"),
+                "counts",
+                str(db),
+                "--schema",
+                schema,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 

@@ -30,9 +30,15 @@ def accounts_project(meltano_bin: Path, tmp_path_factory: pytest.TempPathFactory
     env.update({"BRAND_A_KLAVIYO_KEY": "pk_brand_a_0123456789", "BRAND_B_KLAVIYO_KEY": "pk_brand_b_0123456789"})
 
     def config(environment: str, plugin: str, **extra: str) -> dict:
-        done = subprocess.run([str(meltano_bin), f"--environment={environment}", "config", "--unsafe", "print", plugin,
-                               "--format=json"], cwd=root, env={**env, **extra}, capture_output=True, text=True,
-                              timeout=300, check=False)
+        done = subprocess.run(
+            [str(meltano_bin), f"--environment={environment}", "config", "--unsafe", "print", plugin, "--format=json"],
+            cwd=root,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout)
 

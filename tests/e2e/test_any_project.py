@@ -29,8 +29,13 @@ LIST_NAME = "From another project"
 
 
 def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], cwd=repo,
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 class OtherProject(t.NamedTuple):
@@ -40,8 +45,15 @@ class OtherProject(t.NamedTuple):
     block: subprocess.CompletedProcess
 
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.meltano), *args], cwd=self.root, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            [str(self.meltano), *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +68,31 @@ def other_project(meltano_bin: Path, klaviyo: t.Any, tmp_path_factory: pytest.Te
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV) and k != "VIRTUAL_ENV"}
     env["PATH"] = f"{meltano_bin.parent}{os.pathsep}{env.get('PATH', '')}"
     env["TAP_KLAVIYO_SINGER_BASE_URL"] = env["TARGET_KLAVIYO_SINGER_BASE_URL"] = klaviyo.base_url
-    created = subprocess.run([str(meltano_bin), "init", "analytics", "--no_usage_stats"], cwd=home, env=env,
-                             capture_output=True, text=True, timeout=300, check=False)
+    created = subprocess.run(
+        [str(meltano_bin), "init", "analytics", "--no_usage_stats"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert created.returncode == 0, created.stdout + created.stderr
-    block = (BLOCK.replace("https://github.com/your-org/klaviyo-singer.git", f"file://{repo}")
-             .replace("https://raw.githubusercontent.com/your-org/klaviyo-singer/v0.1.0/", f"{repo}/")
-             .replace("pk_your_private_key", klaviyo.api_key))
+    block = (
+        BLOCK.replace("https://github.com/your-org/klaviyo-singer.git", f"file://{repo}")
+        .replace("https://raw.githubusercontent.com/your-org/klaviyo-singer/v0.1.0/", f"{repo}/")
+        .replace("pk_your_private_key", klaviyo.api_key)
+    )
     started = time.monotonic()
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=home / "analytics", env=env,
-                          capture_output=True, text=True, timeout=1200, check=False)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=home / "analytics",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     TIMINGS["docs/meltano.md: plugins from git"] = time.monotonic() - started
     env["KLAVIYO_SINGER_REPO"] = f"file://{repo}@v0.1.0"
     return OtherProject(home / "analytics", env, meltano_bin, done)

@@ -40,9 +40,15 @@ def _env(project: MeltanoProject, meltano_bin: Path, **extra: str) -> dict[str, 
 
 def run_demo(project: MeltanoProject, meltano_bin: Path, *args: str, **env: str) -> Demo:
     started = time.monotonic()
-    done = subprocess.run(["./scripts/demo.sh", "--scale", SCALE, *args], cwd=project.root,
-                          env=_env(project, meltano_bin, **env), capture_output=True, text=True, timeout=600,
-                          check=False)
+    done = subprocess.run(
+        ["./scripts/demo.sh", "--scale", SCALE, *args],
+        cwd=project.root,
+        env=_env(project, meltano_bin, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     TIMINGS[f"demo.sh {' '.join(args) or 'run'}"] = time.monotonic() - started
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
@@ -64,8 +70,15 @@ def free_port() -> int:
 
 
 def test_interrupted_demo_stops_its_sandbox(project: MeltanoProject, meltano_bin: Path) -> None:
-    demo = subprocess.Popen(["./scripts/demo.sh", "--scale", SCALE], cwd=project.root, env=_env(project, meltano_bin),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    demo = subprocess.Popen(
+        ["./scripts/demo.sh", "--scale", SCALE],
+        cwd=project.root,
+        env=_env(project, meltano_bin),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines = []
     for line in demo.stdout:
         lines.append(line)
@@ -104,11 +117,20 @@ def test_demo_is_rerunnable_with_a_chosen_port(first: Demo, project: MeltanoProj
     """Again, on a chosen port, with a real account's settings around: in the shell and in .env."""
     port = free_port()
     dotenv = project.root / ".env"
-    dotenv.write_text("TAP_KLAVIYO_API_KEY=pk_real_account_key\nexport TAP_KLAVIYO_CLIENT_ID=real-app\n"
-                      "TARGET_KLAVIYO_LIST_NAME='Real list'\nTAP_JSONL_PATH=/nowhere/people.jsonl\n")
+    dotenv.write_text(
+        "TAP_KLAVIYO_API_KEY=pk_real_account_key\nexport TAP_KLAVIYO_CLIENT_ID=real-app\n"
+        "TARGET_KLAVIYO_LIST_NAME='Real list'\nTAP_JSONL_PATH=/nowhere/people.jsonl\n"
+    )
     try:
-        again = run_demo(project, meltano_bin, "--port", str(port), "--verbose",
-                         TAP_KLAVIYO_REFRESH_TOKEN="real-refresh-token", TARGET_KLAVIYO_LIST_ID="RealId")
+        again = run_demo(
+            project,
+            meltano_bin,
+            "--port",
+            str(port),
+            "--verbose",
+            TAP_KLAVIYO_REFRESH_TOKEN="real-refresh-token",
+            TARGET_KLAVIYO_LIST_ID="RealId",
+        )
     finally:
         dotenv.unlink()
 

@@ -53,7 +53,7 @@ def _at_or_after(project: MeltanoProject, db: Path, state: dict) -> dict[str, se
         found[stream] = set()
         for mark in marks:
             since = _naive_utc(mark["replication_key_value"])
-            where = [f'CAST("{mark["replication_key"]}" AS TIMESTAMP) >= TIMESTAMP \'{since}\'']
+            where = [f"CAST(\"{mark['replication_key']}\" AS TIMESTAMP) >= TIMESTAMP '{since}'"]
             where += [f""""{key}" = '{value}'""" for key, value in (mark.get("context") or {}).items()]
             rows = project.sql(db, f'SELECT id FROM klaviyo."{stream}" WHERE {" AND ".join(where)}')
             found[stream] |= {row["id"] for row in rows}

@@ -17,9 +17,20 @@ from tests.e2e.helpers import ROOT, MeltanoProject, pipeline_report
 
 MELTANO_YML = yaml.safe_load((ROOT / "meltano.yml").read_text())
 #: Settings every SDK plugin has; meltano.yml may leave them out (Meltano passes them as custom config).
-SDK_SETTINGS = {"stream_maps", "stream_map_config", "faker_config", "flattening_enabled", "flattening_max_depth",
-                "flattening_max_key_length", "flattening_separator", "batch_config", "add_record_metadata",
-                "load_method", "batch_size_rows", "validate_records"}
+SDK_SETTINGS = {
+    "stream_maps",
+    "stream_map_config",
+    "faker_config",
+    "flattening_enabled",
+    "flattening_max_depth",
+    "flattening_max_key_length",
+    "flattening_separator",
+    "batch_config",
+    "add_record_metadata",
+    "load_method",
+    "batch_size_rows",
+    "validate_records",
+}
 #: The kind Meltano needs to turn an environment variable's text into the JSON type the plugin expects.
 #: Numbers are `string`: Meltano 4.4 cannot pass a `decimal` set from an environment variable (the plugins
 #: read "0.5" as 0.5; klaviyo_core/env_config.py).
@@ -46,8 +57,13 @@ def test_every_plugin_is_custom_so_meltano_hub_is_never_needed() -> None:
 @pytest.mark.parametrize("name", ["tap-klaviyo", "target-klaviyo"])
 def test_meltano_yml_declares_every_connector_setting_with_its_kind(name: str) -> None:
     """Meltano maps only declared settings to <PLUGIN>_<SETTING> variables, and converts by `kind`."""
-    about = subprocess.run([str(Path(sys.executable).parent / name), "--about", "--format=json"], capture_output=True,
-                           text=True, timeout=120, check=True)
+    about = subprocess.run(
+        [str(Path(sys.executable).parent / name), "--about", "--format=json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     properties = json.loads(about.stdout)["settings"]["properties"]
     declared = {setting["name"]: setting for setting in _plugin(name)["settings"]}
 
@@ -110,9 +126,16 @@ def test_a_real_account_needs_only_environment_variables(project: MeltanoProject
     assert project.state("dev:tap-jsonl-to-target-klaviyo", environment="dev"), "state of its own, apart from sandbox's"
 
 
-def test_without_a_file_the_dev_job_fails_instead_of_sending_demo_people(project: MeltanoProject, klaviyo: t.Any) -> None:
-    run = project.run("run", "warehouse-to-klaviyo", TARGET_KLAVIYO_API_KEY=klaviyo.api_key,
-                      TARGET_KLAVIYO_LIST_NAME="Should stay empty", TARGET_KLAVIYO_BASE_URL=klaviyo.base_url)
+def test_without_a_file_the_dev_job_fails_instead_of_sending_demo_people(
+    project: MeltanoProject, klaviyo: t.Any
+) -> None:
+    run = project.run(
+        "run",
+        "warehouse-to-klaviyo",
+        TARGET_KLAVIYO_API_KEY=klaviyo.api_key,
+        TARGET_KLAVIYO_LIST_NAME="Should stay empty",
+        TARGET_KLAVIYO_BASE_URL=klaviyo.base_url,
+    )
 
     assert run.code != 0
     assert "'path' is a required property" in run.output

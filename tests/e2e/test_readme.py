@@ -41,7 +41,9 @@ def bash_blocks() -> list[str]:
 
 
 def _for_the_sandbox(block: str, box: t.Any) -> str:
-    block = block.replace('"api_key": "pk_your_private_key"', f'"api_key": "{box.api_key}", "base_url": "{box.base_url}"')
+    block = block.replace(
+        '"api_key": "pk_your_private_key"', f'"api_key": "{box.api_key}", "base_url": "{box.base_url}"'
+    )
     return block.replace("pk_your_private_key", box.api_key).replace("pk_...", box.api_key)
 
 
@@ -62,8 +64,15 @@ def readme_runs(meltano_bin: Path, klaviyo: t.Any, tmp_path_factory: pytest.Temp
         if block in COVERED_ELSEWHERE:
             continue
         started = time.monotonic()
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", _for_the_sandbox(block, klaviyo)], cwd=root, env=env,
-                              capture_output=True, text=True, timeout=900, check=False)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", _for_the_sandbox(block, klaviyo)],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         runs[block] = BlockRun(done.returncode, done.stdout + done.stderr, time.monotonic() - started)
     TIMINGS["README blocks"] = sum(run.seconds for run in runs.values())
     runs["__root__"] = BlockRun(0, str(root), 0.0)
@@ -101,7 +110,8 @@ def test_the_target_example_adds_the_good_row_and_rejects_the_bad_one(readme_run
     run = _run(readme_runs, ".venv/bin/target-klaviyo")
     assert "Stream 'vip': 2 rows received, 1 sent, 1 rejected (invalid email: 1)" in run.output
     assert pipeline_report.list_members(klaviyo.base_url, klaviyo.api_key, "VIP customers")["emails"] == [
-        "ann@example.com"]
+        "ann@example.com"
+    ]
 
 
 def test_the_meltano_jobs_run_against_an_account_configured_by_environment(readme_runs, klaviyo) -> None:

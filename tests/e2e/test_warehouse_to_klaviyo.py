@@ -66,8 +66,14 @@ def test_operation_remove_takes_people_off_the_list(
     leaving = tmp_path / "unsubscribed.jsonl"
     leaving.write_text("".join(json.dumps({"email": email}) + "\n" for email in EMAILS[:2]))
 
-    project.run("--environment=sandbox", "run", "warehouse-to-klaviyo", **sandbox_env(klaviyo),
-                TAP_JSONL_PATH=str(leaving), TARGET_KLAVIYO_OPERATION="remove").check()
+    project.run(
+        "--environment=sandbox",
+        "run",
+        "warehouse-to-klaviyo",
+        **sandbox_env(klaviyo),
+        TAP_JSONL_PATH=str(leaving),
+        TARGET_KLAVIYO_OPERATION="remove",
+    ).check()
 
     assert members(klaviyo) == (first_run[1][0], EMAILS[2:])
     assert klaviyo.store.find_profile("email", EMAILS[0]) is not None, "membership only: the profile stays"

@@ -15,7 +15,6 @@ import pytest
 
 from tests.faults.harness import FIGURES, Output, clean_output
 
-
 #: Work started with the first fault test, by module name: that module awaits its results.
 _BACKGROUND: dict[str, Future | None] = {}
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faults-background")
@@ -41,9 +40,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if not any("fault_runs" in getattr(i, "fixturenames", ()) for i in item.session.items):
         _BACKGROUND[NETWORK_MODULE] = None  # no selected test needs them: nothing to start
         return
-    from tests.faults import test_network_faults  # noqa: PLC0415
+    from tests.faults import test_network_faults
 
-    workdir = item.config._tmp_path_factory.mktemp("faults-network")  # noqa: SLF001 - the tmp_path_factory
+    workdir = item.config._tmp_path_factory.mktemp("faults-network")
     _BACKGROUND[NETWORK_MODULE] = _POOL.submit(test_network_faults.run_fault_matrix, workdir)
 
 

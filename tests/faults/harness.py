@@ -76,8 +76,14 @@ FIGURES = Figures()
 
 
 def sandbox_config(seed: int = 21, **overrides: t.Any) -> SandboxConfig:
-    settings = {"seed": seed, "scale": SCALE, "rate_limit_scale": 0.0, "latency_ms": 0.0, "job_seconds": 0.3,
-                "timeout_seconds": 60.0}
+    settings = {
+        "seed": seed,
+        "scale": SCALE,
+        "rate_limit_scale": 0.0,
+        "latency_ms": 0.0,
+        "job_seconds": 0.3,
+        "timeout_seconds": 60.0,
+    }
     settings.update(overrides)
     return SandboxConfig(**settings)
 
@@ -378,7 +384,7 @@ def canary_access_token(n: int) -> str:
 
 def canaries(extra: t.Iterable[str] = ()) -> dict[str, bytes]:
     """label -> bytes that must never show: each secret, a distinctive piece of it, HTTP Basic credentials."""
-    import base64  # noqa: PLC0415
+    import base64
 
     secrets = {CANARY_KEY, CANARY_WRONG_KEY, CANARY_CLIENT_SECRET, *extra}
     secrets |= {canary_refresh_token(n) for n in range(20)} | {canary_access_token(n) for n in range(20)}

@@ -42,13 +42,13 @@ class TamperProxy:
             def log_message(self, *args: t.Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 proxy.handle(self, "GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 proxy.handle(self, "POST")
 
-            def do_DELETE(self) -> None:  # noqa: N802
+            def do_DELETE(self) -> None:
                 proxy.handle(self, "DELETE")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -98,7 +98,9 @@ class TamperProxy:
         out_headers = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP}
         upstream.close()
         if response.status == 200 and parts.path.startswith("/api/") and method == "GET":
-            payload = self._rewrite(parts.path, forward, payload, first=not replayed and "page[cursor]" not in dict(query))
+            payload = self._rewrite(
+                parts.path, forward, payload, first=not replayed and "page[cursor]" not in dict(query)
+            )
         self._send(handler, response.status, out_headers, payload)
 
     def _rewrite(self, path: str, full_path: str, payload: bytes, *, first: bool) -> bytes:
@@ -116,7 +118,9 @@ class TamperProxy:
                 links["next"] = self._empty_url(path, n, then=None)  # an empty page after the last
             if first:  # the first page the tap sees is empty too: serve the real one after it
                 self.served.append((path, json.loads(json.dumps(document))))
-                return json.dumps({"data": [], "links": {"next": self._empty_url(path, -n, then=None, real=full_path)}}).encode()
+                return json.dumps(
+                    {"data": [], "links": {"next": self._empty_url(path, -n, then=None, real=full_path)}}
+                ).encode()
         self.served.append((path, document))
         return json.dumps(document).encode()
 

@@ -30,8 +30,12 @@ from tests.faults.harness import (
 )
 
 KEY = CANARY_KEY
-OAUTH = {"client_id": CANARY_CLIENT_ID, "client_secret": CANARY_CLIENT_SECRET,
-         "refresh_token": canary_refresh_token(1), "access_token": canary_access_token(1)}
+OAUTH = {
+    "client_id": CANARY_CLIENT_ID,
+    "client_secret": CANARY_CLIENT_SECRET,
+    "refresh_token": canary_refresh_token(1),
+    "access_token": canary_access_token(1),
+}
 INPUT = (
     '{"type":"SCHEMA","stream":"people","schema":{"properties":{"email":{"type":"string"}}},"key_properties":[]}\n'
     '{"type":"RECORD","stream":"people","record":{"email":"ann@example.com"}}\n'
@@ -50,60 +54,132 @@ CONNECTION = {
     "api_key a public site key": ({"api_key": "AbC123"}, "api_key", "starts with pk_"),
     "api_key with the header prefix": ({"api_key": f"Klaviyo-API-Key {KEY}"}, "api_key", "starts with pk_"),
     "api_key and OAuth both set": ({"api_key": KEY, **OAUTH}, "api_key", "use one way to authenticate"),
-    "api_key and a refresh_token": ({"api_key": KEY, "refresh_token": canary_refresh_token(2)}, "refresh_token",
-                                    "remove api_key"),
+    "api_key and a refresh_token": (
+        {"api_key": KEY, "refresh_token": canary_refresh_token(2)},
+        "refresh_token",
+        "remove api_key",
+    ),
     "OAuth without client_secret": ({**OAUTH, "client_secret": ""}, "client_secret", "klaviyo-oauth authorize"),
     "OAuth without refresh_token": ({**OAUTH, "refresh_token": None}, "refresh_token", "klaviyo-oauth authorize"),
-    "OAuth secret with whitespace": ({**OAUTH, "client_secret": CANARY_CLIENT_SECRET + " x"}, "client_secret",
-                                     "paste the value again"),
-    "token_url over plain http": ({**OAUTH, "token_url": "http://klaviyo.example/oauth/token"}, "token_url", "must use https"),
+    "OAuth secret with whitespace": (
+        {**OAUTH, "client_secret": CANARY_CLIENT_SECRET + " x"},
+        "client_secret",
+        "paste the value again",
+    ),
+    "token_url over plain http": (
+        {**OAUTH, "token_url": "http://klaviyo.example/oauth/token"},
+        "token_url",
+        "must use https",
+    ),
     "base_url not a URL": ({"api_key": KEY, "base_url": "a.klaviyo.com"}, "base_url", "http(s) URL such as"),
     "revision not a date": ({"api_key": KEY, "revision": "latest"}, "revision", "YYYY-MM-DD"),
     "rate_limit_share zero": ({"api_key": KEY, "rate_limit_share": 0}, "rate_limit_share", "above 0 and at most 1"),
-    "rate_limit_share above 1": ({"api_key": KEY, "rate_limit_share": 1.5}, "rate_limit_share", "above 0 and at most 1"),
+    "rate_limit_share above 1": (
+        {"api_key": KEY, "rate_limit_share": 1.5},
+        "rate_limit_share",
+        "above 0 and at most 1",
+    ),
     "rate_limit_share text": ({"api_key": KEY, "rate_limit_share": "half"}, "rate_limit_share", "not of type 'number'"),
     "request_timeout zero": ({"api_key": KEY, "request_timeout": 0}, "request_timeout", "number of seconds above 0"),
     "request_timeout text": ({"api_key": KEY, "request_timeout": "2 min"}, "request_timeout", "not of type 'number'"),
     # Unknown settings are errors (klaviyo_core/setting_names.py), with the closest known setting.
-    "setting misspelled": ({"api_key": KEY, "rate_limit_shar": 0.5}, "rate_limit_shar (did you mean rate_limit_share?)",
-                           "fix or remove it"),
+    "setting misspelled": (
+        {"api_key": KEY, "rate_limit_shar": 0.5},
+        "rate_limit_shar (did you mean rate_limit_share?)",
+        "fix or remove it",
+    ),
     "api_key misspelled": ({"api_ky": KEY}, "api_ky (did you mean api_key?)", "fix or remove it"),
-    "two unknown settings": ({"api_key": KEY, "Base_URL": "x", "colour": 1},
-                             "Base_URL (did you mean base_url?), colour", "fix or remove them"),
+    "two unknown settings": (
+        {"api_key": KEY, "Base_URL": "x", "colour": 1},
+        "Base_URL (did you mean base_url?), colour",
+        "fix or remove them",
+    ),
 }
 TARGET_CONNECTION = (
-    "api_key missing", "api_key empty", "api_key only whitespace", "api_key with a space inside",
-    "api_key with a newline inside", "api_key wrong prefix", "api_key a public site key", "api_key and OAuth both set",
-    "OAuth without refresh_token", "base_url not a URL", "request_timeout zero", "setting misspelled",
-    "api_key misspelled", "two unknown settings",
+    "api_key missing",
+    "api_key empty",
+    "api_key only whitespace",
+    "api_key with a space inside",
+    "api_key with a newline inside",
+    "api_key wrong prefix",
+    "api_key a public site key",
+    "api_key and OAuth both set",
+    "OAuth without refresh_token",
+    "base_url not a URL",
+    "request_timeout zero",
+    "setting misspelled",
+    "api_key misspelled",
+    "two unknown settings",
 )
 TAP_ONLY = {
     "start_date not a date": ({"api_key": KEY, "start_date": "last tuesday"}, "start_date", "use ISO 8601"),
     "start_date a number": ({"api_key": KEY, "start_date": 20240101}, "start_date", "not of type 'string'"),
     "end_date impossible": ({"api_key": KEY, "end_date": "2024-13-45"}, "end_date", "use ISO 8601"),
     "end_date before start_date": (
-        {"api_key": KEY, "start_date": "2024-02-01", "end_date": "2024-01-01"}, "end_date", "move it later"),
+        {"api_key": KEY, "start_date": "2024-02-01", "end_date": "2024-01-01"},
+        "end_date",
+        "move it later",
+    ),
     "end_date equal to start_date": (
-        {"api_key": KEY, "start_date": "2024-02-01", "end_date": "2024-02-01T00:00:00Z"}, "end_date", "move it later"),
+        {"api_key": KEY, "start_date": "2024-02-01", "end_date": "2024-02-01T00:00:00Z"},
+        "end_date",
+        "move it later",
+    ),
     "row_scan_depth negative": ({"api_key": KEY, "row_scan_depth": -1}, "row_scan_depth", "0 or more"),
     "include_predictive_analytics text": (
-        {"api_key": KEY, "include_predictive_analytics": "yes"}, "include_predictive_analytics", "not of type 'boolean'"),
-    "start_date misspelled": ({"api_key": KEY, "start_dat": "2024-01-01"}, "start_dat (did you mean start_date?)",
-                              "fix or remove it"),
+        {"api_key": KEY, "include_predictive_analytics": "yes"},
+        "include_predictive_analytics",
+        "not of type 'boolean'",
+    ),
+    "start_date misspelled": (
+        {"api_key": KEY, "start_dat": "2024-01-01"},
+        "start_dat (did you mean start_date?)",
+        "fix or remove it",
+    ),
     "a target setting": ({"api_key": KEY, "list_name": "VIP"}, "Unknown setting list_name", "tap-klaviyo --about"),
-    "batch_config (not offered)": ({"api_key": KEY, "batch_config": {}}, "Unknown setting batch_config", "fix or remove it"),
+    "batch_config (not offered)": (
+        {"api_key": KEY, "batch_config": {}},
+        "Unknown setting batch_config",
+        "fix or remove it",
+    ),
 }
 TARGET_ONLY = {
     "no list": ({"api_key": KEY}, "list_id and list_name", "Set exactly one"),
-    "list_id and list_name both": ({"api_key": KEY, "list_id": "X", "list_name": "Y"}, "list_id and list_name", "Set exactly one"),
-    "operation unknown": ({"api_key": KEY, "list_id": "X", "operation": "delete"}, "operation", "is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track']"),
-    "operation wrong case": ({"api_key": KEY, "list_id": "X", "operation": "Add"}, "operation", "is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track']"),
-    "wait_timeout_seconds too low": ({"api_key": KEY, "list_id": "X", "wait_timeout_seconds": 10}, "wait_timeout_seconds", "minimum of 300"),
+    "list_id and list_name both": (
+        {"api_key": KEY, "list_id": "X", "list_name": "Y"},
+        "list_id and list_name",
+        "Set exactly one",
+    ),
+    "operation unknown": (
+        {"api_key": KEY, "list_id": "X", "operation": "delete"},
+        "operation",
+        "is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track']",
+    ),
+    "operation wrong case": (
+        {"api_key": KEY, "list_id": "X", "operation": "Add"},
+        "operation",
+        "is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track']",
+    ),
+    "wait_timeout_seconds too low": (
+        {"api_key": KEY, "list_id": "X", "wait_timeout_seconds": 10},
+        "wait_timeout_seconds",
+        "minimum of 300",
+    ),
     "rejects_file in a missing folder": (
-        {"api_key": KEY, "list_id": "X", "rejects_file": "no/such/dir/r.jsonl"}, "rejects_file", "create it or choose another path"),
-    "list_name misspelled": ({"api_key": KEY, "list_nme": "VIP"}, "list_nme (did you mean list_name?)", "fix or remove it"),
-    "load_method (means nothing here)": ({"api_key": KEY, "list_id": "X", "load_method": "upsert"},
-                                         "Unknown setting load_method", "target-klaviyo --about"),
+        {"api_key": KEY, "list_id": "X", "rejects_file": "no/such/dir/r.jsonl"},
+        "rejects_file",
+        "create it or choose another path",
+    ),
+    "list_name misspelled": (
+        {"api_key": KEY, "list_nme": "VIP"},
+        "list_nme (did you mean list_name?)",
+        "fix or remove it",
+    ),
+    "load_method (means nothing here)": (
+        {"api_key": KEY, "list_id": "X", "load_method": "upsert"},
+        "Unknown setting load_method",
+        "target-klaviyo --about",
+    ),
 }
 # Need the sandbox: Klaviyo's own answer is what is wrong. {base}/{key} are filled in.
 LIVE_TAP = {
@@ -113,15 +189,22 @@ LIVE_TARGET = {
     "api_key revoked (401)": ({"api_key": CANARY_WRONG_KEY, "list_id": "X"}, "api_key", "not revoked"),
     "list_id unknown (404)": ({"list_id": "NoSuchList"}, "list_id", "Copy the id from the list's URL"),
     "list_name unknown, create off": (
-        {"list_name": "No such list", "create_list_if_missing": False}, "list_name", "turn create_list_if_missing on"),
+        {"list_name": "No such list", "create_list_if_missing": False},
+        "list_name",
+        "turn create_list_if_missing on",
+    ),
 }
 # Broken files: (file content or None for "no such file", option, what the message names, fix)
 FILES = {
     "config not JSON": (f'{{"api_key": "{KEY}",'.encode(), "--config", "Config file", "is not valid JSON"),
     "config missing": (None, "--config", "Config file", "check the --config path"),
     "config a list": ("[]", "--config", "Config file", "must hold a JSON object"),
-    "config not UTF-8": (b'{"api_key": "pk_\xe9", "client_secret": "' + CANARY_CLIENT_SECRET.encode() + b'"}',
-                         "--config", "Config file", "save it as UTF-8"),
+    "config not UTF-8": (
+        b'{"api_key": "pk_\xe9", "client_secret": "' + CANARY_CLIENT_SECRET.encode() + b'"}',
+        "--config",
+        "Config file",
+        "save it as UTF-8",
+    ),
     "state not JSON": ('{"bookmarks": {', "--state", "State file", "leave out --state"),
     "catalog not JSON": ("{", "--catalog", "Catalog file", "run --discover"),
 }
@@ -129,10 +212,14 @@ TAP_STATES = {
     "state bookmarks a list": ({"bookmarks": []}, "bookmarks", "leave out --state"),
     "state bookmark not a date": (
         {"bookmarks": {"events": {"replication_key": "datetime", "replication_key_value": "yesterday"}}},
-        "replication_key_value of stream 'events'", "delete that stream's bookmark"),
+        "replication_key_value of stream 'events'",
+        "delete that stream's bookmark",
+    ),
     "state bookmark a number": (
-        {"bookmarks": {"profiles": {"replication_key_value": 12}}}, "replication_key_value of stream 'profiles'",
-        "delete that stream's bookmark"),
+        {"bookmarks": {"profiles": {"replication_key_value": 12}}},
+        "replication_key_value of stream 'profiles'",
+        "delete that stream's bookmark",
+    ),
 }
 
 
@@ -145,8 +232,13 @@ def _case_jobs(workdir, box) -> dict:
         def job():
             folder.mkdir(parents=True, exist_ok=True)
             path = write_json(folder / "config.json", config)
-            return run_plugin(executable, ["--config", str(path), *extra], folder,
-                              stdin=INPUT if executable == TARGET else None, timeout=120)
+            return run_plugin(
+                executable,
+                ["--config", str(path), *extra],
+                folder,
+                stdin=INPUT if executable == TARGET else None,
+                timeout=120,
+            )
 
         return job
 
@@ -167,7 +259,9 @@ def _case_jobs(workdir, box) -> dict:
         def state_job(folder=folder, state=state):
             folder.mkdir(parents=True, exist_ok=True)
             config = write_json(folder / "config.json", {"api_key": box.api_key, **live})
-            return run_plugin(TAP, ["--config", str(config), "--state", str(write_json(folder / "s.json", state))], folder)
+            return run_plugin(
+                TAP, ["--config", str(config), "--state", str(write_json(folder / "s.json", state))], folder
+            )
 
         jobs[("tap", name)] = state_job
     for name, (content, option, *_) in FILES.items():
@@ -246,11 +340,17 @@ def test_no_config_error_reaches_klaviyo_before_it_is_reported(outcomes):
 def test_no_error_message_echoes_a_secret(outcomes, faults_workdir):
     results, _ = outcomes
     secrets = canaries()
-    leaks = [f"{plugin} / {name}: {label}" for (plugin, name), run in results.items()
-             for label in leaks_in(run.stdout + run.stderr, secrets)]
+    leaks = [
+        f"{plugin} / {name}: {label}"
+        for (plugin, name), run in results.items()
+        for label in leaks_in(run.stdout + run.stderr, secrets)
+    ]
     assert not leaks, "\n".join(leaks)
-    written = [path for path in (faults_workdir / "bad-config").rglob("*")
-               if path.is_file() and path.name not in ("config.json", "good.json", "broken.json")]
+    written = [
+        path
+        for path in (faults_workdir / "bad-config").rglob("*")
+        if path.is_file() and path.name not in ("config.json", "good.json", "broken.json")
+    ]
     assert not [str(path) for path in written if leaks_in(path.read_bytes(), secrets)]
 
 

@@ -30,8 +30,12 @@ PROPERTIES = {
     "notes": {},
     "case": {"type": "string"},
 }
-SCHEMA = {"type": "SCHEMA", "stream": "leads", "schema": {"type": "object", "properties": PROPERTIES},
-          "key_properties": []}
+SCHEMA = {
+    "type": "SCHEMA",
+    "stream": "leads",
+    "schema": {"type": "object", "properties": PROPERTIES},
+    "key_properties": [],
+}
 
 # case -> (record, a fragment of the reason it must be rejected with)
 BAD_ROWS: dict[str, tuple[dict, str]] = {
@@ -100,16 +104,34 @@ def build_input() -> tuple[bytes, set[str], dict[str, str]]:
         record(case, {"email": email, **row})
     # Raw lines no JSON encoder would write.
     raw: list[tuple[str, bytes, str]] = [
-        ("latin-1 byte in a value", b'{"type":"RECORD","stream":"leads","record":{"email":"jose@example.com",'
-                                     b'"first_name":"Jos\xe9","case":"latin-1 byte in a value"}}', "not valid UTF-8"),
-        ("latin-1 byte in a column name", b'{"type":"RECORD","stream":"leads","record":{"email":"pre@example.com",'
-                                           b'"pr\xe9nom":"Ann","case":"latin-1 byte in a column name"}}', "not valid UTF-8"),
-        ("lone surrogate escape", b'{"type":"RECORD","stream":"leads","record":{"email":"half@example.com",'
-                                   b'"first_name":"half \\ud83d emoji","case":"lone surrogate escape"}}', "not valid UTF-8"),
-        ("NaN", b'{"type":"RECORD","stream":"leads","record":{"email":"nan@example.com","notes":NaN,'
-                b'"case":"NaN"}}', "NaN or infinite"),
-        ("line cut short", b'{"type":"RECORD","stream":"leads","record":{"email":"cut@example.com","case":"line cut',
-         "is not valid JSON"),
+        (
+            "latin-1 byte in a value",
+            b'{"type":"RECORD","stream":"leads","record":{"email":"jose@example.com",'
+            b'"first_name":"Jos\xe9","case":"latin-1 byte in a value"}}',
+            "not valid UTF-8",
+        ),
+        (
+            "latin-1 byte in a column name",
+            b'{"type":"RECORD","stream":"leads","record":{"email":"pre@example.com",'
+            b'"pr\xe9nom":"Ann","case":"latin-1 byte in a column name"}}',
+            "not valid UTF-8",
+        ),
+        (
+            "lone surrogate escape",
+            b'{"type":"RECORD","stream":"leads","record":{"email":"half@example.com",'
+            b'"first_name":"half \\ud83d emoji","case":"lone surrogate escape"}}',
+            "not valid UTF-8",
+        ),
+        (
+            "NaN",
+            b'{"type":"RECORD","stream":"leads","record":{"email":"nan@example.com","notes":NaN,"case":"NaN"}}',
+            "NaN or infinite",
+        ),
+        (
+            "line cut short",
+            b'{"type":"RECORD","stream":"leads","record":{"email":"cut@example.com","case":"line cut',
+            "is not valid JSON",
+        ),
         ("garbage line", b"\x00\x01 garbage line {{{", "is not valid JSON"),
         ("no record key", b'{"type":"RECORD","stream":"leads","case":"no record key"}', "missing required record"),
     ]
@@ -130,8 +152,9 @@ def outcome(faults_workdir):
         time.sleep(0.4)
         store = box.store
         (list_id,) = [lid for lid, rec in store.new_lists.items() if rec["attributes"]["name"] == "Bad records"]
-        members = {store.get_profile(pid)["attributes"]["email"]: store.get_profile(pid)
-                   for pid in store.member_ids(list_id)}
+        members = {
+            store.get_profile(pid)["attributes"]["email"]: store.get_profile(pid) for pid in store.member_ids(list_id)
+        }
     rejects_file = faults_workdir / "bad-records" / "klaviyo-rejects.jsonl"
     rejects = [json.loads(line) for line in rejects_file.read_text(encoding="utf-8").splitlines()]
     FIGURES.add("bad_records_tried", len(rejected) + len(ODD_BUT_VALID))
@@ -170,8 +193,10 @@ def test_every_bad_row_is_rejected_with_its_reason(outcome):
 
 def test_the_summary_accounts_for_every_row(outcome):
     run, wanted, rejected, _, _ = outcome
-    counts = {m[0]: tuple(map(int, m[1:])) for m in
-              re.findall(r"Stream '([^']+)': (\d+) rows received, (\d+) sent, (\d+) rejected", run.stderr)}
+    counts = {
+        m[0]: tuple(map(int, m[1:]))
+        for m in re.findall(r"Stream '([^']+)': (\d+) rows received, (\d+) sent, (\d+) rejected", run.stderr)
+    }
     received = sum(c[0] for c in counts.values())
     sent = sum(c[1] for c in counts.values())
     rejected_n = sum(c[2] for c in counts.values())
@@ -205,12 +230,23 @@ def test_emails_of_bad_rows_stay_out_of_the_log(outcome):
 
 
 def test_a_stream_that_cannot_work_stops_the_run_before_any_state_and_a_fixed_rerun_loses_nothing(faults_workdir):
-    good = [{"type": "RECORD", "stream": "leads", "record": {"email": f"first.{i}@example.com", "case": "x"}}
-            for i in range(5)]
-    broken_schema = {"type": "SCHEMA", "stream": "orders", "key_properties": [],
-                     "schema": {"properties": {"Email": {"type": "string"}}}}
-    lines = [SCHEMA, *good, {"type": "STATE", "value": {"leads": 1}}, broken_schema,
-             {"type": "RECORD", "stream": "orders", "record": {"Email": "x@example.com"}}]
+    good = [
+        {"type": "RECORD", "stream": "leads", "record": {"email": f"first.{i}@example.com", "case": "x"}}
+        for i in range(5)
+    ]
+    broken_schema = {
+        "type": "SCHEMA",
+        "stream": "orders",
+        "key_properties": [],
+        "schema": {"properties": {"Email": {"type": "string"}}},
+    }
+    lines = [
+        SCHEMA,
+        *good,
+        {"type": "STATE", "value": {"leads": 1}},
+        broken_schema,
+        {"type": "RECORD", "stream": "orders", "record": {"Email": "x@example.com"}},
+    ]
     with sandbox(52, job_seconds=0.0) as box:
         config = {"api_key": box.api_key, "base_url": box.base_url, "list_name": "Two streams"}
         first = run_target(config, faults_workdir / "missing-column", b"\n".join(map(_line, lines)) + b"\n")
@@ -234,16 +270,22 @@ def test_a_stream_that_cannot_work_stops_the_run_before_any_state_and_a_fixed_re
 @pytest.mark.parametrize(
     ("broken", "message"),
     [
-        ({"type": "RECORD", "stream": "orders", "record": {"email": "x@example.com"}},
-         "a RECORD of stream 'orders' came before the stream's SCHEMA message. Fix the order of the tap's output"),
-        ({"type": "SCHEMA", "stream": "orders", "schema": {"type": "object"}, "key_properties": []},
-         "a SCHEMA message the target cannot use (Line is missing required properties key(s)"),
+        (
+            {"type": "RECORD", "stream": "orders", "record": {"email": "x@example.com"}},
+            "a RECORD of stream 'orders' came before the stream's SCHEMA message. Fix the order of the tap's output",
+        ),
+        (
+            {"type": "SCHEMA", "stream": "orders", "schema": {"type": "object"}, "key_properties": []},
+            "a SCHEMA message the target cannot use (Line is missing required properties key(s)",
+        ),
     ],
     ids=["record before schema", "schema without properties"],
 )
 def test_a_broken_stream_stops_the_run_in_one_line_before_any_state(faults_workdir, broken, message):
-    good = [{"type": "RECORD", "stream": "leads", "record": {"email": f"early.{i}@example.com", "case": "x"}}
-            for i in range(3)]
+    good = [
+        {"type": "RECORD", "stream": "leads", "record": {"email": f"early.{i}@example.com", "case": "x"}}
+        for i in range(3)
+    ]
     lines = [SCHEMA, *good, {"type": "STATE", "value": {"leads": 1}}, broken]
     with sandbox(53, job_seconds=0.0) as box:
         config = {"api_key": box.api_key, "base_url": box.base_url, "list_name": "Broken stream"}

@@ -58,9 +58,9 @@ def trigger_for(point: tuple, order: list[str]):
     if kind == "first-line":
         return lambda message, run: True
     if kind == "state":
-        return lambda message, run: message["type"] == "STATE" and sum(
-            m["type"] == "STATE" for m in run.messages
-        ) >= point[1]
+        return lambda message, run: (
+            message["type"] == "STATE" and sum(m["type"] == "STATE" for m in run.messages) >= point[1]
+        )
     if kind == "record":
         stream, k = point[1], point[2]
         position = order.index(stream)
@@ -191,7 +191,8 @@ def test_resumed_runs_did_start_from_bookmarks(chains):
             bookmarks = (state or {}).get("bookmarks") or {}
             output = run.output
             checked += sum(
-                1 for stream in output.records
+                1
+                for stream in output.records
                 if output.replication_key(stream) and _bookmark(bookmarks.get(stream) or {}) is not None
             )
     assert checked >= 20

@@ -44,16 +44,31 @@ TARGET_RUN = "target"
 
 def _people(n: int = 120) -> tuple[str, set[str], int]:
     """A Singer stream of ``n`` valid rows plus 3 invalid ones: (text, valid emails, invalid count)."""
-    properties = {"email": {"type": "string"}, "first_name": {"type": ["string", "null"]},
-                  "phone_number": {"type": ["string", "null"]}, "plan": {"type": ["string", "null"]}}
-    lines = [{"type": "SCHEMA", "stream": "people", "schema": {"type": "object", "properties": properties},
-              "key_properties": ["email"]}]
+    properties = {
+        "email": {"type": "string"},
+        "first_name": {"type": ["string", "null"]},
+        "phone_number": {"type": ["string", "null"]},
+        "plan": {"type": ["string", "null"]},
+    }
+    lines = [
+        {
+            "type": "SCHEMA",
+            "stream": "people",
+            "schema": {"type": "object", "properties": properties},
+            "key_properties": ["email"],
+        }
+    ]
     emails = set()
     for i in range(n):
         email = f"faulty.{i}@example.com"
         emails.add(email)
-        lines.append({"type": "RECORD", "stream": "people",
-                      "record": {"email": email, "first_name": f"Zoë {i} 🚀", "phone_number": None, "plan": "pro"}})
+        lines.append(
+            {
+                "type": "RECORD",
+                "stream": "people",
+                "record": {"email": email, "first_name": f"Zoë {i} 🚀", "phone_number": None, "plan": "pro"},
+            }
+        )
         if i % 40 == 39:
             lines.append({"type": "STATE", "value": {"people": i}})
     bad = [{"email": "not-an-email"}, {"email": None}, {"email": "x@example.com", "phone_number": "12"}]
@@ -75,8 +90,14 @@ def _target_job(workdir):
     def job():
         text, emails, invalid = _people()
         with sandbox(SEED, fault_rate=0.3, faults=",".join(FAULT_KINDS)) as box:
-            config = {"api_key": box.api_key, "base_url": box.base_url, "request_timeout": 2.5,
-                      "list_name": "Nightly faults", "wait_for_completion": True, "batch_size_rows": 20}
+            config = {
+                "api_key": box.api_key,
+                "base_url": box.base_url,
+                "request_timeout": 2.5,
+                "list_name": "Nightly faults",
+                "wait_for_completion": True,
+                "batch_size_rows": 20,
+            }
             run = run_target(config, workdir, text)
             time.sleep(0.5)  # let the sandbox finish applying the last job
             store = box.store
@@ -248,10 +269,20 @@ class FaultFirst:
 def _oauth_config(box, workdir) -> dict:
     from klaviyo_sandbox.oauth import DEFAULT_SCOPE
 
-    box.oauth.refresh["refresh-for-faults"] = {"client_id": box.config.client_id, "scope": DEFAULT_SCOPE, "active": True}
-    return {"client_id": box.config.client_id, "client_secret": box.config.client_secret,
-            "refresh_token": "refresh-for-faults", "token_url": f"{box.base_url}/oauth/token",
-            "base_url": box.base_url, "token_file": str(workdir / "tokens.json"), "request_timeout": 2.5}
+    box.oauth.refresh["refresh-for-faults"] = {
+        "client_id": box.config.client_id,
+        "scope": DEFAULT_SCOPE,
+        "active": True,
+    }
+    return {
+        "client_id": box.config.client_id,
+        "client_secret": box.config.client_secret,
+        "refresh_token": "refresh-for-faults",
+        "token_url": f"{box.base_url}/oauth/token",
+        "base_url": box.base_url,
+        "token_file": str(workdir / "tokens.json"),
+        "request_timeout": 2.5,
+    }
 
 
 def test_a_token_refresh_that_never_reached_klaviyo_is_retried(faults_workdir):
@@ -288,8 +319,8 @@ def test_a_token_refresh_answer_lost_after_rotation_asks_for_reauthorisation_in_
 def test_sandbox_resets_and_client_hang_ups_print_no_traceback(capfd):
     """A ``reset`` fault used to print "ValueError: I/O operation on closed file"; a client
     killed mid-request printed a ConnectionResetError traceback. Neither is a server error."""
-    import socket  # noqa: PLC0415
-    import struct  # noqa: PLC0415
+    import socket
+    import struct
 
     with sandbox(SEED, fault_rate=1.0, faults="reset") as box:
         for _ in range(3):

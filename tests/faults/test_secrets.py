@@ -42,13 +42,28 @@ from tests.faults.harness import (
     write_json,
 )
 
-INPUT = "\n".join(json.dumps(m) for m in [
-    {"type": "SCHEMA", "stream": "people", "key_properties": [],
-     "schema": {"properties": {"email": {"type": ["string", "null"]}, "phone_number": {"type": ["string", "null"]}}}},
-    *({"type": "RECORD", "stream": "people", "record": {"email": f"canary.{i}@example.com"}} for i in range(30)),
-    {"type": "RECORD", "stream": "people", "record": {"email": "bad", "phone_number": "12"}},
-    {"type": "STATE", "value": {"people": "done"}},
-]) + "\n"
+INPUT = (
+    "\n".join(
+        json.dumps(m)
+        for m in [
+            {
+                "type": "SCHEMA",
+                "stream": "people",
+                "key_properties": [],
+                "schema": {
+                    "properties": {"email": {"type": ["string", "null"]}, "phone_number": {"type": ["string", "null"]}}
+                },
+            },
+            *(
+                {"type": "RECORD", "stream": "people", "record": {"email": f"canary.{i}@example.com"}}
+                for i in range(30)
+            ),
+            {"type": "RECORD", "stream": "people", "record": {"email": "bad", "phone_number": "12"}},
+            {"type": "STATE", "value": {"people": "done"}},
+        ]
+    )
+    + "\n"
+)
 
 
 class Scenario(t.NamedTuple):
@@ -66,11 +81,21 @@ def _oauth(box, n: int, workdir: Path, *, seed_refresh: bool = True, seed_access
     if seed_refresh:
         box.oauth.refresh[refresh_token(n)] = {"client_id": CLIENT_ID, "scope": DEFAULT_SCOPE, "active": True}
     if seed_access:
-        box.oauth.access[access_token(n)] = {"client_id": CLIENT_ID, "scope": DEFAULT_SCOPE,
-                                             "expires": box.oauth.clock() + 3600}
-    return {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "refresh_token": refresh_token(n),
-            "access_token": access_token(n), "token_url": f"{box.base_url}/oauth/token", "base_url": box.base_url,
-            "token_file": str(workdir / f"oauth{n}" / "tokens.json"), "request_timeout": 5}
+        box.oauth.access[access_token(n)] = {
+            "client_id": CLIENT_ID,
+            "scope": DEFAULT_SCOPE,
+            "expires": box.oauth.clock() + 3600,
+        }
+    return {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "refresh_token": refresh_token(n),
+        "access_token": access_token(n),
+        "token_url": f"{box.base_url}/oauth/token",
+        "base_url": box.base_url,
+        "token_file": str(workdir / f"oauth{n}" / "tokens.json"),
+        "request_timeout": 5,
+    }
 
 
 def scenarios(good, faulty, workdir: Path) -> list[Scenario]:
@@ -88,23 +113,39 @@ def scenarios(good, faulty, workdir: Path) -> list[Scenario]:
         Scenario("tap killed mid-sync", TAP, (), key, kill_after_requests=12),
         Scenario("tap revoked key", TAP, ("--test",), {**key, "api_key": WRONG_KEY}),
         Scenario("tap revoked key sync", TAP, (), {**key, "api_key": WRONG_KEY}),
-        Scenario("target add with bad rows", TARGET, (), {**key, **target, "wait_for_completion": True}, INPUT,
-                 expect=0),
+        Scenario(
+            "target add with bad rows", TARGET, (), {**key, **target, "wait_for_completion": True}, INPUT, expect=0
+        ),
         Scenario("target through faults", TARGET, (), {**key_faulty, **target}, INPUT, expect=0),
         Scenario("target remove", TARGET, (), {**key, **target, "operation": "remove"}, INPUT, expect=0),
         Scenario("target unknown list", TARGET, (), {**key, "list_id": "NoSuchList"}, INPUT),
         Scenario("target revoked key", TARGET, (), {**key, **target, "api_key": WRONG_KEY}, INPUT),
         Scenario("broken config file", TAP, (), {}, raw_config=f'{{"api_key": "{API_KEY}" "x"}}'.encode()),
-        Scenario("broken config file target", TARGET, (), {}, INPUT,
-                 raw_config=f'{{"client_secret": "{CLIENT_SECRET}",'.encode()),
+        Scenario(
+            "broken config file target",
+            TARGET,
+            (),
+            {},
+            INPUT,
+            raw_config=f'{{"client_secret": "{CLIENT_SECRET}",'.encode(),
+        ),
     ]
     bad_configs = {  # the whole matrix runs on canaries in test_bad_config.py; these are the riskiest
         "key with a newline inside": {"api_key": API_KEY[:12] + "\n" + API_KEY[12:]},
         "key with the header prefix": {"api_key": f"Klaviyo-API-Key {API_KEY}"},
-        "key and OAuth": {"api_key": API_KEY, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                          "refresh_token": refresh_token(0), "access_token": access_token(0)},
-        "OAuth over plain http": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                                  "refresh_token": refresh_token(0), "token_url": "http://klaviyo.example/t"},
+        "key and OAuth": {
+            "api_key": API_KEY,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "refresh_token": refresh_token(0),
+            "access_token": access_token(0),
+        },
+        "OAuth over plain http": {
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "refresh_token": refresh_token(0),
+            "token_url": "http://klaviyo.example/t",
+        },
     }
     for name, config in bad_configs.items():
         config = {"base_url": good.base_url, "request_timeout": 5, **config}
@@ -138,29 +179,48 @@ def _run(scenario: Scenario, box, workdir: Path) -> Run | KillableRun:
     env = plugin_env(workdir, LOGLEVEL="DEBUG")
     if scenario.kill_after_requests is not None:
         before = len(box.store.request_log)
-        run = KillableRun(scenario.config, workdir, None, None,
-                          lambda: len(box.store.request_log) - before >= scenario.kill_after_requests).run()
+        run = KillableRun(
+            scenario.config,
+            workdir,
+            None,
+            None,
+            lambda: len(box.store.request_log) - before >= scenario.kill_after_requests,
+        ).run()
         return Run(run.code or 0, "\n".join(json.dumps(m) for m in run.messages), run.stderr, 0.0, run.killed)
     config_path = workdir / "config.json"
     if scenario.raw_config is not None:
         config_path.write_bytes(scenario.raw_config)
     else:
         write_json(config_path, scenario.config)
-    return run_plugin(scenario.executable, ["--config", str(config_path), *scenario.args], workdir,
-                      stdin=scenario.stdin, env=env, timeout=180)
+    return run_plugin(
+        scenario.executable,
+        ["--config", str(config_path), *scenario.args],
+        workdir,
+        stdin=scenario.stdin,
+        env=env,
+        timeout=180,
+    )
 
 
 @pytest.fixture(scope="module")
 def leak_check(faults_workdir):
     root = faults_workdir / "secrets"
-    with sandbox(71, api_key=API_KEY, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as good, \
-            sandbox(71, api_key=API_KEY, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
-                    fault_rate=0.12, faults="500,503,reset,html,429") as faulty:
+    with (
+        sandbox(71, api_key=API_KEY, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as good,
+        sandbox(
+            71,
+            api_key=API_KEY,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            fault_rate=0.12,
+            faults="500,503,reset,html,429",
+        ) as faulty,
+    ):
         plan = scenarios(good, faulty, root)
         jobs = {}
         for index, scenario in enumerate(plan):
             box = faulty if "fault" in scenario.name else good
-            jobs[scenario.name] = (lambda s=scenario, b=box, i=index: _run(s, b, root / f"s{i:02d}"))
+            jobs[scenario.name] = lambda s=scenario, b=box, i=index: _run(s, b, root / f"s{i:02d}")
         results = in_parallel(jobs, workers=6)
         issued = {*good.oauth.access, *good.oauth.refresh, *faulty.oauth.access, *faulty.oauth.refresh}
         FIGURES.add_faults({k: v for k, v in faulty.store.counters.items() if k.startswith("fault:")})

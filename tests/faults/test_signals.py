@@ -40,8 +40,13 @@ def _env() -> dict[str, str]:
 def _start(executable: str, config: dict, tmp_path: Path, *args: str) -> subprocess.Popen:
     path = tmp_path / f"{executable}.json"
     path.write_text(json.dumps(config))
-    return subprocess.Popen([str(BIN / executable), "--config", str(path), *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    return subprocess.Popen(
+        [str(BIN / executable), "--config", str(path), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
 
 
 def _lines_until(stream: t.IO[bytes], wanted: t.Callable[[dict], bool], timeout: float = 60) -> list[dict]:
@@ -60,8 +65,12 @@ def _lines_until(stream: t.IO[bytes], wanted: t.Callable[[dict], bool], timeout:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_tap_emits_its_state_and_exits_non_zero(slow_klaviyo, tmp_path, signum) -> None:
-    config = {"api_key": slow_klaviyo.api_key, "base_url": slow_klaviyo.base_url, "discover_custom_fields": False,
-              "max_concurrency": 2}
+    config = {
+        "api_key": slow_klaviyo.api_key,
+        "base_url": slow_klaviyo.base_url,
+        "discover_custom_fields": False,
+        "max_concurrency": 2,
+    }
     tap = _start("tap-klaviyo", config, tmp_path)
     errors: list[bytes] = []
     threading.Thread(target=lambda: errors.extend(tap.stderr), daemon=True).start()
@@ -86,8 +95,12 @@ def test_an_interrupted_tap_emits_its_state_and_exits_non_zero(slow_klaviyo, tmp
 
 
 def _schema_and_rows(emails: list[str]) -> str:
-    schema = {"type": "SCHEMA", "stream": "people", "key_properties": ["email"],
-              "schema": {"properties": {"email": {"type": "string"}}}}
+    schema = {
+        "type": "SCHEMA",
+        "stream": "people",
+        "key_properties": ["email"],
+        "schema": {"properties": {"email": {"type": "string"}}},
+    }
     rows = [{"type": "RECORD", "stream": "people", "record": {"email": email}} for email in emails]
     state = {"type": "STATE", "value": {"bookmarks": {"people": {"done": len(emails)}}}}
     return "\n".join(json.dumps(m) for m in [schema, *rows, state]) + "\n"
@@ -97,15 +110,23 @@ def _schema_and_rows(emails: list[str]) -> str:
 def test_an_interrupted_target_drains_what_it_received_then_exits_non_zero(slow_klaviyo, tmp_path, signum) -> None:
     list_name = f"Signal {signum.name}"
     emails = [f"sig{signum.value}.{n}@example.com" for n in range(5)]
-    config = {"api_key": slow_klaviyo.api_key, "base_url": slow_klaviyo.base_url, "list_name": list_name,
-              "wait_for_completion": True, "wait_timeout_seconds": 300, "rejects_file": str(tmp_path / "rejects.jsonl")}
+    config = {
+        "api_key": slow_klaviyo.api_key,
+        "base_url": slow_klaviyo.base_url,
+        "list_name": list_name,
+        "wait_for_completion": True,
+        "wait_timeout_seconds": 300,
+        "rejects_file": str(tmp_path / "rejects.jsonl"),
+    }
     target = _start("target-klaviyo", config, tmp_path)
     target.stdin.write(_schema_and_rows(emails).encode())
     target.stdin.flush()  # ... and the pipe stays open: the tap is still "running"
     stdout_lines: list[bytes] = []
     stderr_lines: list[str] = []
-    readers = [threading.Thread(target=lambda: stdout_lines.extend(target.stdout), daemon=True),
-               threading.Thread(target=lambda: stderr_lines.extend(line.decode() for line in target.stderr), daemon=True)]
+    readers = [
+        threading.Thread(target=lambda: stdout_lines.extend(target.stdout), daemon=True),
+        threading.Thread(target=lambda: stderr_lines.extend(line.decode() for line in target.stderr), daemon=True),
+    ]
     for reader in readers:
         reader.start()
     deadline = time.monotonic() + 60

@@ -30,7 +30,11 @@ SCENARIOS = {
     "first-request": ("add", [("op", "any", 1)], False),
     "list-created": ("add", [("op", "create_list", 1)], False),
     "first-job": ("add", [("op", "bulk_import_profiles", 1)], False),
-    "third-job-then-second-again": ("add", [("op", "bulk_import_profiles", 3), ("op", "bulk_import_profiles", 2)], False),
+    "third-job-then-second-again": (
+        "add",
+        [("op", "bulk_import_profiles", 3), ("op", "bulk_import_profiles", 2)],
+        False,
+    ),
     "polling-a-job": ("add", [("op", "get_bulk_import_profiles_job", 1)], True),
     "fourth-poll": ("add", [("op", "get_bulk_import_profiles_job", 4)], True),
     "removal-sent": ("remove", [("op", "remove_profiles_from_list", 1)], False),
@@ -40,10 +44,20 @@ SCENARIOS = {
 
 def add_input() -> tuple[bytes, set[str], list[dict]]:
     """(Singer input, emails that must end up in the list, the rows that must be rejected)."""
-    properties = {"email": {"type": ["string", "null"]}, "phone_number": {"type": ["string", "null"]},
-                  "first_name": {"type": ["string", "null"]}, "notes": {"type": ["string", "null"]}}
-    lines: list[dict] = [{"type": "SCHEMA", "stream": "crm", "key_properties": ["email"],
-                          "schema": {"type": "object", "properties": properties}}]
+    properties = {
+        "email": {"type": ["string", "null"]},
+        "phone_number": {"type": ["string", "null"]},
+        "first_name": {"type": ["string", "null"]},
+        "notes": {"type": ["string", "null"]},
+    }
+    lines: list[dict] = [
+        {
+            "type": "SCHEMA",
+            "stream": "crm",
+            "key_properties": ["email"],
+            "schema": {"type": "object", "properties": properties},
+        }
+    ]
     valid, invalid = set(), []
     for i in range(ROWS):
         row = {"email": f"night.{i}@example.com", "phone_number": None, "first_name": f"Row {i} ✓", "notes": None}
@@ -72,21 +86,28 @@ def remove_input(box, list_id: str) -> tuple[bytes, set[str], list[dict]]:
     members = [store.ds.profile_id(i) for i in range(60)]
     store.add_members(list_id, members)
     properties = {"email": {"type": ["string", "null"]}, "profile_id": {"type": ["string", "null"]}}
-    lines: list[dict] = [{"type": "SCHEMA", "stream": "churned", "key_properties": [],
-                          "schema": {"type": "object", "properties": properties}}]
+    lines: list[dict] = [
+        {
+            "type": "SCHEMA",
+            "stream": "churned",
+            "key_properties": [],
+            "schema": {"type": "object", "properties": properties},
+        }
+    ]
     removed, invalid = set(), []
     for n, pid in enumerate(members[:40]):
         email = store.get_profile(pid)["attributes"]["email"]
-        if email and n % 2:
-            row = {"email": email, "profile_id": None}
-        else:
-            row = {"email": None, "profile_id": pid}
+        row = {"email": email, "profile_id": None} if email and n % 2 else {"email": None, "profile_id": pid}
         removed.add(pid)
         lines.append({"type": "RECORD", "stream": "churned", "record": row})
         if n % 15 == 14:
             lines.append({"type": "STATE", "value": {"churned": n}})
-    for row in ({"email": "nobody.here@example.com", "profile_id": None}, {"email": None, "profile_id": "01NOTAPROFILE"},
-                {"email": "broken", "profile_id": None}, {"email": None, "profile_id": None}):
+    for row in (
+        {"email": "nobody.here@example.com", "profile_id": None},
+        {"email": None, "profile_id": "01NOTAPROFILE"},
+        {"email": "broken", "profile_id": None},
+        {"email": None, "profile_id": None},
+    ):
         invalid.append(row)
         lines.append({"type": "RECORD", "stream": "churned", "record": row})
     lines.append({"type": "STATE", "value": {"churned": "done"}})
@@ -123,25 +144,46 @@ def run_scenario(name: str, workdir) -> dict:
         else:
             list_id = box.store.create_list(list_name, None)["id"]
             data, wanted, invalid = remove_input(box, list_id)
-        config = {"api_key": box.api_key, "base_url": box.base_url, "list_name": list_name,
-                  "operation": operation, "batch_size_rows": 40, "wait_for_completion": wait, "request_timeout": 5}
+        config = {
+            "api_key": box.api_key,
+            "base_url": box.base_url,
+            "list_name": list_name,
+            "operation": operation,
+            "batch_size_rows": 40,
+            "wait_for_completion": wait,
+            "request_timeout": 5,
+        }
         runs = []
         for index, point in enumerate([*points, None]):
             run = KillableRun(
-                config, workdir / name / f"run{index}", None, None,
-                _watch(box, point) if point else None, executable=TARGET, stdin=data,
+                config,
+                workdir / name / f"run{index}",
+                None,
+                None,
+                _watch(box, point) if point else None,
+                executable=TARGET,
+                stdin=data,
             ).run(timeout=120)
             runs.append((point, run))
         time.sleep(0.6)  # import jobs the killed runs submitted finish too (as they would in Klaviyo)
         lists = [lid for lid, rec in {**box.store.new_lists}.items() if rec["attributes"]["name"] == list_name]
         members = _member_keys(box.store, list_id or (lists[0] if lists else ""))
-        return {"runs": runs, "lists": lists, "members": members, "wanted": wanted, "invalid": invalid,
-                "rows": data.count(b'"type": "RECORD"'), "operation": operation}
+        return {
+            "runs": runs,
+            "lists": lists,
+            "members": members,
+            "wanted": wanted,
+            "invalid": invalid,
+            "rows": data.count(b'"type": "RECORD"'),
+            "operation": operation,
+        }
 
 
 @pytest.fixture(scope="module")
 def scenarios(faults_workdir):
-    results = in_parallel({name: (lambda name=name: run_scenario(name, faults_workdir / "target-kill")) for name in SCENARIOS})
+    results = in_parallel(
+        {name: (lambda name=name: run_scenario(name, faults_workdir / "target-kill")) for name in SCENARIOS}
+    )
     FIGURES.add("target_kill_points_tried", sum(r.killed for s in results.values() for _, r in s["runs"]))
     return results
 
@@ -165,7 +207,9 @@ def test_after_a_kill_and_a_rerun_the_list_is_exactly_what_the_input_asks_for(sc
         assert len(scenario["lists"]) == 1, scenario["lists"]
     lost = scenario["wanted"] - scenario["members"]
     FIGURES.lost(len(lost))
-    assert scenario["members"] == scenario["wanted"], f"missing {sorted(lost)[:5]}, extra {sorted(scenario['members'] - scenario['wanted'])[:5]}"
+    assert scenario["members"] == scenario["wanted"], (
+        f"missing {sorted(lost)[:5]}, extra {sorted(scenario['members'] - scenario['wanted'])[:5]}"
+    )
     assert final.messages[-1] in ({"crm": "done"}, {"churned": "done"})
 
 

@@ -103,7 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         if parts.path == "/oauth/authorize":
             self._authorize({k: v[0] for k, v in parse_qs(parts.query).items()})
@@ -112,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": "not_found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode()
         if urlsplit(self.path).path != "/oauth/token":
@@ -200,6 +200,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fake.unauthorized_gate is not None:
             fake.unauthorized_gate.wait(timeout=5)
-        error = {"id": "e1", "status": 401, "code": "not_authenticated", "title": "Not authenticated",
-                 "detail": "Authentication credentials were not provided or are expired."}
+        error = {
+            "id": "e1",
+            "status": 401,
+            "code": "not_authenticated",
+            "title": "Not authenticated",
+            "detail": "Authentication credentials were not provided or are expired.",
+        }
         self._send(401, {"errors": [error]}, {"Content-Type": "application/vnd.api+json"})

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
 import hashlib
+import io
 import json
 import os
 import re
@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -37,7 +38,7 @@ def server_flags(fake, tmp_path) -> list[str]:
 
 def run(args: list[str], tmp_path: Path, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "KLAVIYO_CLIENT_SECRET": CLIENT_SECRET}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=30, **kwargs)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=30, check=False, **kwargs)
 
 
 def query(url: str) -> dict[str, str]:
@@ -134,13 +135,13 @@ def test_headless_with_pasted_redirect_url(fake, tmp_path):
 
 
 def test_headless_with_just_the_code(fake, tmp_path):
-    code, out, err = headless(fake, tmp_path, tamper=lambda location: query(location)["code"])
+    code, _out, err = headless(fake, tmp_path, tamper=lambda location: query(location)["code"])
     assert code == 0, err
     assert fake.exchange_calls == 1
 
 
 def test_headless_rejects_a_state_mismatch(fake, tmp_path):
-    code, out, err = headless(fake, tmp_path, tamper=lambda location: re.sub(r"state=[^&]+", "state=forged", location))
+    code, _out, err = headless(fake, tmp_path, tamper=lambda location: re.sub(r"state=[^&]+", "state=forged", location))
     assert code == 1 and "state does not match" in err and fake.exchange_calls == 0
     assert not (tmp_path / "tokens.json").exists()
 
@@ -154,7 +155,7 @@ def browser(monkeypatch):
 
     class Browser:
         tamper = staticmethod(lambda location: location)
-        pages: list[int] = []
+        pages: ClassVar[list[int]] = []  # one browser per test: the fixture defines the class
 
         def open(self, url: str) -> bool:
             _, location = browser_get(url)
@@ -169,14 +170,19 @@ def browser(monkeypatch):
 
 
 def desktop(fake, tmp_path, *extra: str) -> int:
-    return oauth_cli.main(["authorize", *server_flags(fake, tmp_path), "--redirect-port", "0", "--timeout", "5", *extra])
+    return oauth_cli.main(
+        ["authorize", *server_flags(fake, tmp_path), "--redirect-port", "0", "--timeout", "5", *extra]
+    )
 
 
 def test_desktop_flow_stores_tokens_usable_by_the_plugins(fake, tmp_path, browser, capsys):
     config = {**fake.config(tmp_path), "refresh_token": ""}  # the refresh token lives in the file
     config.pop("client_secret")
     (tmp_path / "c.json").write_text(json.dumps(config))
-    assert oauth_cli.main(["authorize", "--config", str(tmp_path / "c.json"), "--redirect-port", "0", "--for", "target"]) == 0
+    assert (
+        oauth_cli.main(["authorize", "--config", str(tmp_path / "c.json"), "--redirect-port", "0", "--for", "target"])
+        == 0
+    )
     out, err = capsys.readouterr()
     assert browser.pages == [200]
     assert f"Tokens stored in {tmp_path / 'tokens.json'}" in out and "Opening the browser" in err
@@ -288,10 +294,10 @@ def test_url_scopes_and_client_id_from_env(flags, scope, monkeypatch, capsys):
 
 def test_reauthorising_with_the_printed_command_revives_the_same_config(fake, tmp_path, browser, capsys):
     """invalid_grant names the exact command; after it, the unchanged config runs again."""
-    import shlex  # noqa: PLC0415
+    import shlex
 
-    from klaviyo_core.errors import KlaviyoError  # noqa: PLC0415
-    from klaviyo_core.oauth import seed_fingerprint  # noqa: PLC0415
+    from klaviyo_core.errors import KlaviyoError
+    from klaviyo_core.oauth import seed_fingerprint
 
     config = {**fake.config(tmp_path), "token_file": ""}  # the default file, keyed by the refresh token
     assert KlaviyoConnection(config).get("/api/accounts")["data"][0]["id"] == "ACC123"

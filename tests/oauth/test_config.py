@@ -30,15 +30,23 @@ def error_of(config: dict) -> str:
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        ({"api_key": KEY, **OAUTH}, "Both api_key and OAuth settings (client_id, client_secret, refresh_token) are set"),
-        ({"api_key": KEY, "access_token": "canary-access-XYZ"}, "Both api_key and OAuth settings (access_token) are set"),
+        (
+            {"api_key": KEY, **OAUTH},
+            "Both api_key and OAuth settings (client_id, client_secret, refresh_token) are set",
+        ),
+        (
+            {"api_key": KEY, "access_token": "canary-access-XYZ"},
+            "Both api_key and OAuth settings (access_token) are set",
+        ),
         ({}, "Setting api_key is missing or empty"),
         ({"api_key": "  "}, "client_id, client_secret and refresh_token"),
         ({**OAUTH, "client_secret": ""}, "OAuth setting client_secret is missing"),
         ({"refresh_token": "canary-refresh-XYZ"}, "OAuth settings client_id and client_secret are missing"),
         ({"client_id": "app-1", "client_secret": "canary-secret-XYZ"}, "OAuth setting refresh_token is missing"),
-        ({"access_token": "canary-access-XYZ", "token_file": "/nonexistent/t.json"},
-         "OAuth settings client_id, client_secret and refresh_token are missing"),
+        (
+            {"access_token": "canary-access-XYZ", "token_file": "/nonexistent/t.json"},
+            "OAuth settings client_id, client_secret and refresh_token are missing",
+        ),
         ({**OAUTH, "refresh_token": "canary-re fresh"}, "Setting refresh_token contains whitespace"),
         ({**OAUTH, "token_url": "http://auth.example.com/oauth/token"}, "Setting token_url must use https"),
         ({**OAUTH, "token_url": "ftp://x"}, "Setting token_url must be an http(s) URL"),

@@ -110,7 +110,9 @@ def test_concurrent_401s_refresh_once(fake, tmp_path):
 
 def test_concurrent_first_requests_share_one_token(fake, tmp_path):
     auth = OAuthAuth.from_config(fake.config(tmp_path))
-    threads = [threading.Thread(target=connect(fake.config(tmp_path), auth=auth).request, args=("GET", PING)) for _ in range(8)]
+    threads = [
+        threading.Thread(target=connect(fake.config(tmp_path), auth=auth).request, args=("GET", PING)) for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -239,9 +241,10 @@ def test_saved_tokens_are_used_only_by_their_seed_or_current_refresh_token(fake,
     with pytest.raises(TokenFileConflict, match=r"another refresh token \(account ACC123\)"):
         TokenStore.for_config({**config, "refresh_token": "canary-refresh-of-account-B-XYZ"}).load()
     default = {**config, "token_file": ""}  # a default file is keyed by the refresh token: never shared
-    assert TokenStore.for_config(default).path != TokenStore.for_config(
-        {**default, "refresh_token": "canary-refresh-of-account-B-XYZ"}
-    ).path
+    assert (
+        TokenStore.for_config(default).path
+        != TokenStore.for_config({**default, "refresh_token": "canary-refresh-of-account-B-XYZ"}).path
+    )
 
 
 def test_a_token_file_of_an_older_version_is_used_only_by_its_own_refresh_token(fake, tmp_path):

@@ -104,8 +104,15 @@ def agency(tmp_path_factory):
     work = tmp_path_factory.mktemp("agency")
     (work / "home").mkdir()
     (work / "work").mkdir()
-    config = SandboxConfig(seed=21, scale=0.01, rate_limit_scale=0.0, job_seconds=0.0, accounts=2,
-                           client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    config = SandboxConfig(
+        seed=21,
+        scale=0.01,
+        rate_limit_scale=0.0,
+        job_seconds=0.0,
+        accounts=2,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+    )
     with Sandbox(config) as box:
         yield box, work
 
@@ -214,7 +221,7 @@ def test_two_accounts_one_endpoint_never_cross(agency):
                                 (b_tap_file, account_b), (b_target_file, account_b)):  # fmt: skip
         assert json.loads(token_file.read_text())["account_id"] == account
     assert json.loads(a_tap_file.read_text())["scope"] == saved["scope"]  # the tap kept its read scopes
-    print(f"\ntwo-account figures: {json.dumps(figures)}")  # noqa: T201 - the figures the report quotes
+    print(f"\ntwo-account figures: {json.dumps(figures)}")  # the figures the report quotes
     assert figures["wrong_account_requests"] == 0
 
 
@@ -273,8 +280,11 @@ _CATALOG: list[str] = []
 
 def error_line(done: subprocess.CompletedProcess) -> str:
     """The one line the failure is reported with (the SDK's "while syncing" note aside)."""
-    errors = [line for line in done.stderr.splitlines()
-              if ("ERROR" in line and "An unhandled error occurred" not in line) or line.startswith("klaviyo-oauth:")]
+    errors = [
+        line
+        for line in done.stderr.splitlines()
+        if ("ERROR" in line and "An unhandled error occurred" not in line) or line.startswith("klaviyo-oauth:")
+    ]
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert CLIENT_SECRET not in done.stderr + done.stdout
     return errors[0]
@@ -298,7 +308,7 @@ def test_authorize_for_another_account_never_replaces_the_first_ones_tokens(agen
 
 def test_authorizing_the_target_never_leaves_the_tap_with_write_scopes(agency, home):
     box, _ = agency
-    account_a = list(box.accounts)[0]
+    account_a = next(iter(box.accounts))
     token_file = home / "tap.json"
     authorize(box, account_a, "tap", home, "--token-file", str(token_file))
     before = token_file.read_bytes()
@@ -331,7 +341,7 @@ def test_a_token_file_shared_by_two_accounts_is_refused(agency, home):
 
 def test_a_config_for_another_host_never_gets_these_tokens(agency, home):
     box, _ = agency
-    account_a = list(box.accounts)[0]
+    account_a = next(iter(box.accounts))
     refresh_token, token_file, _ = authorize(box, account_a, "tap", home)
     config = config_for(box, refresh_token, token_file=str(token_file))
     assert tap_lists(box, config, home).returncode == 0
@@ -353,7 +363,7 @@ def test_a_config_for_another_host_never_gets_these_tokens(agency, home):
 
 def test_revoke_ends_the_grant_at_klaviyo_and_removes_the_local_tokens(agency, home):
     box, _ = agency
-    account_a = list(box.accounts)[0]
+    account_a = next(iter(box.accounts))
     refresh_token, token_file, _ = authorize(box, account_a, "tap", home)
     config = config_for(box, refresh_token)
     assert tap_lists(box, config, home).returncode == 0  # rotates the refresh token into the file
@@ -383,7 +393,7 @@ def test_an_access_token_alone_runs_a_sync_and_its_expiry_is_one_line(agency, ho
 
     assert done.returncode == 0, done.stderr[-3000:]
     ids = {json.loads(line)["record"]["id"] for line in done.stdout.splitlines() if '"RECORD"' in line}
-    assert ids and ids <= ids_of(box, account_b) and not ids & ids_of(box, list(box.accounts)[0])
+    assert ids and ids <= ids_of(box, account_b) and not ids & ids_of(box, next(iter(box.accounts)))
     assert not (home / "home" / ".config").exists()  # nothing to keep: no token file
     box.oauth.access[token]["expires"] = 0
     expired = tap_lists(box, config, home)

@@ -138,7 +138,9 @@ def test_random_mix_of_callers_and_headers_never_breaks_the_windows():
         ticket = limiter.acquire()
         times.append(clock())
         if rng.random() < 0.2:
-            limiter.observe({"RateLimit-Remaining": str(rng.randrange(0, 20)), "RateLimit-Reset": str(rng.randrange(1, 5))}, ticket)
+            limiter.observe(
+                {"RateLimit-Remaining": str(rng.randrange(0, 20)), "RateLimit-Reset": str(rng.randrange(1, 5))}, ticket
+            )
         clock.sleep(rng.choice([0, 0, 0.01, 0.3]))
     assert max_in_any_window(times, 1.0) <= 10
     assert max_in_any_window(times, 60.0) <= 150

@@ -165,12 +165,12 @@ def test_several_passes_are_read_in_order_and_the_next_ones_are_fetched_ahead():
 
 
 def test_a_pass_declared_after_another_starts_only_once_that_one_is_fetched():
-    main = Source(range(0, 400), page_size=50, delay=0.005)
+    main = Source(range(400), page_size=50, delay=0.005)
     tail = Source(range(10_000, 10_010), page_size=50)
 
     def fetch(piece: Slice, url: str | None) -> Page:
         if piece.pass_id == "tail":
-            assert all(s.done for s in reader._slices if s.pass_id == "main")  # noqa: SLF001
+            assert all(s.done for s in reader._slices if s.pass_id == "main")
             return tail.fetch(piece, url)
         return main.fetch(piece, url)
 
@@ -219,7 +219,7 @@ def test_a_failed_slice_raises_after_every_record_before_it_and_nothing_after():
 
 
 def test_closing_early_stops_the_workers():
-    source = Source(range(0, 100_000), page_size=50, delay=0.002)
+    source = Source(range(100_000), page_size=50, delay=0.002)
     reader = ParallelReader(source.fetch, key, workers=6, page_size=50, name="closing")
     reader.add_pass("main", 0.0, 100_000.0)
     next(iter(reader.pages("main")))

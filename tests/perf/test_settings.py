@@ -56,8 +56,9 @@ def test_sequential_and_parallel_reads_give_the_same_records_and_state(fake):
     one = run_sync("events", config={"max_concurrency": 1})
     eight = run_sync("events", config={"max_concurrency": 8})
     assert one.records == eight.records
-    assert one.states[-1]["bookmarks"]["events"]["replication_key_value"] == (
-        eight.states[-1]["bookmarks"]["events"]["replication_key_value"]
+    assert (
+        one.states[-1]["bookmarks"]["events"]["replication_key_value"]
+        == (eight.states[-1]["bookmarks"]["events"]["replication_key_value"])
     )
 
 

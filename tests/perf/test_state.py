@@ -106,7 +106,9 @@ def assert_every_state_is_safe(messages: list[dict], everything: dict[str, str],
 def test_many_slices_in_flight_are_emitted_in_order_with_every_event(fake):
     messages = sync(None, None)
     records = [m["record"] for m in messages if m["type"] == "RECORD"]
-    expected = [r["id"] for r in sorted(fake.collections["/api/events"], key=lambda r: (r["attributes"]["datetime"], r["id"]))]
+    expected = [
+        r["id"] for r in sorted(fake.collections["/api/events"], key=lambda r: (r["attributes"]["datetime"], r["id"]))
+    ]
     assert sorted(r["id"] for r in records) == sorted(expected)
     assert [r["datetime"] for r in records] == sorted(r["datetime"] for r in records)
     assert len(fake.requests) > len(records) // PAGE_SIZE  # it was read in pages of PAGE_SIZE

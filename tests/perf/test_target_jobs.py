@@ -15,10 +15,10 @@ def no_waiting(monkeypatch):
     monkeypatch.setattr(jobs, "sleep", lambda seconds: None)
 
 
-def job_timeline(fake) -> list[tuple[str, str]]:
+def job_timeline(klaviyo) -> list[tuple[str, str]]:
     """("submit", job n) and ("done", job id) in the order Klaviyo saw them."""
     events = []
-    for request in fake.requests:
+    for request in klaviyo.requests:
         if request.method == "POST" and request.path == "/api/profile-bulk-import-jobs":
             events.append(("submit", ""))
         elif request.method == "GET" and request.path.startswith("/api/profile-bulk-import-jobs/"):

@@ -1,4 +1,5 @@
 """Tiny stdlib HTTP client for the sandbox tests (no third-party HTTP library needed)."""
+
 from __future__ import annotations
 
 import http.client
@@ -20,8 +21,14 @@ class Resp:
 
 
 class Client:
-    def __init__(self, base_url: str, api_key: str | None = None, bearer: str | None = None,
-                 revision: str | None = REVISION, timeout: float = 10.0):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        bearer: str | None = None,
+        revision: str | None = REVISION,
+        timeout: float = 10.0,
+    ):
         self.base = base_url
         self.headers = {"Accept": "application/vnd.api+json"}
         if api_key:
@@ -32,8 +39,9 @@ class Client:
             self.headers["revision"] = revision
         self.timeout = timeout
 
-    def request(self, method: str, url: str, params: dict | None = None, body=None,
-                headers: dict | None = None) -> Resp:
+    def request(
+        self, method: str, url: str, params: dict | None = None, body=None, headers: dict | None = None
+    ) -> Resp:
         if not url.startswith("http"):
             url = self.base + url
         if params:

@@ -1,4 +1,5 @@
 """Fixtures: sandboxes on ephemeral ports, an HTTP client, spec-based validators."""
+
 from __future__ import annotations
 
 import pytest

@@ -7,6 +7,7 @@ OpenAPI 3.0 -> JSON Schema (draft 7) conversion:
   * $ref siblings (ignored by draft 7) are preserved by wrapping the $ref in allOf;
   * `format: date-time|date|uri` are checked (stdlib parsers).
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Archived campaigns and flows are hidden unless asked for; late events; archiving."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Auth, revision header, and per-endpoint rate limits (429 + Retry-After)."""
+
 from __future__ import annotations
 
 import pytest

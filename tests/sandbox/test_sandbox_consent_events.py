@@ -1,4 +1,5 @@
 """Consent, suppression and event bulk endpoints: request validation per the spec, limits, effects."""
+
 from __future__ import annotations
 
 import time
@@ -34,12 +35,25 @@ def events_body(events):
 
 
 def event(email, name="Placed Order", unique_id="u1", **attributes):
-    return {"type": "event-bulk-create", "attributes": {
-        "profile": {"data": {"type": "profile", "attributes": {"email": email}}},
-        "events": {"data": [{"type": "event", "attributes": {
-            "properties": {}, "metric": {"data": {"type": "metric", "attributes": {"name": name}}},
-            "unique_id": unique_id, **attributes}}]},
-    }}
+    return {
+        "type": "event-bulk-create",
+        "attributes": {
+            "profile": {"data": {"type": "profile", "attributes": {"email": email}}},
+            "events": {
+                "data": [
+                    {
+                        "type": "event",
+                        "attributes": {
+                            "properties": {},
+                            "metric": {"data": {"type": "metric", "attributes": {"name": name}}},
+                            "unique_id": unique_id,
+                            **attributes,
+                        },
+                    }
+                ]
+            },
+        },
+    }
 
 
 def wait_applied(seconds=0.5):
@@ -48,13 +62,20 @@ def wait_applied(seconds=0.5):
 
 def test_the_validator_follows_the_spec_schema():
     assert validate.problem("bulk_subscribe_profiles", subscribe_body([email_profile("a@x.com")])) is None
-    assert validate.problem("bulk_subscribe_profiles", {"data": {"type": "nope", "attributes": {
-        "profiles": {"data": []}}}})[0] == "/data/type"
+    assert (
+        validate.problem(
+            "bulk_subscribe_profiles", {"data": {"type": "nope", "attributes": {"profiles": {"data": []}}}}
+        )[0]
+        == "/data/type"
+    )
     bad = subscribe_body([{"type": "profile", "attributes": {"email": "a@x.com"}}])
     assert validate.problem("bulk_subscribe_profiles", bad) == (
-        "/data/attributes/profiles/data/0/attributes/subscriptions", "'subscriptions' is a required field.")
-    bad = subscribe_body([{**email_profile("a@x.com"), "attributes": {**email_profile("a@x.com")["attributes"],
-                                                                      "first_name": "A"}}])
+        "/data/attributes/profiles/data/0/attributes/subscriptions",
+        "'subscriptions' is a required field.",
+    )
+    bad = subscribe_body(
+        [{**email_profile("a@x.com"), "attributes": {**email_profile("a@x.com")["attributes"], "first_name": "A"}}]
+    )
     assert "first_name" in validate.problem("bulk_subscribe_profiles", bad)[0]
     bad = events_body([event("a@x.com", value="12")])
     assert validate.problem("bulk_create_events", bad)[1] == "Expected number, got str."
@@ -78,15 +99,25 @@ def test_subscribe_rules_from_the_spec(fresh):
     wait_applied()
     profile = box.store.find_profile("email", "a@x.com")
     assert box.store.consent[profile["id"]]["email_marketing"] == {
-        "consent": "SUBSCRIBED", "timestamp": "2024-01-01T00:00:00Z"}
+        "consent": "SUBSCRIBED",
+        "timestamp": "2024-01-01T00:00:00Z",
+    }
     shown = c.get("/api/profiles", filter="equals(email,'a@x.com')", **{"additional-fields[profile]": "subscriptions"})
     assert shown.json()["data"][0]["attributes"]["subscriptions"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
 
 
 def test_unsubscribe_takes_at_most_100(fresh):
-    box, c = fresh
-    profiles = [{"type": "profile", "attributes": {"email": f"p{i}@x.com", "subscriptions": {
-        "email": {"marketing": {"consent": "UNSUBSCRIBED"}}}}} for i in range(101)]
+    _box, c = fresh
+    profiles = [
+        {
+            "type": "profile",
+            "attributes": {
+                "email": f"p{i}@x.com",
+                "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}},
+            },
+        }
+        for i in range(101)
+    ]
     body = {"data": {"type": "profile-subscription-bulk-delete-job", "attributes": {"profiles": {"data": profiles}}}}
     assert c.post(UNSUBSCRIBE, body).status == 400
     body["data"]["attributes"]["profiles"]["data"] = profiles[:100]
@@ -95,8 +126,12 @@ def test_unsubscribe_takes_at_most_100(fresh):
 
 def test_suppression_jobs_follow_the_spec_and_unsuppress_lifts_user_suppressed_only(fresh):
     box, c = fresh
-    body = {"data": {"type": "profile-suppression-bulk-create-job", "attributes": {"profiles": {"data": [
-        {"type": "profile", "attributes": {"email": "s@x.com"}}]}}}}
+    body = {
+        "data": {
+            "type": "profile-suppression-bulk-create-job",
+            "attributes": {"profiles": {"data": [{"type": "profile", "attributes": {"email": "s@x.com"}}]}},
+        }
+    }
     created = c.post(SUPPRESS, body)
     assert created.status == 202
     assert_valid(created.json(), SUPPRESS, "post", "202")

@@ -1,4 +1,5 @@
 """The content endpoints (klaviyo_sandbox.gen_content) follow the spec and Klaviyo's rules."""
+
 from __future__ import annotations
 
 import pytest
@@ -65,16 +66,19 @@ def test_included_resources_are_the_ones_the_relationships_name(client):
         assert message["attributes"]["definition"]["channel"] == "email"
 
 
-@pytest.mark.parametrize("path,params,detail", [
-    ("/api/coupon-codes", {}, "coupon/coupons or a profile/profiles must be provided"),
-    ("/api/coupon-codes", {"filter": "equals(status,'USED')"}, "coupon/coupons or a profile/profiles"),
-    ("/api/catalog-items", {"filter": "greater-than(updated,2024-01-01T00:00:00Z)"}, "not a valid field"),
-    ("/api/coupons", {"filter": "equals(external_id,'X')"}, "not a valid query parameter"),
-    ("/api/templates", {"page[size]": "11"}, "between 1 and 10"),
-    ("/api/tag-groups", {"page[size]": "26"}, "between 1 and 25"),
-    ("/api/flows", {"include": "flow-messages"}, "not a valid include"),
-    ("/api/images", {"sort": "created"}, "not a valid sort"),
-])
+@pytest.mark.parametrize(
+    "path,params,detail",
+    [
+        ("/api/coupon-codes", {}, "coupon/coupons or a profile/profiles must be provided"),
+        ("/api/coupon-codes", {"filter": "equals(status,'USED')"}, "coupon/coupons or a profile/profiles"),
+        ("/api/catalog-items", {"filter": "greater-than(updated,2024-01-01T00:00:00Z)"}, "not a valid field"),
+        ("/api/coupons", {"filter": "equals(external_id,'X')"}, "not a valid query parameter"),
+        ("/api/templates", {"page[size]": "11"}, "between 1 and 10"),
+        ("/api/tag-groups", {"page[size]": "26"}, "between 1 and 25"),
+        ("/api/flows", {"include": "flow-messages"}, "not a valid include"),
+        ("/api/images", {"sort": "created"}, "not a valid sort"),
+    ],
+)
 def test_what_klaviyo_refuses_is_refused(client, path, params, detail):
     resp = client.get(path, **params)
     assert resp.status == 400, resp
@@ -93,8 +97,11 @@ def test_filters_select_like_klaviyo(client):
 
 def test_reviews_point_at_catalog_items_that_exist(client):
     items = {i["id"] for i in client.get("/api/catalog-items").json()["data"]}
-    reviewed = {r["relationships"]["item"]["data"]["id"] for r in client.get("/api/reviews", **{"page[size]": "100"})
-                .json()["data"] if r["relationships"]["item"].get("data")}
+    reviewed = {
+        r["relationships"]["item"]["data"]["id"]
+        for r in client.get("/api/reviews", **{"page[size]": "100"}).json()["data"]
+        if r["relationships"]["item"].get("data")
+    }
     assert reviewed and reviewed <= items
 
 
@@ -115,4 +122,6 @@ def test_touch_moves_templates_forms_and_images_to_now(fresh):
     assert now >= box.store.ds.iso(box.store.ds.now)
     latest = c.get("/api/images", sort="-updated_at", **{"page[size]": "3"}).json()["data"]
     assert {i["id"] for i in latest} == set(touched)
-    assert {t["id"]: t["attributes"]["updated"] for t in c.get("/api/templates", sort="-updated").json()["data"]} == before
+    assert {
+        t["id"]: t["attributes"]["updated"] for t in c.get("/api/templates", sort="-updated").json()["data"]
+    } == before

@@ -1,4 +1,5 @@
 """Generated data: deterministic, lazy (flat memory across scales), varied on purpose."""
+
 from __future__ import annotations
 
 import gc
@@ -10,9 +11,17 @@ from klaviyo_sandbox.store import Store
 
 from .client import Client
 
-PATHS = ["/api/profiles?page%5Bsize%5D=50", "/api/events?page%5Bsize%5D=300&include=metric",
-         "/api/campaigns?filter=equals(messages.channel,'sms')", "/api/lists", "/api/segments",
-         "/api/metrics", "/api/reviews?sort=-updated", "/api/flows", "/api/accounts"]
+PATHS = [
+    "/api/profiles?page%5Bsize%5D=50",
+    "/api/events?page%5Bsize%5D=300&include=metric",
+    "/api/campaigns?filter=equals(messages.channel,'sms')",
+    "/api/lists",
+    "/api/segments",
+    "/api/metrics",
+    "/api/reviews?sort=-updated",
+    "/api/flows",
+    "/api/accounts",
+]
 
 
 def _snapshot(seed):
@@ -62,6 +71,7 @@ def test_property_variety(client):
 
     def types(key):
         return {type(p[key]).__name__ for p in props if key in p}
+
     assert types("plan") == {"str"} and types("vip") == {"bool"} and types("lifetime_orders") == {"int"}
     assert types("ltv") == {"int", "float"} and types("postal_code") == {"int", "str"}
     assert types("prefs") == {"dict"}
@@ -76,16 +86,18 @@ def test_future_dated_event_and_recently_updated_old_reviews(client, sb):
     last = client.get("/api/events", sort="-datetime", **{"page[size]": "1"}).json()["data"][0]
     assert last["attributes"]["datetime"] > sb.config.now.replace("2026", "2027", 1)[:4]
     reviews = client.all("/api/reviews", **{"page[size]": "100"})
-    assert any(r["attributes"]["updated"][:7] >= "2026-06" and r["attributes"]["created"][:4] <= "2025"
-               for r in reviews)
+    assert any(
+        r["attributes"]["updated"][:7] >= "2026-06" and r["attributes"]["created"][:4] <= "2025" for r in reviews
+    )
     ev = client.get("/api/events", **{"page[size]": "1"}).json()["data"][0]
     assert set(ev["relationships"]) == {"profile", "metric", "attributions"}
     assert ev["relationships"]["profile"]["data"]["type"] == "profile"
 
 
 def test_event_fast_renderer_matches_generic(sb):
-    from klaviyo_sandbox.render import dumps, resource
     from klaviyo_sandbox.gen_events import event_json
+    from klaviyo_sandbox.render import dumps, resource
+
     for i in (0, 7, sb.store.ds.n_events - 1):
         rec = sb.store.ds.event(i)
         assert event_json(rec, "http://h:1") == dumps(resource(rec, "http://h:1"))

@@ -1,4 +1,5 @@
 """Fault injection: each kind behaves as documented, deterministically per seed."""
+
 from __future__ import annotations
 
 import http.client
@@ -13,8 +14,11 @@ from .client import Client
 
 
 def _box(kinds, rate=1.0, seed=1, **kw):
-    return Sandbox(SandboxConfig(seed=seed, scale=0.01, rate_limit_scale=0.0, fault_rate=rate, faults=kinds,
-                                 timeout_seconds=0.3, **kw))
+    return Sandbox(
+        SandboxConfig(
+            seed=seed, scale=0.01, rate_limit_scale=0.0, fault_rate=rate, faults=kinds, timeout_seconds=0.3, **kw
+        )
+    )
 
 
 @pytest.mark.parametrize("kind", ["500", "502", "503", "504"])
@@ -57,8 +61,9 @@ def test_reset_and_timeout_close_without_response():
 def test_truncated_body():
     with _box("truncated") as box:
         conn = http.client.HTTPConnection("127.0.0.1", box.port, timeout=5)
-        conn.request("GET", "/api/lists", headers={"Authorization": f"Klaviyo-API-Key {box.api_key}",
-                                                  "revision": "2026-07-15"})
+        conn.request(
+            "GET", "/api/lists", headers={"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": "2026-07-15"}
+        )
         resp = conn.getresponse()
         assert resp.status == 200
         with pytest.raises(http.client.IncompleteRead):
@@ -79,6 +84,7 @@ def test_faults_are_deterministic_and_spare_admin_endpoints():
             out = [c.get("/api/lists").status for _ in range(40)]
             assert all(c.get("/__sandbox/health").status == 200 for _ in range(20))
             return out
+
     a, b, other = statuses(5), statuses(5), statuses(6)
     assert a == b and a != other
     assert {500, 503, 502, 429, 200} >= set(a) and 200 in a and len(set(a)) > 2

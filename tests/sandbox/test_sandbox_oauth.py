@@ -1,4 +1,5 @@
 """OAuth: authorization code + PKCE (S256), refresh-token rotation, bearer access."""
+
 from __future__ import annotations
 
 import base64
@@ -14,15 +15,23 @@ REDIRECT = "http://127.0.0.1:9/callback"
 def _basic(sb, secret=None):
     cfg = sb.config
     raw = f"{cfg.client_id}:{secret or cfg.client_secret}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode(),
-            "Content-Type": "application/x-www-form-urlencoded"}
+    return {
+        "Authorization": "Basic " + base64.b64encode(raw).decode(),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
 
 
 def _authorize(sb, verifier, state="xyz"):
     c = Client(sb.base_url, revision=None)
-    q = {"response_type": "code", "client_id": sb.config.client_id, "redirect_uri": REDIRECT,
-         "scope": "accounts:read lists:read", "state": state, "code_challenge_method": "S256",
-         "code_challenge": pkce_challenge(verifier)}
+    q = {
+        "response_type": "code",
+        "client_id": sb.config.client_id,
+        "redirect_uri": REDIRECT,
+        "scope": "accounts:read lists:read",
+        "state": state,
+        "code_challenge_method": "S256",
+        "code_challenge": pkce_challenge(verifier),
+    }
     resp = c.get("/oauth/authorize?" + urlencode(q))
     assert resp.status == 302, resp
     loc = resp.headers["location"]
@@ -39,11 +48,15 @@ def test_code_flow_with_pkce_and_refresh_rotation(sb):
     verifier = "v" * 64
     got = _authorize(sb, verifier)
     assert got["state"] == "xyz" and got["code"]
-    bad = _token(sb, {"grant_type": "authorization_code", "code": got["code"], "code_verifier": "w" * 64,
-                      "redirect_uri": REDIRECT})
+    bad = _token(
+        sb,
+        {"grant_type": "authorization_code", "code": got["code"], "code_verifier": "w" * 64, "redirect_uri": REDIRECT},
+    )
     assert bad.status == 400 and bad.json()["error"] == "invalid_grant"
-    ok = _token(sb, {"grant_type": "authorization_code", "code": got["code"], "code_verifier": verifier,
-                     "redirect_uri": REDIRECT})
+    ok = _token(
+        sb,
+        {"grant_type": "authorization_code", "code": got["code"], "code_verifier": verifier, "redirect_uri": REDIRECT},
+    )
     assert ok.status == 200, ok
     tok = ok.json()
     assert tok["token_type"] == "Bearer" and tok["expires_in"] == sb.config.token_seconds
@@ -65,15 +78,21 @@ def test_client_errors(sb):
     resp = _token(sb, {"grant_type": "refresh_token", "refresh_token": "x"}, secret="wrong")
     assert resp.status == 401 and resp.json()["error"] == "invalid_client"
     c = Client(sb.base_url, revision=None)
-    no_auth = c.post("/oauth/token", b"grant_type=refresh_token&refresh_token=x",
-                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    no_auth = c.post(
+        "/oauth/token",
+        b"grant_type=refresh_token&refresh_token=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert no_auth.status == 401
-    json_body = c.post("/oauth/token", {"grant_type": "refresh_token"}, headers=_basic(sb) | {
-        "Content-Type": "application/json"})
+    json_body = c.post(
+        "/oauth/token", {"grant_type": "refresh_token"}, headers=_basic(sb) | {"Content-Type": "application/json"}
+    )
     assert json_body.status == 400
     assert _token(sb, {"grant_type": "password"}).json()["error"] == "unsupported_grant_type"
-    no_pkce = c.get("/oauth/authorize?" + urlencode({"response_type": "code", "client_id": sb.config.client_id,
-                                                     "redirect_uri": REDIRECT, "state": "s"}))
+    no_pkce = c.get(
+        "/oauth/authorize?"
+        + urlencode({"response_type": "code", "client_id": sb.config.client_id, "redirect_uri": REDIRECT, "state": "s"})
+    )
     assert no_pkce.status == 302 and "error=invalid_request" in no_pkce.headers["location"]
     unknown = c.get("/oauth/authorize?" + urlencode({"client_id": "who", "redirect_uri": REDIRECT}))
     assert unknown.status == 400
@@ -92,8 +111,9 @@ def _grant(sb, account, verifier="m" * 64):
     """Code flow with the browser signed in to `account`: (access, refresh) tokens."""
     sb.oauth.sign_in(account)
     code = _authorize(sb, verifier)["code"]
-    tok = _token(sb, {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-                      "redirect_uri": REDIRECT}).json()
+    tok = _token(
+        sb, {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": REDIRECT}
+    ).json()
     return tok["access_token"], tok["refresh_token"]
 
 
@@ -108,7 +128,7 @@ def test_several_accounts_behind_one_token_endpoint():
             client = Client(sb.base_url, bearer=access)
             assert client.get("/api/accounts").json()["data"][0]["id"] == account
             lists = {item["id"] for item in client.get("/api/lists").json()["data"]}
-            assert lists and lists <= set(sb.accounts[account].ds.list_ids.id(j) for j in range(1000))
+            assert lists and lists <= {sb.accounts[account].ds.list_ids.id(j) for j in range(1000)}
             rotated = _token(sb, {"grant_type": "refresh_token", "refresh_token": refresh}).json()
             again = Client(sb.base_url, bearer=rotated["access_token"]).get("/api/accounts").json()
             assert again["data"][0]["id"] == account  # a rotated token stays bound to its account
@@ -116,7 +136,8 @@ def test_several_accounts_behind_one_token_endpoint():
         # an API key opens the first account; writes land in the account of the credential
         assert Client(sb.base_url, sb.api_key).get("/api/accounts").json()["data"][0]["id"] == first
         made = Client(sb.base_url, bearer=tokens[second][0]).post(
-            "/api/lists", {"data": {"type": "list", "attributes": {"name": "Second's list"}}})
+            "/api/lists", {"data": {"type": "list", "attributes": {"name": "Second's list"}}}
+        )
         assert made.status == 201 and made.json()["data"]["id"] in sb.accounts[second].new_lists
         assert not sb.store.new_lists
         logged = [e["account"] for e in sb.accounts[second].request_log]
@@ -133,5 +154,6 @@ def test_several_accounts_behind_one_token_endpoint():
 
 def _revoke(sb, token):
     c = Client(sb.base_url, revision=None)
-    return c.post("/oauth/revoke", urlencode({"token": token, "token_type_hint": "refresh_token"}).encode(),
-                  headers=_basic(sb))
+    return c.post(
+        "/oauth/revoke", urlencode({"token": token, "token_type_hint": "refresh_token"}).encode(), headers=_basic(sb)
+    )

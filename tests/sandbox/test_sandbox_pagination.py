@@ -1,4 +1,5 @@
 """Cursor pagination: links carry every parameter, bounds on page[size], sorting, prev links."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
@@ -7,8 +8,13 @@ import pytest
 
 
 def test_next_link_carries_all_parameters(client, sb):
-    params = {"filter": "greater-than(updated,2025-01-01T00:00:00Z)", "sort": "-updated", "page[size]": "3",
-              "fields[profile]": "email,updated,subscriptions", "additional-fields[profile]": "subscriptions"}
+    params = {
+        "filter": "greater-than(updated,2025-01-01T00:00:00Z)",
+        "sort": "-updated",
+        "page[size]": "3",
+        "fields[profile]": "email,updated,subscriptions",
+        "additional-fields[profile]": "subscriptions",
+    }
     doc = client.get("/api/profiles", **params).json()
     nxt = doc["links"]["next"]
     assert nxt.startswith(sb.base_url + "/api/profiles?")
@@ -41,10 +47,19 @@ def test_prev_link_returns_previous_page(client):
     assert [e["id"] for e in back["data"]] == [e["id"] for e in p1["data"]]
 
 
-@pytest.mark.parametrize("path,size", [
-    ("/api/profiles", "0"), ("/api/profiles", "101"), ("/api/lists", "11"), ("/api/segments", "11"),
-    ("/api/events", "1001"), ("/api/flows", "51"), ("/api/reviews", "abc"), ("/api/metrics", "10"),
-])
+@pytest.mark.parametrize(
+    "path,size",
+    [
+        ("/api/profiles", "0"),
+        ("/api/profiles", "101"),
+        ("/api/lists", "11"),
+        ("/api/segments", "11"),
+        ("/api/events", "1001"),
+        ("/api/flows", "51"),
+        ("/api/reviews", "abc"),
+        ("/api/metrics", "10"),
+    ],
+)
 def test_page_size_bounds(client, path, size):
     resp = client.get(path, **{"page[size]": size})
     assert resp.status == 400, resp
@@ -84,8 +99,11 @@ def test_campaigns_ignore_sort_with_stable_shuffle(client):
     by_name = client.all("/api/campaigns", filter=flt, sort="name")
     assert [c["id"] for c in by_name] == plain
     assert client.get("/api/campaigns", filter=flt, sort="bogus").status == 400
-    all_ids = [c["id"] for ch in ("email", "sms", "mobile_push")
-               for c in client.all("/api/campaigns", filter=f"equals(messages.channel,'{ch}')")]
+    all_ids = [
+        c["id"]
+        for ch in ("email", "sms", "mobile_push")
+        for c in client.all("/api/campaigns", filter=f"equals(messages.channel,'{ch}')")
+    ]
     assert len(all_ids) == len(set(all_ids))
 
 
@@ -99,8 +117,11 @@ def test_members_pagination_and_sparse_fields(client, sb):
     joined = [r["attributes"]["joined_group_at"] for r in rows]
     assert joined == sorted(joined)
     cut = joined[len(joined) // 2]
-    later = client.all(f"/api/lists/{lid}/relationships/profiles",
-                       filter=f"greater-or-equal(joined_group_at,{cut})", sort="-joined_group_at")
+    later = client.all(
+        f"/api/lists/{lid}/relationships/profiles",
+        filter=f"greater-or-equal(joined_group_at,{cut})",
+        sort="-joined_group_at",
+    )
     assert [r["id"] for r in later] == [r["id"] for r, j in zip(rows, joined) if j >= cut][::-1]
 
 

@@ -1,4 +1,5 @@
 """The sandbox's Reporting API and metric aggregates: validation, limits, values from events."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,8 +19,11 @@ def body(rtype: str, **attributes) -> dict:
 
 
 def series(**overrides) -> dict:
-    attributes = {"statistics": ["viewed_form"], "interval": "daily",
-                  "timeframe": {"start": "2026-07-01T00:00:00", "end": "2026-07-08T00:00:00"}}
+    attributes = {
+        "statistics": ["viewed_form"],
+        "interval": "daily",
+        "timeframe": {"start": "2026-07-01T00:00:00", "end": "2026-07-08T00:00:00"},
+    }
     return body("form-series-report", **{**attributes, **overrides})
 
 
@@ -34,21 +38,36 @@ def detail(resp) -> tuple[str, str]:
     return error["detail"], error["source"].get("pointer", "")
 
 
-@pytest.mark.parametrize(("overrides", "words", "pointer"), [
-    ({"statistics": ["viewed_form", "opens"]}, "'opens' is not a valid choice", "/data/attributes/statistics"),
-    ({"statistics": []}, "non-empty", "/data/attributes/statistics"),
-    ({"interval": "yearly"}, "not a valid interval", "/data/attributes/interval"),
-    ({"interval": None}, "'interval' is a required field", "/data/attributes/interval"),
-    ({"timeframe": {"key": "last_2_days"}}, "not a valid timeframe key", "/data/attributes/timeframe/key"),
-    ({"timeframe": {"start": "2025-01-01T00:00:00", "end": "2026-07-01T00:00:00"}, "interval": "monthly"},
-     "longer than 1 year", "/data/attributes/timeframe"),
-    ({"timeframe": {"start": "2026-07-08T00:00:00", "end": "2026-07-01T00:00:00"}}, "end must be after",
-     "/data/attributes/timeframe"),
-    ({"timeframe": {"start": "2026-01-01T00:00:00", "end": "2026-07-01T00:00:00"}}, "too long for the daily",
-     "/data/attributes/interval"),
-    ({"timeframe": {"start": "2026-07-01T00:00:00", "end": "2026-07-09T00:00:00"}, "interval": "hourly"},
-     "too long for the hourly", "/data/attributes/interval"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "words", "pointer"),
+    [
+        ({"statistics": ["viewed_form", "opens"]}, "'opens' is not a valid choice", "/data/attributes/statistics"),
+        ({"statistics": []}, "non-empty", "/data/attributes/statistics"),
+        ({"interval": "yearly"}, "not a valid interval", "/data/attributes/interval"),
+        ({"interval": None}, "'interval' is a required field", "/data/attributes/interval"),
+        ({"timeframe": {"key": "last_2_days"}}, "not a valid timeframe key", "/data/attributes/timeframe/key"),
+        (
+            {"timeframe": {"start": "2025-01-01T00:00:00", "end": "2026-07-01T00:00:00"}, "interval": "monthly"},
+            "longer than 1 year",
+            "/data/attributes/timeframe",
+        ),
+        (
+            {"timeframe": {"start": "2026-07-08T00:00:00", "end": "2026-07-01T00:00:00"}},
+            "end must be after",
+            "/data/attributes/timeframe",
+        ),
+        (
+            {"timeframe": {"start": "2026-01-01T00:00:00", "end": "2026-07-01T00:00:00"}},
+            "too long for the daily",
+            "/data/attributes/interval",
+        ),
+        (
+            {"timeframe": {"start": "2026-07-01T00:00:00", "end": "2026-07-09T00:00:00"}, "interval": "hourly"},
+            "too long for the hourly",
+            "/data/attributes/interval",
+        ),
+    ],
+)
 def test_series_requests_are_validated_like_klaviyo(client, overrides, words, pointer):
     resp = client.post("/api/form-series-reports", series(**overrides))
     assert resp.status == 400
@@ -59,24 +78,34 @@ def test_series_requests_are_validated_like_klaviyo(client, overrides, words, po
 def test_campaign_and_flow_reports_require_a_conversion_metric(client, placed_order):
     attributes = {"statistics": ["opens"], "timeframe": {"key": "last_30_days"}}
     resp = client.post("/api/campaign-values-reports", body("campaign-values-report", **attributes))
-    assert resp.status == 400 and detail(resp) == ("'conversion_metric_id' is a required field.",
-                                                   "/data/attributes/conversion_metric_id")
-    resp = client.post("/api/flow-values-reports",
-                       body("flow-values-report", **attributes, conversion_metric_id="NoSuch"))
+    assert resp.status == 400 and detail(resp) == (
+        "'conversion_metric_id' is a required field.",
+        "/data/attributes/conversion_metric_id",
+    )
+    resp = client.post(
+        "/api/flow-values-reports", body("flow-values-report", **attributes, conversion_metric_id="NoSuch")
+    )
     assert resp.status == 400 and "does not exist" in detail(resp)[0]
-    resp = client.post("/api/flow-values-reports", body("flow-values-report", **attributes,
-                       conversion_metric_id=placed_order, group_by=["send_channel"]))
+    resp = client.post(
+        "/api/flow-values-reports",
+        body("flow-values-report", **attributes, conversion_metric_id=placed_order, group_by=["send_channel"]),
+    )
     assert resp.status == 400 and "required: flow_id, flow_message_id" in detail(resp)[0]
-    resp = client.post("/api/flow-values-reports",
-                       body("flow-values-report", **attributes, conversion_metric_id=placed_order))
+    resp = client.post(
+        "/api/flow-values-reports", body("flow-values-report", **attributes, conversion_metric_id=placed_order)
+    )
     assert resp.status == 200
 
 
 def test_wrong_type_and_segment_data_before_june_2023_are_refused(client):
     resp = client.post("/api/form-series-reports", {"data": {"type": "flow-series-report", "attributes": {}}})
     assert resp.status == 400 and detail(resp)[1] == "/data/type"
-    old = body("segment-series-report", statistics=["total_members"], interval="monthly",
-               timeframe={"start": "2023-01-01T00:00:00", "end": "2023-12-01T00:00:00"})
+    old = body(
+        "segment-series-report",
+        statistics=["total_members"],
+        interval="monthly",
+        timeframe={"start": "2023-01-01T00:00:00", "end": "2023-12-01T00:00:00"},
+    )
     resp = client.post("/api/segment-series-reports", old)
     assert resp.status == 400 and "June 1st, 2023" in detail(resp)[0]
 
@@ -93,9 +122,12 @@ def test_series_intervals_are_days_of_the_company_timezone(client):
 
 def test_segment_series_counts_members_by_their_join_time(sb, client):
     frame = {"start": "2026-06-01T00:00:00", "end": "2026-07-01T00:00:00"}
-    doc = client.post("/api/segment-series-reports", body(
-        "segment-series-report", statistics=["total_members", "members_added"], interval="weekly",
-        timeframe=frame)).json()["data"]["attributes"]
+    doc = client.post(
+        "/api/segment-series-reports",
+        body(
+            "segment-series-report", statistics=["total_members", "members_added"], interval="weekly", timeframe=frame
+        ),
+    ).json()["data"]["attributes"]
     edges = [dt.datetime.fromisoformat(d).timestamp() for d in doc["date_times"]][1:]
     end = dt.datetime(2026, 7, 1, tzinfo=NY).timestamp()
     for result in doc["results"]:
@@ -110,15 +142,27 @@ def test_segment_series_counts_members_by_their_join_time(sb, client):
 
 
 def test_metric_aggregates_count_sum_and_unique_by_dimension(client, placed_order):
-    resp = client.post("/api/metric-aggregates", body(
-        "metric-aggregate", metric_id=placed_order, measurements=["count", "sum_value", "unique"],
-        by=["$attributed_message"], interval="day",
-        filter=["greater-or-equal(datetime,2026-07-01T00:00:00)", "less-than(datetime,2026-07-04T00:00:00)"]))
+    resp = client.post(
+        "/api/metric-aggregates",
+        body(
+            "metric-aggregate",
+            metric_id=placed_order,
+            measurements=["count", "sum_value", "unique"],
+            by=["$attributed_message"],
+            interval="day",
+            filter=["greater-or-equal(datetime,2026-07-01T00:00:00)", "less-than(datetime,2026-07-04T00:00:00)"],
+        ),
+    )
     assert resp.status == 200, resp
     attributes = resp.json()["data"]["attributes"]
-    events = client.get("/api/events", **{
-        "filter": f"and(equals(metric_id,'{placed_order}'),greater-or-equal(datetime,2026-07-01T00:00:00Z),"
-                  "less-than(datetime,2026-07-04T00:00:00Z))", "page[size]": "1000"}).json()["data"]
+    events = client.get(
+        "/api/events",
+        **{
+            "filter": f"and(equals(metric_id,'{placed_order}'),greater-or-equal(datetime,2026-07-01T00:00:00Z),"
+            "less-than(datetime,2026-07-04T00:00:00Z))",
+            "page[size]": "1000",
+        },
+    ).json()["data"]
     expected: dict = {}
     for event in events:
         props = event["attributes"]["event_properties"]

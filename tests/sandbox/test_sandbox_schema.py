@@ -1,4 +1,5 @@
 """Every GET endpoint's first and next page validate against the official spec's schemas."""
+
 from __future__ import annotations
 
 import time
@@ -84,15 +85,20 @@ def test_metrics_pages_match_spec():
 
 
 def test_write_responses_and_job_reads_match_spec(fresh):
-    box, c = fresh
+    _box, c = fresh
     created = c.post("/api/lists", {"data": {"type": "list", "attributes": {"name": "Spec check"}}})
     assert created.status == 201, created
     assert_valid(created.json(), "/api/lists", "post", "201")
     rows = [{"type": "profile", "attributes": {"email": f"spec{k}@example.com"}} for k in range(3)]
     rows.append({"type": "profile", "attributes": {"email": "not-an-email"}})
     rows.append({"type": "profile", "attributes": {"phone_number": "555-0100"}})
-    body = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": rows}},
-                     "relationships": {"lists": {"data": [{"type": "list", "id": created.json()["data"]["id"]}]}}}}
+    body = {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {"profiles": {"data": rows}},
+            "relationships": {"lists": {"data": [{"type": "list", "id": created.json()["data"]["id"]}]}},
+        }
+    }
     job = c.post("/api/profile-bulk-import-jobs", body)
     assert job.status == 202, job
     assert_valid(job.json(), "/api/profile-bulk-import-jobs", "post", "202")

@@ -1,4 +1,5 @@
 """Writes: create list, add/remove members, bulk import jobs, touch."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ def _job_body(rows, list_id=None):
 
 
 def test_create_list_allows_duplicate_names(fresh):
-    box, c = fresh
+    _box, c = fresh
     body = {"data": {"type": "list", "attributes": {"name": "Dupe 🚀", "opt_in_process": "single_opt_in"}}}
     a, b = c.post("/api/lists", body), c.post("/api/lists", body)
     assert a.status == b.status == 201
@@ -46,8 +47,12 @@ def test_add_and_remove_members_with_set_semantics(fresh):
     assert c.delete(ADD.format(lid), {"data": [{"type": "profile", "id": pids[0]}]}).status == 204
     assert c.delete(ADD.format(lid), {"data": [{"type": "profile", "id": pids[0]}]}).status == 204
     assert sorted(box.store.member_ids(lid)) == sorted(pids[1:])
-    assert c.get(f"/api/lists/{lid}", **{"additional-fields[list]": "profile_count"}).json()[
-        "data"]["attributes"]["profile_count"] == len(pids) - 1
+    assert (
+        c.get(f"/api/lists/{lid}", **{"additional-fields[list]": "profile_count"}).json()["data"]["attributes"][
+            "profile_count"
+        ]
+        == len(pids) - 1
+    )
 
 
 def test_membership_changes_on_generated_list(fresh):
@@ -64,7 +69,7 @@ def test_membership_changes_on_generated_list(fresh):
 
 
 def test_member_changes_validation(fresh):
-    box, c = fresh
+    _box, c = fresh
     lid = c.get("/api/lists").json()["data"][0]["id"]
     unknown = c.post(ADD.format(lid), {"data": [{"type": "profile", "id": "01NOTAREALPROFILEID0000000"}]})
     assert unknown.status == 400 and unknown.json()["errors"][0]["source"] == {"pointer": "/data/0/id"}
@@ -77,11 +82,23 @@ def test_bulk_import_lifecycle_with_errors(fresh):
     box, c = fresh
     lid = c.post("/api/lists", {"data": {"type": "list", "attributes": {"name": "Imported"}}}).json()["data"]["id"]
     existing = c.get("/api/profiles", **{"page[size]": "1"}).json()["data"][0]
-    rows = [{"type": "profile", "attributes": {"email": f"new{k}@example.com", "first_name": "Zoë",
-                                               "properties": {"plan": "pro", "k": k}}} for k in range(4)]
-    rows.append({"type": "profile", "attributes": {"email": existing["attributes"]["email"] or "x@example.com",
-                                                   "phone_number": existing["attributes"]["phone_number"],
-                                                   "properties": {"imported": True}}})
+    rows = [
+        {
+            "type": "profile",
+            "attributes": {"email": f"new{k}@example.com", "first_name": "Zoë", "properties": {"plan": "pro", "k": k}},
+        }
+        for k in range(4)
+    ]
+    rows.append(
+        {
+            "type": "profile",
+            "attributes": {
+                "email": existing["attributes"]["email"] or "x@example.com",
+                "phone_number": existing["attributes"]["phone_number"],
+                "properties": {"imported": True},
+            },
+        }
+    )
     rows.append({"type": "profile", "attributes": {"email": "broken@"}})
     rows.append({"type": "profile", "attributes": {"phone_number": "+1 (555) 010-0000"}})
     rows.append({"type": "profile", "attributes": {"first_name": "No identifiers"}})
@@ -102,9 +119,11 @@ def test_bulk_import_lifecycle_with_errors(fresh):
     assert attrs["completed_count"] == 5 and attrs["failed_count"] == 3 and attrs["completed_at"]
     errors = c.all(f"/api/profile-bulk-import-jobs/{job['id']}/import-errors", **{"page[size]": "2"})
     pointers = [e["attributes"]["source"]["pointer"] for e in errors]
-    assert pointers == ["/data/attributes/profiles/data/5/attributes/email",
-                        "/data/attributes/profiles/data/6/attributes/phone_number",
-                        "/data/attributes/profiles/data/7/attributes"]
+    assert pointers == [
+        "/data/attributes/profiles/data/5/attributes/email",
+        "/data/attributes/profiles/data/6/attributes/phone_number",
+        "/data/attributes/profiles/data/7/attributes",
+    ]
     assert errors[0]["attributes"]["original_payload"] == {"email": "broken@"}
     found = c.get("/api/profiles", filter="equals(email,'new2@example.com')").json()["data"]
     assert found and found[0]["attributes"]["properties"] == {"plan": "pro", "k": 2}
@@ -116,14 +135,16 @@ def test_bulk_import_lifecycle_with_errors(fresh):
 
 
 def test_bulk_import_limits(fresh):
-    box, c = fresh
+    _box, c = fresh
     rows = [{"type": "profile", "attributes": {"email": f"p{k}@example.com"}} for k in range(10_001)]
     resp = c.post("/api/profile-bulk-import-jobs", _job_body(rows))
     assert resp.status == 400 and "10000" in resp.json()["errors"][0]["detail"]
     blob = {"type": "profile", "attributes": {"email": "big@example.com", "properties": {"x": "y" * 600_000}}}
     big = json.dumps(_job_body([blob] * 9)).encode()
     assert len(big) > 5 * 1024 * 1024
-    assert c.post("/api/profile-bulk-import-jobs", big, headers={"Content-Type": "application/vnd.api+json"}).status == 413
+    assert (
+        c.post("/api/profile-bulk-import-jobs", big, headers={"Content-Type": "application/vnd.api+json"}).status == 413
+    )
     assert c.post("/api/profile-bulk-import-jobs", _job_body([])).status == 400
     bad_list = _job_body([{"type": "profile", "attributes": {"email": "a@b.co"}}], "NOPE12")
     assert c.post("/api/profile-bulk-import-jobs", bad_list).status == 400
@@ -141,7 +162,9 @@ def test_touch_feeds_incremental_syncs(fresh):
     assert len(out["touched"]) == 4 and len(out["events"]) == 4
     changed = c.all("/api/profiles", filter=f"greater-than(updated,{bookmark})", sort="updated")
     assert sorted(p["id"] for p in changed) == sorted(out["touched"])
-    new_events = c.all("/api/events", filter=f"greater-than(datetime,{last_real}),less-than(datetime,2027-01-01T00:00:00Z)")
+    new_events = c.all(
+        "/api/events", filter=f"greater-than(datetime,{last_real}),less-than(datetime,2027-01-01T00:00:00Z)"
+    )
     assert [e["id"] for e in new_events] == out["events"]
     assert {e["relationships"]["profile"]["data"]["id"] for e in new_events} == set(out["touched"])
     lists = box.store.touch("lists", 2)

@@ -110,7 +110,11 @@ class FakeKlaviyo:
         if self.failures:
             context.status_code, headers, body = self.failures.pop(0)
             context.headers.update(headers)
-            return body if body is not None else {"errors": [{"id": "x", "code": "error", "title": "Error", "detail": "injected failure"}]}
+            return (
+                body
+                if body is not None
+                else {"errors": [{"id": "x", "code": "error", "title": "Error", "detail": "injected failure"}]}
+            )
         path = urlsplit(request.url).path
         params = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
         items = self._select(self.collections.get(path, []), params)
@@ -138,7 +142,7 @@ class FakeKlaviyo:
         sort = params.get("sort")
         if sort:
             key = sort.lstrip("-")
-            items = sorted(items, key=lambda r: (r["attributes"].get(key) or ""), reverse=sort.startswith("-"))
+            items = sorted(items, key=lambda r: r["attributes"].get(key) or "", reverse=sort.startswith("-"))
         return items
 
 
@@ -163,17 +167,32 @@ def to_many(type_: str, *ids: str) -> dict:
 
 def event(id_: str, when: str) -> dict:
     return resource(
-        "event", id_,
-        {"timestamp": int(dt.datetime.fromisoformat(when).timestamp()), "event_properties": {"value": 9.5, "sku": "A1"}, "datetime": when, "uuid": f"uuid-{id_}"},
+        "event",
+        id_,
+        {
+            "timestamp": int(dt.datetime.fromisoformat(when).timestamp()),
+            "event_properties": {"value": 9.5, "sku": "A1"},
+            "datetime": when,
+            "uuid": f"uuid-{id_}",
+        },
         {"profile": to_one("profile", "p1"), "metric": to_one("metric", "m1"), "attributions": to_many("attribution")},
     )
 
 
 def profile(id_: str, updated: str, **extra: t.Any) -> dict:
     attributes = {
-        "email": f"{id_}@example.com", "phone_number": None, "external_id": None, "first_name": "Ada",
-        "last_name": "Lovelace", "organization": None, "locale": None, "title": None, "image": None,
-        "created": ts(1), "updated": updated, "last_event_date": None,
+        "email": f"{id_}@example.com",
+        "phone_number": None,
+        "external_id": None,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "organization": None,
+        "locale": None,
+        "title": None,
+        "image": None,
+        "created": ts(1),
+        "updated": updated,
+        "last_event_date": None,
         "location": {"city": "London", "country": "UK", "latitude": 51.5, "longitude": "-0.1", "ip": None},
         "properties": {"plan": "pro", "orders": 3},
         "subscriptions": {"email": {"marketing": {"can_receive_email_marketing": True, "consent": "SUBSCRIBED"}}},
@@ -184,11 +203,21 @@ def profile(id_: str, updated: str, **extra: t.Any) -> dict:
 
 def campaign(id_: str, updated: str, channel: str, *, archived: bool = False) -> dict:
     return resource(
-        "campaign", id_,
-        {"name": f"Campaign {id_}", "status": "Sent", "archived": archived, "audiences": {"included": ["L1"], "excluded": []},
-         "send_options": {"use_smart_sending": True}, "tracking_options": None,
-         "send_strategy": {"method": "static", "datetime": updated}, "created_at": ts(1), "scheduled_at": None,
-         "updated_at": updated, "send_time": None},
+        "campaign",
+        id_,
+        {
+            "name": f"Campaign {id_}",
+            "status": "Sent",
+            "archived": archived,
+            "audiences": {"included": ["L1"], "excluded": []},
+            "send_options": {"use_smart_sending": True},
+            "tracking_options": None,
+            "send_strategy": {"method": "static", "datetime": updated},
+            "created_at": ts(1),
+            "scheduled_at": None,
+            "updated_at": updated,
+            "send_time": None,
+        },
         {"campaign-messages": to_many("campaign-message", f"cm-{id_}"), "tags": to_many("tag")},
         channel=channel,
     )
@@ -200,10 +229,24 @@ def simple(type_: str, id_: str, updated: str, **attributes: t.Any) -> dict:
 
 def review(id_: str, created: str, updated: str) -> dict:
     return resource(
-        "review", id_,
-        {"email": "r@example.com", "status": {"value": "published"}, "verified": True, "review_type": "review",
-         "created": created, "updated": updated, "images": [], "product": {"url": "u", "name": "n", "image_url": None},
-         "rating": 5, "author": "R", "content": "Great", "title": "T", "smart_quote": None, "public_reply": None},
+        "review",
+        id_,
+        {
+            "email": "r@example.com",
+            "status": {"value": "published"},
+            "verified": True,
+            "review_type": "review",
+            "created": created,
+            "updated": updated,
+            "images": [],
+            "product": {"url": "u", "name": "n", "image_url": None},
+            "rating": 5,
+            "author": "R",
+            "content": "Great",
+            "title": "T",
+            "smart_quote": None,
+            "public_reply": None,
+        },
         {"events": to_many("event"), "item": to_one("catalog-item", "ci1")},
     )
 

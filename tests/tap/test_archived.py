@@ -53,7 +53,9 @@ def sync(box: t.Any, tmp_path: t.Any, catalog: str, state: dict | None = None, *
     result = run_cli("tap-klaviyo", *args, config=config, tmp_path=tmp_path)
     assert result.code == 0, result.stderr[-2000:]
     messages = result.messages()
-    records = {name: [m["record"] for m in messages if m["type"] == "RECORD" and m["stream"] == name] for name in STREAMS}
+    records = {
+        name: [m["record"] for m in messages if m["type"] == "RECORD" and m["stream"] == name] for name in STREAMS
+    }
     requests = {op: box.store.counters[f"op:{op}"] - before.get(f"op:{op}", 0) for op in ("get_campaigns", "get_flows")}
     return Sync(records, [m for m in messages if m["type"] == "STATE"][-1]["value"], requests)
 
@@ -70,17 +72,24 @@ def _at(value: str) -> dt.datetime:
 
 
 def bookmarks(state: dict, stream: str) -> dict[str, str]:
-    return {json.dumps(p["context"], sort_keys=True): p.get("replication_key_value")
-            for p in state["bookmarks"][stream]["partitions"]}
+    return {
+        json.dumps(p["context"], sort_keys=True): p.get("replication_key_value")
+        for p in state["bookmarks"][stream]["partitions"]
+    }
 
 
 def test_archived_campaigns_and_flows_are_read_by_default_and_not_with_the_setting_off(box, tmp_path):
     catalog = catalog_of(box, tmp_path)
     campaigns, flows = every(box, "campaign"), every(box, "flow")
-    archived = {kind: {i for i, r in records.items() if r["attributes"]["archived"]}
-                for kind, records in (("campaigns", campaigns), ("flows", flows))}
+    archived = {
+        kind: {i for i, r in records.items() if r["attributes"]["archived"]}
+        for kind, records in (("campaigns", campaigns), ("flows", flows))
+    }
     assert archived["flows"] and {campaigns[i]["_x"]["messages.channel"] for i in archived["campaigns"]} == {
-        "email", "sms", "mobile_push"}
+        "email",
+        "sms",
+        "mobile_push",
+    }
 
     default = sync(box, tmp_path, catalog)
     without = sync(box, tmp_path, catalog, include_archived=False)
@@ -112,8 +121,7 @@ def test_incremental_reruns_read_what_changed_in_each_pass_once_and_lose_nothing
     for stream, key in (("campaigns", "updated_at"), ("flows", "updated")):
         changed = set(archived[stream]) | set(touched[stream])
         # Records dated exactly at a pass's bookmark are read again (inclusive bound); nothing else is.
-        at_bound = {r["id"] for r in first.records[stream]
-                    if r[key] in bookmarks(first.state, stream).values()}
+        at_bound = {r["id"] for r in first.records[stream] if r[key] in bookmarks(first.state, stream).values()}
         ids = [r["id"] for r in second.records[stream]]
         assert changed <= set(ids), stream
         assert set(ids) <= changed | at_bound, stream

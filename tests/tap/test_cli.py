@@ -52,10 +52,16 @@ def test_discover_emits_every_stream_with_keys_and_replication(tmp_path, sandbox
     assert result.code == 0, result.stderr
     streams = {s["tap_stream_id"]: s for s in json.loads(result.stdout)["streams"]}
     expected = {
-        "campaigns": (["id"], "updated_at"), "events": (["id"], "datetime"), "flows": (["id"], "updated"),
-        "lists": (["id"], "updated"), "metrics": (["id"], None), "profiles": (["id"], "updated"),
-        "reviews": (["id"], "updated"), "segments": (["id"], "updated"),
-        "list_members": (["list_id", "profile_id"], None), "segment_members": (["segment_id", "profile_id"], None),
+        "campaigns": (["id"], "updated_at"),
+        "events": (["id"], "datetime"),
+        "flows": (["id"], "updated"),
+        "lists": (["id"], "updated"),
+        "metrics": (["id"], None),
+        "profiles": (["id"], "updated"),
+        "reviews": (["id"], "updated"),
+        "segments": (["id"], "updated"),
+        "list_members": (["list_id", "profile_id"], None),
+        "segment_members": (["segment_id", "profile_id"], None),
     }
     for name, (keys, replication_key) in expected.items():
         assert streams[name]["key_properties"] == keys
@@ -71,7 +77,9 @@ def test_connection_test_calls_accounts_and_succeeds(tmp_path, sandbox):
 
 def test_a_wrong_key_fails_the_connection_test_in_one_line_without_leaking_it(tmp_path, sandbox):
     key = "pk_wrong_canary_0123456789"
-    result = run_cli("tap-klaviyo", "--test", config={"api_key": f"  {key}\n", "base_url": sandbox.base_url}, tmp_path=tmp_path)
+    result = run_cli(
+        "tap-klaviyo", "--test", config={"api_key": f"  {key}\n", "base_url": sandbox.base_url}, tmp_path=tmp_path
+    )
     assert result.code == 1
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "GET /api/accounts failed with 401" in errors[0] and "api_key" in errors[0]
@@ -85,7 +93,17 @@ def test_a_full_sync_through_the_cli_emits_records_and_final_state(tmp_path, san
     assert result.code == 0, result.stderr[-2000:]
     messages = result.messages()
     streams = {m["stream"] for m in messages if m["type"] == "RECORD"}
-    assert {"campaigns", "events", "flows", "lists", "metrics", "profiles", "reviews", "segments",
-            "list_members", "segment_members"} <= streams
+    assert {
+        "campaigns",
+        "events",
+        "flows",
+        "lists",
+        "metrics",
+        "profiles",
+        "reviews",
+        "segments",
+        "list_members",
+        "segment_members",
+    } <= streams
     final = [m for m in messages if m["type"] == "STATE"][-1]["value"]["bookmarks"]
     assert final["events"]["replication_key_value"] and final["profiles"]["replication_key_value"]

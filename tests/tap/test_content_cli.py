@@ -90,8 +90,9 @@ def test_a_rerun_from_the_state_reads_only_what_changed_or_the_bookmarks_have_no
     changed = {stream: set(sandbox.store.touch(stream, 2)["touched"]) for stream in ("templates", "forms", "images")}
     state = tmp_path / "state.json"
     state.write_text(json.dumps(last_state(first)))
-    again = run_cli("tap-klaviyo", "--catalog", str(catalog_path), "--state", str(state), config=config,
-                    tmp_path=tmp_path)
+    again = run_cli(
+        "tap-klaviyo", "--catalog", str(catalog_path), "--state", str(state), config=config, tmp_path=tmp_path
+    )
     assert again.code == 0, again.stderr[-2000:]
     before, after = records(first), records(again.messages())
     for stream in CONTENT:
@@ -151,5 +152,7 @@ def test_runs_killed_inside_parent_child_streams_resume_without_losing_a_record(
     for stream in CONTENT:
         assert emitted[stream] == {r["id"] for r in expected[stream]}, f"{stream}: records lost across the kills"
     # The killed flow_messages run had finished some actions: the next run resumed them from their bookmarks.
-    partitions = (runs[0].messages and last_state(runs[0].messages) or {}).get("bookmarks", {}).get("flow_messages", {})
+    partitions = (
+        ((runs[0].messages and last_state(runs[0].messages)) or {}).get("bookmarks", {}).get("flow_messages", {})
+    )
     assert any(p.get("replication_key_value") for p in partitions.get("partitions", []))

@@ -19,8 +19,7 @@ import requests
 
 from klaviyo_core import endpoints
 from klaviyo_core.errors import KlaviyoAPIError
-from klaviyo_sandbox import Sandbox, SandboxConfig
-from klaviyo_sandbox import gen_content
+from klaviyo_sandbox import Sandbox, SandboxConfig, gen_content
 from tap_klaviyo import streams
 from tap_klaviyo.tap import TapKlaviyo
 from tests.tap.conftest import CONFIG, run_sync
@@ -28,8 +27,19 @@ from tests.tap.fake_klaviyo import BASE_URL, FakeKlaviyo, resource, to_many, to_
 from tests.tap.test_custom_fields import Run, assert_records_fit_their_schema_messages, select
 
 CONTENT = (
-    "campaign_messages", "flow_actions", "flow_messages", "templates", "tags", "tag_groups", "catalog_items",
-    "catalog_variants", "catalog_categories", "coupons", "coupon_codes", "forms", "images",
+    "campaign_messages",
+    "flow_actions",
+    "flow_messages",
+    "templates",
+    "tags",
+    "tag_groups",
+    "catalog_items",
+    "catalog_variants",
+    "catalog_categories",
+    "coupons",
+    "coupon_codes",
+    "forms",
+    "images",
 )
 INCREMENTAL = {"templates": "updated", "forms": "updated_at", "images": "updated_at", "flow_messages": "updated"}
 
@@ -130,7 +140,9 @@ def test_children_carry_their_parents_ids(box, full):
     result, _ = full
     ds = box.store.ds
     for record in result.records("campaign_messages"):
-        campaign = next(c for k in range(ds.n_campaigns) if (c := ds.small("campaign", k))["id"] == record["campaign_id"])
+        campaign = next(
+            c for k in range(ds.n_campaigns) if (c := ds.small("campaign", k))["id"] == record["campaign_id"]
+        )
         assert record["channel"] == campaign["_x"]["messages.channel"] == record["definition"]["channel"]
     actions = {r["id"]: r for r in result.records("flow_actions")}
     assert all(r["flow_id"] for r in actions.values())
@@ -151,8 +163,12 @@ def test_requests_use_includes_the_largest_pages_and_only_the_children_that_exis
     assert per_operation["get_campaigns"] == len(tap.streams["campaigns"].partitions)  # one page per pass
     assert per_operation["get_flows"] == len(tap.streams["flows"].partitions or [None])
     assert not [url for url in urls if "/campaign-messages" in url or url.endswith("/flow-actions")]
-    message_actions = sum(1 for f in range(ds.n_flows) for a in range(content.n_actions(f))
-                          if content.action_type(f, a) in ("send-email", "send-sms"))
+    message_actions = sum(
+        1
+        for f in range(ds.n_flows)
+        for a in range(content.n_actions(f))
+        if content.action_type(f, a) in ("send-email", "send-sms")
+    )
     assert per_operation["get_flow_action_messages"] == message_actions < sum(map(content.n_actions, range(ds.n_flows)))
     assert per_operation["get_coupon_codes"] >= content.n_coupons + 2  # a coupon with 230 codes takes 3 pages
     for url in urls:
@@ -182,8 +198,12 @@ def test_several_pages_are_followed(box, full):
 def test_a_first_sync_filters_from_start_date_and_a_resumed_one_from_the_bookmark(box, sent, stream):
     key = INCREMENTAL[stream]
     first = run(box, [stream], start_date="2024-01-01T00:00:00Z")
-    op = {"templates": "get_templates", "forms": "get_forms", "images": "get_images",
-          "flow_messages": "get_flow_action_messages"}[stream]
+    op = {
+        "templates": "get_templates",
+        "forms": "get_forms",
+        "images": "get_images",
+        "flow_messages": "get_flow_action_messages",
+    }[stream]
     first_urls = [url for _, url in sent if operation(url) == op and first_page(url)]
     assert f"greater-or-equal({key},2024-01-01T00:00:00+00:00)" in query(first_urls[0])["filter"]
     records = first.records(stream)
@@ -193,11 +213,14 @@ def test_a_first_sync_filters_from_start_date_and_a_resumed_one_from_the_bookmar
     sent.clear()
     again = run(box, [stream], state=state, start_date="2024-01-01T00:00:00Z")
     bookmarks = state["bookmarks"][stream]
-    marks = [p["replication_key_value"] for p in bookmarks.get("partitions", [])] or [bookmarks["replication_key_value"]]
+    marks = [p["replication_key_value"] for p in bookmarks.get("partitions", [])] or [
+        bookmarks["replication_key_value"]
+    ]
     urls = [url for _, url in sent if operation(url) == op and first_page(url)]
     if stream == "flow_messages":  # one pass per action, each from its own bookmark
         assert sorted(query(url)["filter"] for url in urls) == sorted(
-            f"greater-or-equal({key},{mark})" for mark in marks)
+            f"greater-or-equal({key},{mark})" for mark in marks
+        )
     else:  # the main pass from the bookmark (a tail pass reads what is dated after the run's start)
         assert query(urls[0])["filter"].startswith(f"greater-or-equal({key},{marks[0]})")
     # From the state: only what shares a bookmark's second is read again, nothing older.
@@ -208,7 +231,8 @@ def test_flow_messages_keep_a_bookmark_per_action_and_are_paced_at_three_a_secon
     result = run(box, ["flow_messages"])
     partitions = [m["value"] for m in result.messages if m["type"] == "STATE"][-1]["bookmarks"]["flow_messages"]
     assert {p["context"]["flow_action_id"] for p in partitions["partitions"]} == {
-        r["flow_action_id"] for r in result.records("flow_messages")}
+        r["flow_action_id"] for r in result.records("flow_messages")
+    }
     times = [when for when, url in sent if operation(url) == "get_flow_action_messages"]
     assert len(times) > 3
     for index in range(len(times) - 3):  # any four consecutive requests span more than a second
@@ -226,8 +250,11 @@ def test_archived_passes_of_the_parents_are_followed_and_stay_out_of_the_records
 
     def conditions(stream: t.Any, context: t.Any) -> list:
         archived = streams.filters.condition("equals", "archived", bool((context or {}).get("archived")))
-        base = [streams.filters.condition("equals", "messages.channel", context["channel"])] \
-            if isinstance(stream, streams.CampaignsStream) else []
+        base = (
+            [streams.filters.condition("equals", "messages.channel", context["channel"])]
+            if isinstance(stream, streams.CampaignsStream)
+            else []
+        )
         return [*base, archived]
 
     for parent in (streams.CampaignsStream, streams.FlowsStream):
@@ -263,10 +290,19 @@ def test_campaign_messages_read_every_pass_the_campaigns_stream_reads(box, sent)
 
 
 SCOPES = {
-    "campaign_messages": "campaigns:read", "flow_actions": "flows:read", "flow_messages": "flows:read",
-    "templates": "templates:read", "tags": "tags:read", "tag_groups": "tags:read", "catalog_items": "catalogs:read",
-    "catalog_variants": "catalogs:read", "catalog_categories": "catalogs:read", "coupons": "coupons:read",
-    "coupon_codes": "coupon-codes:read", "forms": "forms:read", "images": "images:read",
+    "campaign_messages": "campaigns:read",
+    "flow_actions": "flows:read",
+    "flow_messages": "flows:read",
+    "templates": "templates:read",
+    "tags": "tags:read",
+    "tag_groups": "tags:read",
+    "catalog_items": "catalogs:read",
+    "catalog_variants": "catalogs:read",
+    "catalog_categories": "catalogs:read",
+    "coupons": "coupons:read",
+    "coupon_codes": "coupon-codes:read",
+    "forms": "forms:read",
+    "images": "images:read",
 }
 
 
@@ -279,15 +315,24 @@ def test_each_stream_declares_its_read_scope_from_the_spec(stream):
 @pytest.mark.parametrize("stream", CONTENT)
 def test_a_403_names_the_scope_the_stream_needs(mocker, stream):
     fake = FakeKlaviyo(mocker)
-    action = resource("flow-action", "A1", {"created": None, "updated": None,
-                                            "definition": {"type": "send-email", "data": {}}})
-    flows = {"data": [resource("flow", "F1", {"name": "f"}, {"flow-actions": to_many("flow-action", "A1")})],
-             "included": [action], "links": {"self": "x"}}
+    action = resource(
+        "flow-action", "A1", {"created": None, "updated": None, "definition": {"type": "send-email", "data": {}}}
+    )
+    flows = {
+        "data": [resource("flow", "F1", {"name": "f"}, {"flow-actions": to_many("flow-action", "A1")})],
+        "included": [action],
+        "links": {"self": "x"},
+    }
     mocker.get(f"{BASE_URL}/api/flows", json=flows)
     fake.add("/api/coupons", resource("coupon", "C1", {"external_id": "C1"}))
-    denied = {"errors": [{"id": "1", "code": "permission_denied", "title": "t", "detail": "You do not have permission."}]}
-    path = {"flow_messages": "/api/flow-actions/A1/flow-messages", "coupon_codes": "/api/coupon-codes",
-            "flow_actions": "/api/flows"}.get(stream)
+    denied = {
+        "errors": [{"id": "1", "code": "permission_denied", "title": "t", "detail": "You do not have permission."}]
+    }
+    path = {
+        "flow_messages": "/api/flow-actions/A1/flow-messages",
+        "coupon_codes": "/api/coupon-codes",
+        "flow_actions": "/api/flows",
+    }.get(stream)
     if path:  # that request is refused (a child's after its parent's succeeded)
         mocker.get(f"{BASE_URL}{path}", status_code=403, json=denied)
     else:
@@ -298,11 +343,17 @@ def test_a_403_names_the_scope_the_stream_needs(mocker, stream):
 
 def test_flow_actions_from_an_include_keep_the_flow_of_the_relationship(mocker):
     """Klaviyo may leave the included action's back link out: the flow's relationship is the truth."""
-    action = resource("flow-action", "A1", {"created": None, "updated": None, "definition": None},
-                      {"flow": to_one("flow", "OTHER")})
-    flows = {"data": [resource("flow", "F1", {"name": "f"}, {"flow-actions": to_many("flow-action", "A1")}),
-                      resource("flow", "F2", {"name": "g"}, {"flow-actions": to_many("flow-action")})],
-             "included": [action], "links": {"self": "x"}}
+    action = resource(
+        "flow-action", "A1", {"created": None, "updated": None, "definition": None}, {"flow": to_one("flow", "OTHER")}
+    )
+    flows = {
+        "data": [
+            resource("flow", "F1", {"name": "f"}, {"flow-actions": to_many("flow-action", "A1")}),
+            resource("flow", "F2", {"name": "g"}, {"flow-actions": to_many("flow-action")}),
+        ],
+        "included": [action],
+        "links": {"self": "x"},
+    }
     no_flows = {"data": [], "links": {"self": "x"}}
     mocker.get(f"{BASE_URL}/api/flows", [{"json": flows}, {"json": no_flows}])  # live pass, then archived pass
     (record,) = run_sync("flow_actions").records

@@ -103,11 +103,33 @@ def with_event_properties(id_: str, when: str, properties: t.Any) -> dict:
 
 # Profiles whose custom properties mix types, nest, are sparse and conflict.
 MIXED = [
-    {"plan": "pro", "orders": 3, "ltv": 10, "vip": True, "signup": "2024-01-02", "seen": "2024-01-02T03:04:05+00:00",
-     "code": 123, "prefs": {"colour": "red", "sizes": [1, 2]}, "tags": [], "nothing": None, "flag": True},
-    {"plan": "free", "orders": 4, "ltv": 12.5, "vip": False, "signup": "2023-12-31", "seen": "2024-01-03T00:00:00Z",
-     "code": "A1", "prefs": {"colour": "blue", "sizes": [], "deep": {"x": 1.5}}, "tags": ["a"], "nothing": None,
-     "flag": 1, "referral": "R1"},
+    {
+        "plan": "pro",
+        "orders": 3,
+        "ltv": 10,
+        "vip": True,
+        "signup": "2024-01-02",
+        "seen": "2024-01-02T03:04:05+00:00",
+        "code": 123,
+        "prefs": {"colour": "red", "sizes": [1, 2]},
+        "tags": [],
+        "nothing": None,
+        "flag": True,
+    },
+    {
+        "plan": "free",
+        "orders": 4,
+        "ltv": 12.5,
+        "vip": False,
+        "signup": "2023-12-31",
+        "seen": "2024-01-03T00:00:00Z",
+        "code": "A1",
+        "prefs": {"colour": "blue", "sizes": [], "deep": {"x": 1.5}},
+        "tags": ["a"],
+        "nothing": None,
+        "flag": 1,
+        "referral": "R1",
+    },
     {"plan": "pro"},
     {},
 ]
@@ -129,9 +151,11 @@ MIXED_SCHEMA = obj(
 
 def seed_mixed(fake: t.Any) -> None:
     fake.add("/api/profiles", *(profile(f"p{i}", ts(2 + i), properties=p) for i, p in enumerate(MIXED)))
-    fake.add("/api/events",
-             with_event_properties("e1", ts(2), {"value": 9.5, "sku": "A1"}),
-             with_event_properties("e2", ts(3), {"value": 3, "items": [{"name": "Mug", "qty": 1}]}))
+    fake.add(
+        "/api/events",
+        with_event_properties("e1", ts(2), {"value": 9.5, "sku": "A1"}),
+        with_event_properties("e2", ts(3), {"value": 3, "items": [{"name": "Mug", "qty": 1}]}),
+    )
 
 
 # -- discovery and the catalog ---------------------------------------------------------------
@@ -176,8 +200,10 @@ def test_discovery_logs_records_scanned_and_fields_found(fake, caplog):
     seed_mixed(fake)
     with caplog.at_level(logging.INFO):
         discover()
-    assert "Custom fields of profiles.properties: scanned 4 record(s) (row_scan_depth 1000), found 12 field(s), " \
-           "16 counting nested ones." in caplog.text  # prefs: 3, prefs.deep: 1
+    assert (
+        "Custom fields of profiles.properties: scanned 4 record(s) (row_scan_depth 1000), found 12 field(s), "
+        "16 counting nested ones." in caplog.text
+    )  # prefs: 3, prefs.deep: 1
     assert "Custom fields of events.event_properties: scanned 2 record(s)" in caplog.text
 
 
@@ -200,16 +226,26 @@ def test_the_same_data_gives_a_byte_identical_catalog(fake):
 
 def _many_profiles(fake: t.Any, n: int) -> None:
     start = dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)
-    fake.add("/api/profiles", *(
-        profile(f"p{i:03}", (start + dt.timedelta(minutes=i)).isoformat(),
-                properties={"n": i, **({"old_only": "x"} if i < 50 else {})})
-        for i in range(n)
-    ))
+    fake.add(
+        "/api/profiles",
+        *(
+            profile(
+                f"p{i:03}",
+                (start + dt.timedelta(minutes=i)).isoformat(),
+                properties={"n": i, **({"old_only": "x"} if i < 50 else {})},
+            )
+            for i in range(n)
+        ),
+    )
 
 
-@pytest.mark.parametrize(("depth", "requests", "page_size", "scanned"), [
-    (150, 2, "100", 150), (100, 1, "100", 100), (50, 1, "50", 50), (0, 3, "100", 250)])
-def test_row_scan_depth_limits_the_records_read_and_the_requests_made(fake, caplog, depth, requests, page_size, scanned):
+@pytest.mark.parametrize(
+    ("depth", "requests", "page_size", "scanned"),
+    [(150, 2, "100", 150), (100, 1, "100", 100), (50, 1, "50", 50), (0, 3, "100", 250)],
+)
+def test_row_scan_depth_limits_the_records_read_and_the_requests_made(
+    fake, caplog, depth, requests, page_size, scanned
+):
     _many_profiles(fake, 250)
     with caplog.at_level(logging.INFO):
         catalog = discover({"row_scan_depth": depth})
@@ -273,17 +309,24 @@ def test_values_that_do_not_fit_or_fields_never_seen_go_untouched_to_the_unmappe
     seed_mixed(fake)
     catalog = select(discover(), "profiles", "events")
     # the data changes after discovery
-    fake.add("/api/profiles",
-             profile("new", ts(9), properties={
-                 "plan": "pro", "ltv": 7,
-                 "orders": "n/a",  # wrong type
-                 "vip": "yes",  # wrong type
-                 "signup": "not a date",  # wrong format
-                 "brand_new": 1,  # never seen
-                 "prefs": {"colour": "green", "sizes": [1, "two"], "extra": {"a": 1}},  # nested misfits
-             }),
-             profile("odd", ts(10), properties="not an object"),
-             profile("none", ts(11), properties=None))
+    fake.add(
+        "/api/profiles",
+        profile(
+            "new",
+            ts(9),
+            properties={
+                "plan": "pro",
+                "ltv": 7,
+                "orders": "n/a",  # wrong type
+                "vip": "yes",  # wrong type
+                "signup": "not a date",  # wrong format
+                "brand_new": 1,  # never seen
+                "prefs": {"colour": "green", "sizes": [1, "two"], "extra": {"a": 1}},  # nested misfits
+            },
+        ),
+        profile("odd", ts(10), properties="not an object"),
+        profile("none", ts(11), properties=None),
+    )
     fake.add("/api/events", with_event_properties("e3", ts(9), {"value": "free", "coupon": "X"}))
 
     run = sync(catalog)
@@ -291,8 +334,12 @@ def test_values_that_do_not_fit_or_fields_never_seen_go_untouched_to_the_unmappe
     records = {r["id"]: r for r in run.records("profiles")}
     assert records["new"]["properties"] == {"plan": "pro", "ltv": 7, "prefs": {"colour": "green"}}
     assert records["new"]["properties_unmapped"] == {
-        "orders": "n/a", "vip": "yes", "signup": "not a date", "brand_new": 1,
-        "prefs.sizes": [1, "two"], "prefs.extra": {"a": 1},
+        "orders": "n/a",
+        "vip": "yes",
+        "signup": "not a date",
+        "brand_new": 1,
+        "prefs.sizes": [1, "two"],
+        "prefs.extra": {"a": 1},
     }
     assert records["odd"]["properties"] is None and records["odd"]["properties_unmapped"] == {"_value": "not an object"}
     assert records["none"]["properties"] is None and records["none"]["properties_unmapped"] is None
@@ -311,9 +358,11 @@ def test_a_catalog_made_with_discovery_off_passes_properties_through(fake):
 
 
 def test_flattening_gives_typed_top_level_columns(fake):
-    fake.add("/api/profiles",
-             profile("p1", ts(2), properties={"plan": "pro", "lifetime_orders": 3, "prefs": {"colour": "red"}}),
-             profile("p2", ts(3), properties={"plan": "free", "lifetime_orders": 5, "surprise": True}))
+    fake.add(
+        "/api/profiles",
+        profile("p1", ts(2), properties={"plan": "pro", "lifetime_orders": 3, "prefs": {"colour": "red"}}),
+        profile("p2", ts(3), properties={"plan": "free", "lifetime_orders": 5, "surprise": True}),
+    )
     flattening = {"flattening_enabled": True, "flattening_max_depth": 1}
     catalog = select(discover({**flattening, "row_scan_depth": 1}), "profiles")  # p2 only: no prefs
     fake.add("/api/profiles", profile("p3", ts(4), properties={"plan": "pro", "lifetime_orders": "many"}))
@@ -355,9 +404,16 @@ def test_cli_discover_types_the_sandboxs_custom_fields_the_same_way_every_time(t
 
     catalog = json.loads(first.stdout)
     properties = stream_schema(catalog, "profiles")["properties"]["properties"]["properties"]
-    assert {name: properties[name] for name in (
-        "plan", "lifetime_orders", "ltv", "vip", "birthday", "last_seen", "loyalty_tier", "postal_code")} == {
-        "plan": S, "lifetime_orders": I, "ltv": N, "vip": B, "birthday": D, "last_seen": DT,
+    assert {
+        name: properties[name]
+        for name in ("plan", "lifetime_orders", "ltv", "vip", "birthday", "last_seen", "loyalty_tier", "postal_code")
+    } == {
+        "plan": S,
+        "lifetime_orders": I,
+        "ltv": N,
+        "vip": B,
+        "birthday": D,
+        "last_seen": DT,
         "loyalty_tier": S,  # mostly null
         "postal_code": S,  # integer on some profiles, text on others
     }
@@ -371,8 +427,18 @@ def test_cli_discover_types_the_sandboxs_custom_fields_the_same_way_every_time(t
 def test_sandbox_records_conform_to_the_catalog_even_when_data_changes_after_discovery(klaviyo_sandbox):
     config = {"api_key": klaviyo_sandbox.api_key, "base_url": klaviyo_sandbox.base_url, "start_date": "2000-01-01"}
     catalog = select(discover({**config, "row_scan_depth": 3}), "profiles", "events")
-    klaviyo_sandbox.store.upsert_profile({"email": "changed@example.com", "properties": {
-        "lifetime_orders": "lots", "ltv": 12.5, "plan": "pro", "new_field": [1, 2], "prefs": {"frequency": "daily", "new": 1}}})
+    klaviyo_sandbox.store.upsert_profile(
+        {
+            "email": "changed@example.com",
+            "properties": {
+                "lifetime_orders": "lots",
+                "ltv": 12.5,
+                "plan": "pro",
+                "new_field": [1, 2],
+                "prefs": {"frequency": "daily", "new": 1},
+            },
+        }
+    )
 
     run = sync(catalog, config)  # every record is validated against its SCHEMA message
 

@@ -62,9 +62,20 @@ def test_an_html_error_page_with_200_is_retried(fake):
 
 
 def test_a_fatal_4xx_names_the_endpoint_and_klaviyos_detail(fake):
-    fake.fail_next(400, body={"errors": [{"id": "1", "code": "invalid", "title": "Invalid input.",
-                                          "detail": "'foo' is not a valid field for the resource 'event'.",
-                                          "source": {"parameter": "filter"}}]})
+    fake.fail_next(
+        400,
+        body={
+            "errors": [
+                {
+                    "id": "1",
+                    "code": "invalid",
+                    "title": "Invalid input.",
+                    "detail": "'foo' is not a valid field for the resource 'event'.",
+                    "source": {"parameter": "filter"},
+                }
+            ]
+        },
+    )
     with pytest.raises(KlaviyoAPIError) as caught:
         run_sync("events")
     message = str(caught.value)
@@ -75,13 +86,30 @@ def test_a_fatal_4xx_names_the_endpoint_and_klaviyos_detail(fake):
 
 
 def test_401_says_which_setting_to_check(fake):
-    fake.fail_next(401, body={"errors": [{"id": "1", "code": "not_authenticated", "title": "t", "detail": "Incorrect authentication credentials."}]})
+    fake.fail_next(
+        401,
+        body={
+            "errors": [
+                {
+                    "id": "1",
+                    "code": "not_authenticated",
+                    "title": "t",
+                    "detail": "Incorrect authentication credentials.",
+                }
+            ]
+        },
+    )
     with pytest.raises(KlaviyoAPIError, match="Check the api_key setting"):
         run_sync("events")
 
 
 def test_403_names_the_missing_scope(fake):
-    fake.fail_next(403, body={"errors": [{"id": "1", "code": "permission_denied", "title": "t", "detail": "You do not have permission."}]})
+    fake.fail_next(
+        403,
+        body={
+            "errors": [{"id": "1", "code": "permission_denied", "title": "t", "detail": "You do not have permission."}]
+        },
+    )
     with pytest.raises(KlaviyoAPIError, match="grant events:read"):
         run_sync("events")
 

@@ -17,31 +17,60 @@ from tests.tap.fake_klaviyo import FakeKlaviyo, profile, resource, ts
 from tests.tap.test_custom_fields import discover, select, stream_schema, sync
 
 GROUPS_ON = {"list_and_segment_streams": True}
-BUILT_IN = {"campaigns", "events", "flows", "lists", "metrics", "profiles", "reviews", "segments",
-            "list_members", "segment_members"} | {
-    "campaign_messages", "flow_actions", "flow_messages", "templates", "tags", "tag_groups", "catalog_items",
-    "catalog_variants", "catalog_categories", "coupons", "coupon_codes", "forms", "images",
-    "campaign_values_report", "flow_values_report", "flow_series_report", "form_series_report",
-    "segment_series_report", "metric_aggregates"}
+BUILT_IN = {
+    "campaigns",
+    "events",
+    "flows",
+    "lists",
+    "metrics",
+    "profiles",
+    "reviews",
+    "segments",
+    "list_members",
+    "segment_members",
+} | {
+    "campaign_messages",
+    "flow_actions",
+    "flow_messages",
+    "templates",
+    "tags",
+    "tag_groups",
+    "catalog_items",
+    "catalog_variants",
+    "catalog_categories",
+    "coupons",
+    "coupon_codes",
+    "forms",
+    "images",
+    "campaign_values_report",
+    "flow_values_report",
+    "flow_series_report",
+    "form_series_report",
+    "segment_series_report",
+    "metric_aggregates",
+}
 
 
 # -- names ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("VIP / Whales 🐋", "vip_whales"),
-    ("Summer Sale ☀️ 2026", "summer_sale_2026"),
-    ("  padded name  ", "padded_name"),
-    ("Ünïcödé Ŀïşţ", "unicode_list"),
-    ("Straße Œuvre Søren Łódź", "strasse_oeuvre_soren_lodz"),
-    ("O'Reilly's \"quoted\" list", "o_reilly_s_quoted_list"),
-    ("back\\slash list", "back_slash_list"),
-    ("a,b (comma) list", "a_b_comma_list"),
-    ("CamelCase--and__under", "camelcase_and_under"),
-    ("🐋🎉", ""),
-    ("Клиенты", ""),  # no transliteration for other scripts: the id is used instead
-    ("x" * 39 + " tail", "x" * 39),  # cut at MAX_SLUG, no trailing underscore
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("VIP / Whales 🐋", "vip_whales"),
+        ("Summer Sale ☀️ 2026", "summer_sale_2026"),
+        ("  padded name  ", "padded_name"),
+        ("Ünïcödé Ŀïşţ", "unicode_list"),
+        ("Straße Œuvre Søren Łódź", "strasse_oeuvre_soren_lodz"),
+        ("O'Reilly's \"quoted\" list", "o_reilly_s_quoted_list"),
+        ("back\\slash list", "back_slash_list"),
+        ("a,b (comma) list", "a_b_comma_list"),
+        ("CamelCase--and__under", "camelcase_and_under"),
+        ("🐋🎉", ""),
+        ("Клиенты", ""),  # no transliteration for other scripts: the id is used instead
+        ("x" * 39 + " tail", "x" * 39),  # cut at MAX_SLUG, no trailing underscore
+    ],
+)
 def test_names_become_lowercase_ascii_with_single_underscores(name, expected):
     assert slug(name) == expected
     assert len(slug("a" * 100)) == MAX_SLUG
@@ -55,8 +84,10 @@ AWKWARD = [
     Group("list", "L5", "profiles"),  # list_profiles: no built-in stream has that name
     Group("list", "L6", "Members"),  # list_members is a built-in stream
     Group("list", "L7", "vip L1"),  # looks like VIP's clash-resolved name
-    Group("list", "ab1", "Sale"), Group("list", "AB1", "Sale"),  # ids differing in case only
-    Group("list", "L8", "Spring / Sale"), Group("list", "L9", "spring sale"),
+    Group("list", "ab1", "Sale"),
+    Group("list", "AB1", "Sale"),  # ids differing in case only
+    Group("list", "L8", "Spring / Sale"),
+    Group("list", "L9", "spring sale"),
     Group("segment", "S1", "VIP"),  # segment_vip: no clash with list_vip
     Group("segment", "S2", "profiles"),
 ]
@@ -100,13 +131,19 @@ def member_profile(id_: str, joined: str, **properties: t.Any) -> dict:
 
 def seed(fake: FakeKlaviyo) -> None:
     fake.add("/api/profiles", profile("p1", ts(2), properties={"plan": "pro", "orders": 3}))
-    fake.add("/api/lists", group("list", "L1", "VIP / Whales 🐋"), group("list", "L2", "vip whales"),
-             group("list", "L3", "profiles"))
+    fake.add(
+        "/api/lists",
+        group("list", "L1", "VIP / Whales 🐋"),
+        group("list", "L2", "vip whales"),
+        group("list", "L3", "profiles"),
+    )
     fake.add("/api/segments", group("segment", "S1", "Big spenders 💰"))
-    fake.add("/api/lists/L1/profiles",
-             member_profile("p1", ts(5), plan="pro", orders=3),
-             member_profile("p2", ts(6), plan="free", orders="none", brand_new=True),
-             member_profile("p3", ts(7)))
+    fake.add(
+        "/api/lists/L1/profiles",
+        member_profile("p1", ts(5), plan="pro", orders=3),
+        member_profile("p2", ts(6), plan="free", orders="none", brand_new=True),
+        member_profile("p3", ts(7)),
+    )
     fake.add("/api/segments/S1/profiles", member_profile("p1", ts(8), plan="pro", orders=3))
 
 
@@ -121,11 +158,20 @@ def test_discovery_adds_a_full_table_stream_per_list_and_segment_naming_its_id(f
     seed(fake)
     catalog = discover(GROUPS_ON)
     entries = {s["tap_stream_id"]: s for s in catalog["streams"]}
-    assert set(entries) - BUILT_IN == {"list_vip_whales_l1", "list_vip_whales_l2", "list_profiles", "segment_big_spenders"}
+    assert set(entries) - BUILT_IN == {
+        "list_vip_whales_l1",
+        "list_vip_whales_l2",
+        "list_profiles",
+        "segment_big_spenders",
+    }
 
     entry = entries["list_vip_whales_l1"]
     root = next(m["metadata"] for m in entry["metadata"] if m["breadcrumb"] == [])
-    assert (root["klaviyo-group-type"], root["klaviyo-group-id"], root["klaviyo-group-name"]) == ("list", "L1", "VIP / Whales 🐋")
+    assert (root["klaviyo-group-type"], root["klaviyo-group-id"], root["klaviyo-group-name"]) == (
+        "list",
+        "L1",
+        "VIP / Whales 🐋",
+    )
     assert "(list id L1)" in entry["schema"]["description"] and "VIP / Whales 🐋" in entry["schema"]["description"]
     assert list(entry["key_properties"]) == ["id"] and entry.get("replication_key") is None
     assert entry["replication_method"] == "FULL_TABLE"
@@ -140,7 +186,9 @@ def test_discovery_adds_a_full_table_stream_per_list_and_segment_naming_its_id(f
     assert schema["properties_unmapped"] == profiles["properties_unmapped"]
     assert set(profiles) < set(schema)
     # lists and segments are listed once, names only
-    listings = [fake.params(i) for i, r in enumerate(fake.requests) if r.url.split("?")[0].endswith(("/lists", "/segments"))]
+    listings = [
+        fake.params(i) for i, r in enumerate(fake.requests) if r.url.split("?")[0].endswith(("/lists", "/segments"))
+    ]
     assert listings == [{"fields[list]": "name"}, {"fields[segment]": "name"}]
 
 
@@ -164,7 +212,9 @@ def test_a_list_stream_holds_its_current_members_as_typed_profiles(mocker):
     assert records["p2"]["properties"] == {"plan": "free"}
     assert records["p2"]["properties_unmapped"] == {"orders": "none", "brand_new": True}
     assert records["p3"]["properties"] == {} and records["p3"]["properties_unmapped"] is None
-    assert run.schema("list_vip_whales_l1")["properties"]["properties"]["properties"]["orders"] == {"type": ["integer", "null"]}
+    assert run.schema("list_vip_whales_l1")["properties"]["properties"]["properties"]["orders"] == {
+        "type": ["integer", "null"]
+    }
 
 
 def test_a_segment_stream_reads_the_segment_endpoint(fake):
@@ -197,7 +247,9 @@ def test_without_the_custom_metadata_the_id_is_read_from_the_description(fake):
 def test_a_list_deleted_since_discovery_is_a_warning_not_a_failed_sync(fake, caplog):
     seed(fake)
     catalog = select(discover(GROUPS_ON), "list_profiles", "profiles")
-    fake.fail_next(404, body={"errors": [{"id": "1", "code": "not_found", "title": "Not found", "detail": "List not found."}]})
+    fake.fail_next(
+        404, body={"errors": [{"id": "1", "code": "not_found", "title": "Not found", "detail": "List not found."}]}
+    )
     with caplog.at_level(logging.WARNING):
         run = sync(catalog, GROUPS_ON)
     assert run.records("list_profiles") == []
@@ -216,7 +268,9 @@ def test_the_group_setting_off_skips_group_streams_of_a_catalog_with_a_warning(f
     assert "list_profiles is selected but list_and_segment_streams is off" in caplog.text
 
 
-@pytest.mark.parametrize(("stream", "group_path"), [("list_members", "/api/lists"), ("segment_members", "/api/segments")])
+@pytest.mark.parametrize(
+    ("stream", "group_path"), [("list_members", "/api/lists"), ("segment_members", "/api/segments")]
+)
 def test_members_streams_do_not_fail_on_an_account_without_groups(fake, stream, group_path):
     catalog = select(discover(), stream)
     before = len(fake.requests)
@@ -228,14 +282,23 @@ def test_members_streams_do_not_fail_on_an_account_without_groups(fake, stream, 
 # -- against the loopback sandbox --------------------------------------------------------------------
 
 SANDBOX_NAMES = {  # Klaviyo name -> stream name (None: the name clashes, so it ends with the id)
-    "Newsletter": None, "newsletter": None, "Duplicate Name": None,
-    "VIP / Whales 🐋": "list_vip_whales", "Summer Sale ☀️ 2026": "list_summer_sale_2026",
-    "Empty List": "list_empty_list", "  padded name  ": "list_padded_name",
-    "O'Reilly's \"quoted\" list": "list_o_reilly_s_quoted_list", "a,b (comma) list": "list_a_b_comma_list",
-    "Ünïcödé Ŀïşţ": "list_unicode_list", "back\\slash list": "list_back_slash_list",
-    "Engaged (90 days)": None, "engaged (90 days)": None,
-    "Big spenders 💰": "segment_big_spenders", "Churn risk / win-back": "segment_churn_risk_win_back",
-    "All profiles": "segment_all_profiles", "Empty segment": "segment_empty_segment",
+    "Newsletter": None,
+    "newsletter": None,
+    "Duplicate Name": None,
+    "VIP / Whales 🐋": "list_vip_whales",
+    "Summer Sale ☀️ 2026": "list_summer_sale_2026",
+    "Empty List": "list_empty_list",
+    "  padded name  ": "list_padded_name",
+    "O'Reilly's \"quoted\" list": "list_o_reilly_s_quoted_list",
+    "a,b (comma) list": "list_a_b_comma_list",
+    "Ünïcödé Ŀïşţ": "list_unicode_list",
+    "back\\slash list": "list_back_slash_list",
+    "Engaged (90 days)": None,
+    "engaged (90 days)": None,
+    "Big spenders 💰": "segment_big_spenders",
+    "Churn risk / win-back": "segment_churn_risk_win_back",
+    "All profiles": "segment_all_profiles",
+    "Empty segment": "segment_empty_segment",
 }
 
 
@@ -258,7 +321,11 @@ def test_cli_discover_names_the_sandboxs_awkward_lists_and_segments_stably(tmp_p
     for entry in json.loads(result.stdout)["streams"]:
         root = next(m["metadata"] for m in entry["metadata"] if m["breadcrumb"] == [])
         if "klaviyo-group-id" in root:
-            groups[entry["tap_stream_id"]] = (root["klaviyo-group-type"], root["klaviyo-group-id"], root["klaviyo-group-name"])
+            groups[entry["tap_stream_id"]] = (
+                root["klaviyo-group-type"],
+                root["klaviyo-group-id"],
+                root["klaviyo-group-name"],
+            )
     assert len(groups) == 12 + 6
     for stream_name, (kind, group_id, name) in groups.items():
         expected = SANDBOX_NAMES[name] or f"{kind}_{slug(name)}_{group_id.lower()}"

@@ -45,7 +45,7 @@ def test_a_lookback_rereads_before_the_bookmark_without_moving_it_back(fake, eve
     for i, message in enumerate(messages):
         if message["type"] == "STATE":
             bookmark = _at(message["value"]["bookmarks"]["events"]["replication_key_value"])
-            later = [_at(m["record"]["datetime"]) for m in messages[i + 1:] if m["type"] == "RECORD"]
+            later = [_at(m["record"]["datetime"]) for m in messages[i + 1 :] if m["type"] == "RECORD"]
             assert all(value >= bookmark for value in later if value >= _at(ts(5)))
 
 
@@ -71,8 +71,9 @@ def test_no_lookback_by_default(fake):
 
 @pytest.mark.parametrize("value", ["6h", "P1M", "P1Y", "PT", "P", "P1DT", "-PT1H", "1 day"])
 def test_a_bad_lookback_is_one_line_naming_the_setting_and_the_fix(tmp_path, value):
-    result = run_cli("tap-klaviyo", "--discover", config={"api_key": "pk_abc", "events_lookback": value},
-                     tmp_path=tmp_path)
+    result = run_cli(
+        "tap-klaviyo", "--discover", config={"api_key": "pk_abc", "events_lookback": value}, tmp_path=tmp_path
+    )
     assert result.code == 1
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "events_lookback" in errors[0] and "PT6H" in errors[0]
@@ -112,7 +113,9 @@ def _sync(box: t.Any, tmp_path: t.Any, catalog: str, state: dict | None, **setti
     result = run_cli("tap-klaviyo", *args, config=config, tmp_path=tmp_path)
     assert result.code == 0, result.stderr[-2000:]
     messages = result.messages()
-    return [m["record"] for m in messages if m["type"] == "RECORD"], [m["value"] for m in messages if m["type"] == "STATE"]
+    return [m["record"] for m in messages if m["type"] == "RECORD"], [
+        m["value"] for m in messages if m["type"] == "STATE"
+    ]
 
 
 def _late_event(box: t.Any, when: dt.datetime) -> str:
@@ -138,6 +141,7 @@ def test_an_event_received_late_is_read_within_the_lookback_and_not_before_it(bo
     assert len(ids) == len(set(ids))
     assert all(_at(r["datetime"]) >= bookmark - dt.timedelta(hours=2) for r in records)
     assert {r["id"] for r in first_records} & set(ids) <= {  # re-read: only what the lookback covers
-        r["id"] for r in first_records if _at(r["datetime"]) >= bookmark - dt.timedelta(hours=2)}
+        r["id"] for r in first_records if _at(r["datetime"]) >= bookmark - dt.timedelta(hours=2)
+    }
     assert all(_at(s["bookmarks"]["events"]["replication_key_value"]) >= bookmark for s in states)
     assert inside not in {r["id"] for r in missed}  # what the lookback is for

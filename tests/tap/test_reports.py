@@ -21,13 +21,24 @@ from tests.sandbox.client import Client
 
 NY = ZoneInfo("America/New_York")  # the sandbox account's timezone: Klaviyo reads timeframes in it
 END = "2026-07-15T00:00:00Z"  # the sandbox's data ends near its fixed "now", 2026-07-15T12:00Z
-REPORTS = ("campaign_values_report", "flow_values_report", "flow_series_report", "form_series_report",
-           "segment_series_report", "metric_aggregates")
+REPORTS = (
+    "campaign_values_report",
+    "flow_values_report",
+    "flow_series_report",
+    "form_series_report",
+    "segment_series_report",
+    "metric_aggregates",
+)
 
 
 def config_for(box: t.Any, **settings: t.Any) -> dict:
-    return {"api_key": box.api_key, "base_url": box.base_url, "discover_custom_fields": False,
-            "end_date": END, **settings}
+    return {
+        "api_key": box.api_key,
+        "base_url": box.base_url,
+        "discover_custom_fields": False,
+        "end_date": END,
+        **settings,
+    }
 
 
 def sync(tmp_path, config: dict, *streams: str, state: dict | None = None) -> CliRun:
@@ -93,14 +104,22 @@ def tally(found: list[dict], message_id: str, conversion_metric: str) -> dict:
             elif event["metric_name"] == "Opened Email":
                 opens += 1
                 openers.add(who)
-        if event["relationships"]["metric"]["data"]["id"] == conversion_metric and \
-                props.get("$attributed_message") == message_id:
+        if (
+            event["relationships"]["metric"]["data"]["id"] == conversion_metric
+            and props.get("$attributed_message") == message_id
+        ):
             conversions += 1
             converters.add(who)
             value += props.get("$value", 0)
-    return {"delivered": delivered, "opens": opens, "opens_unique": len(openers), "conversions": conversions,
-            "conversion_uniques": len(converters), "conversion_value": round(value, 2),
-            "open_rate": round(len(openers) / delivered, 6) if delivered else 0.0}
+    return {
+        "delivered": delivered,
+        "opens": opens,
+        "opens_unique": len(openers),
+        "conversions": conversions,
+        "conversion_uniques": len(converters),
+        "conversion_value": round(value, 2),
+        "open_rate": round(len(openers) / delivered, 6) if delivered else 0.0,
+    }
 
 
 def local(value: str) -> dt.datetime:
@@ -128,15 +147,20 @@ def test_reports_are_discovered_but_not_selected_by_default(tmp_path, box):
         root = next(m["metadata"] for m in streams[name]["metadata"] if m["breadcrumb"] == [])
         assert root["selected-by-default"] is False
         # selecting the stream selects its columns, as for every other stream
-        assert all(m["metadata"].get("selected-by-default") is not False
-                   for m in streams[name]["metadata"] if m["breadcrumb"])
-    assert streams["flow_series_report"]["key_properties"] == ["flow_id", "flow_message_id", "send_channel",
-                                                              "date_time"]
-    assert streams["campaign_values_report"]["key_properties"] == ["campaign_id", "campaign_message_id",
-                                                                  "send_channel"]
+        assert all(
+            m["metadata"].get("selected-by-default") is not False for m in streams[name]["metadata"] if m["breadcrumb"]
+        )
+    assert streams["flow_series_report"]["key_properties"] == [
+        "flow_id",
+        "flow_message_id",
+        "send_channel",
+        "date_time",
+    ]
+    assert streams["campaign_values_report"]["key_properties"] == ["campaign_id", "campaign_message_id", "send_channel"]
     # every statistic the spec allows is a column
     assert {"opens_unique", "conversion_value", "text_message_roi"} <= set(
-        streams["campaign_values_report"]["schema"]["properties"])
+        streams["campaign_values_report"]["schema"]["properties"]
+    )
 
 
 def test_campaign_values_are_those_of_the_events(tmp_path, box, client):
@@ -155,8 +179,10 @@ def test_campaign_values_are_those_of_the_events(tmp_path, box, client):
     assert {row["campaign_message_id"] for row in rows} == expected_messages and rows
     for row in rows:
         assert row["conversion_metric_id"] == placed_order
-        assert (row["timeframe_start"], row["timeframe_end"]) == ("2025-07-16T00:00:00+00:00",
-                                                                  "2026-07-16T00:00:00+00:00")
+        assert (row["timeframe_start"], row["timeframe_end"]) == (
+            "2025-07-16T00:00:00+00:00",
+            "2026-07-16T00:00:00+00:00",
+        )
         expected = tally(found, row["campaign_message_id"], placed_order)
         assert {key: row[key] for key in expected} == expected
     assert any(row["conversions"] for row in rows) and any(row["opens"] for row in rows)
@@ -187,7 +213,8 @@ def test_flow_series_values_move_forward_from_state_with_a_lookback(tmp_path, bo
     assert again.code == 0, again.stderr
     # the next run re-reads the 3 days before the interval it stopped in, and that one
     assert sorted({row["date_time"] for row in records(again, "flow_series_report")}) == [
-        f"2026-07-{d}T00:00:00-04:00" for d in (12, 13, 14, 15)]
+        f"2026-07-{d}T00:00:00-04:00" for d in (12, 13, 14, 15)
+    ]
 
 
 def test_a_spent_daily_budget_defers_the_rest_and_the_next_day_resumes(tmp_path):
@@ -227,8 +254,12 @@ def test_klaviyo_daily_cap_reached_elsewhere_defers_without_waiting(tmp_path):
         frame = {"start": "2026-07-01T00:00:00", "end": "2026-07-02T00:00:00"}
         for _ in range(225):  # another app spends the account's 225 requests of the day
             clock[0] += 31
-            request = {"data": {"type": "form-series-report", "attributes": {
-                "statistics": ["submits"], "interval": "daily", "timeframe": frame}}}
+            request = {
+                "data": {
+                    "type": "form-series-report",
+                    "attributes": {"statistics": ["submits"], "interval": "daily", "timeframe": frame},
+                }
+            }
             assert other_app.post("/api/form-series-reports", request).status == 200
         clock[0] += 31
         run = sync(tmp_path, config_for(sandbox, start_date="2026-07-01T00:00:00Z"), "form_series_report")
@@ -269,12 +300,15 @@ def test_conversion_metric_by_id_and_a_missing_one_is_one_line(tmp_path, box, cl
     assert "Traceback" not in missing.stderr
 
 
-@pytest.mark.parametrize(("settings", "named"), [
-    ({"report_daily_request_budget": 226}, "report_daily_request_budget"),
-    ({"report_values_window_days": 0}, "report_values_window_days"),
-    ({"report_interval": "yearly"}, "report_interval"),
-    ({"metric_aggregates_by": ["Colour"]}, "metric_aggregates_by"),
-])
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"report_daily_request_budget": 226}, "report_daily_request_budget"),
+        ({"report_values_window_days": 0}, "report_values_window_days"),
+        ({"report_interval": "yearly"}, "report_interval"),
+        ({"metric_aggregates_by": ["Colour"]}, "metric_aggregates_by"),
+    ],
+)
 def test_bad_report_settings_are_one_line(tmp_path, settings, named):
     result = run_cli("tap-klaviyo", "--discover", config={"api_key": "pk_abc", **settings}, tmp_path=tmp_path)
     assert result.code == 1
@@ -284,12 +318,17 @@ def test_bad_report_settings_are_one_line(tmp_path, settings, named):
 
 def test_same_named_metrics_prefer_ecommerce_then_the_oldest(caplog):
     def metric(ident: str, category: str, created: str) -> dict:
-        return {"id": ident, "attributes": {"name": "Placed Order", "created": created,
-                                            "integration": {"category": category}}}
+        return {
+            "id": ident,
+            "attributes": {"name": "Placed Order", "created": created, "integration": {"category": category}},
+        }
 
-    metrics = [metric("api1", "API", "2020-01-01"), metric("shop2", "eCommerce", "2022-01-01"),
-               metric("shop1", "eCommerce", "2021-01-01")]
-    import logging  # noqa: PLC0415
+    metrics = [
+        metric("api1", "API", "2020-01-01"),
+        metric("shop2", "eCommerce", "2022-01-01"),
+        metric("shop1", "eCommerce", "2021-01-01"),
+    ]
+    import logging
 
     logger = logging.getLogger("test")
     assert reports.resolve_metric(metrics, "Placed Order", "report_conversion_metric", logger) == "shop1"
@@ -311,8 +350,8 @@ def test_series_timeframes_are_cut_to_the_interval_limits():
 
 
 def _schedule_script() -> t.Any:
-    import importlib.util  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import importlib.util
+    from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "scripts" / "report_schedule.py"
     spec = importlib.util.spec_from_file_location("report_schedule", path)
@@ -326,10 +365,13 @@ def test_an_hourly_schedule_stays_within_the_daily_budget_and_resumes_next_day()
     with Sandbox(SandboxConfig(seed=3, scale=0.02, rate_limit_scale=0.0)) as sandbox:
         runs = script.schedule(dt.timedelta(hours=1), 1)
         runs += [runs[-1] + dt.timedelta(hours=1), runs[-1] + dt.timedelta(hours=2)]  # into the next UTC day
-        per_day = script.simulate(sandbox, runs, ["segment_series_report"], report_daily_request_budget=10,
-                                  start_date="2026-07-01T00:00:00Z")
+        per_day = script.simulate(
+            sandbox, runs, ["segment_series_report"], report_daily_request_budget=10, start_date="2026-07-01T00:00:00Z"
+        )
     assert {day: counts["query_segment_series"] for day, counts in per_day.items()} == {
-        "2026-07-12": 10, "2026-07-13": 2}  # 24 runs, 10 allowed; a new budget after midnight UTC
+        "2026-07-12": 10,
+        "2026-07-13": 2,
+    }  # 24 runs, 10 allowed; a new budget after midnight UTC
 
 
 def test_a_broken_report_bookmark_is_one_line(tmp_path, box):

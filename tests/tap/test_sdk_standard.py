@@ -29,11 +29,16 @@ from tests.tap.fake_klaviyo import (
 
 def populated(mocker: requests_mock.Mocker) -> FakeKlaviyo:
     fake = FakeKlaviyo(mocker, page_cap=3)
-    fake.add("/api/campaigns", *(campaign(f"c{i}", ts(i + 2), ch) for i, ch in enumerate(("email", "sms", "mobile_push"))))
+    fake.add(
+        "/api/campaigns", *(campaign(f"c{i}", ts(i + 2), ch) for i, ch in enumerate(("email", "sms", "mobile_push")))
+    )
     fake.add("/api/events", *(event(f"e{i}", ts(i + 2)) for i in range(5)))
     fake.add("/api/flows", simple("flow", "f1", ts(2), status="live", archived=False, trigger_type="Metric"))
     fake.add("/api/lists", simple("list", "L1", ts(2), opt_in_process="single_opt_in"))
-    fake.add("/api/segments", simple("segment", "S1", ts(2), definition=None, is_active=True, is_processing=False, is_starred=False))
+    fake.add(
+        "/api/segments",
+        simple("segment", "S1", ts(2), definition=None, is_active=True, is_processing=False, is_starred=False),
+    )
     fake.add("/api/metrics", simple("metric", "m1", ts(1), integration={"name": "API"}))
     fake.add("/api/profiles", *(profile(f"p{i}", ts(i + 2)) for i in range(4)))
     fake.add("/api/reviews", review("r1", ts(2), ts(3)))
@@ -47,12 +52,22 @@ def populated(mocker: requests_mock.Mocker) -> FakeKlaviyo:
 
 def add_content(fake: FakeKlaviyo) -> None:
     """A record or two for each content stream (docs/streams.md)."""
-    fake.include("/api/campaigns", *(resource("campaign-message", f"cm-c{i}", {"definition": None, "send_times": [],
-                                                                               "created_at": ts(1), "updated_at": ts(2)})
-                                     for i in range(3)))
+    fake.include(
+        "/api/campaigns",
+        *(
+            resource(
+                "campaign-message",
+                f"cm-c{i}",
+                {"definition": None, "send_times": [], "created_at": ts(1), "updated_at": ts(2)},
+            )
+            for i in range(3)
+        ),
+    )
     fake.collections["/api/flows"][0]["relationships"] = {"flow-actions": to_many("flow-action", "A1")}
-    fake.include("/api/flows", resource("flow-action", "A1", {"created": ts(1), "updated": ts(2),
-                                                              "definition": {"type": "send-email"}}))
+    fake.include(
+        "/api/flows",
+        resource("flow-action", "A1", {"created": ts(1), "updated": ts(2), "definition": {"type": "send-email"}}),
+    )
     fake.add("/api/flow-actions/A1/flow-messages", simple("flow-message", "FM1", ts(2), channel="email"))
     fake.add("/api/templates", simple("template", "T1", ts(2), editor_type="CODE", html="<p>hi</p>"))
     fake.add("/api/tags", resource("tag", "tag1", {"name": "VIP"}, {"tag-group": to_one("tag-group", "G1")}))
@@ -60,12 +75,38 @@ def add_content(fake: FakeKlaviyo) -> None:
     for path in ("/api/catalog-items", "/api/catalog-variants", "/api/catalog-categories"):
         fake.add(path, simple(path.split("-")[-1], "$custom:::$default:::X", ts(2)))
     fake.add("/api/coupons", resource("coupon", "SAVE10", {"external_id": "SAVE10"}))
-    fake.add("/api/coupon-codes", resource("coupon-code", "SAVE10-A", {"unique_code": "A", "status": "UNASSIGNED"},
-                                           {"coupon": to_one("coupon", "SAVE10")}))
-    fake.add("/api/forms", resource("form", "F1", {"name": "Popup", "status": "live", "ab_test": False,
-                                                   "created_at": ts(1), "updated_at": ts(2)}))
-    fake.add("/api/images", resource("image", "I1", {"name": "logo", "image_url": "https://x/y.png", "format": "png",
-                                                     "size": 10, "hidden": False, "updated_at": ts(2)}))
+    fake.add(
+        "/api/coupon-codes",
+        resource(
+            "coupon-code",
+            "SAVE10-A",
+            {"unique_code": "A", "status": "UNASSIGNED"},
+            {"coupon": to_one("coupon", "SAVE10")},
+        ),
+    )
+    fake.add(
+        "/api/forms",
+        resource(
+            "form",
+            "F1",
+            {"name": "Popup", "status": "live", "ab_test": False, "created_at": ts(1), "updated_at": ts(2)},
+        ),
+    )
+    fake.add(
+        "/api/images",
+        resource(
+            "image",
+            "I1",
+            {
+                "name": "logo",
+                "image_url": "https://x/y.png",
+                "format": "png",
+                "size": 10,
+                "hidden": False,
+                "updated_at": ts(2),
+            },
+        ),
+    )
 
 
 def report_answer(request: t.Any, context: t.Any) -> dict:
@@ -74,9 +115,14 @@ def report_answer(request: t.Any, context: t.Any) -> dict:
     day = "2024-01-02T00:00:00+00:00"
     if "measurements" in attributes:
         measurements = {name: [1] for name in attributes["measurements"]}
-        return {"data": {"type": "metric-aggregate", "id": "a", "attributes": {
-            "dates": [day], "data": [{"dimensions": [], "measurements": measurements}]}}}
-    groups = {key: "g1" for key in attributes.get("group_by") or ["segment_id"]}
+        return {
+            "data": {
+                "type": "metric-aggregate",
+                "id": "a",
+                "attributes": {"dates": [day], "data": [{"dimensions": [], "measurements": measurements}]},
+            }
+        }
+    groups = dict.fromkeys(attributes.get("group_by") or ["segment_id"], "g1")
     series = "interval" in attributes
     statistics = {name: [1] if series else 1 for name in attributes["statistics"]}
     document = {"results": [{"groupings": groups, "statistics": statistics}]}

@@ -22,9 +22,26 @@ from tests.tap.fake_klaviyo import (
 INCREMENTAL = {
     "events": ("/api/events", lambda i, d: event(i, ts(d)), "datetime", "greater-or-equal"),
     "profiles": ("/api/profiles", lambda i, d: profile(i, ts(d)), "updated", "greater-than"),
-    "flows": ("/api/flows", lambda i, d: simple("flow", i, ts(d), status="live", archived=False, trigger_type="Metric"), "updated", "greater-or-equal"),
-    "lists": ("/api/lists", lambda i, d: simple("list", i, ts(d), opt_in_process="single_opt_in"), "updated", "greater-than"),
-    "segments": ("/api/segments", lambda i, d: simple("segment", i, ts(d), definition=None, is_active=True, is_processing=False, is_starred=False), "updated", "greater-than"),
+    "flows": (
+        "/api/flows",
+        lambda i, d: simple("flow", i, ts(d), status="live", archived=False, trigger_type="Metric"),
+        "updated",
+        "greater-or-equal",
+    ),
+    "lists": (
+        "/api/lists",
+        lambda i, d: simple("list", i, ts(d), opt_in_process="single_opt_in"),
+        "updated",
+        "greater-than",
+    ),
+    "segments": (
+        "/api/segments",
+        lambda i, d: simple(
+            "segment", i, ts(d), definition=None, is_active=True, is_processing=False, is_starred=False
+        ),
+        "updated",
+        "greater-than",
+    ),
 }
 
 
@@ -125,30 +142,55 @@ def test_predictive_analytics_is_requested_only_when_enabled(fake):
 
 
 def test_campaigns_make_one_pass_per_channel_with_a_bookmark_each(fake):
-    fake.add("/api/campaigns", campaign("c1", ts(5), "email"), campaign("c2", ts(3), "email"),
-             campaign("c3", ts(4), "sms"), campaign("c4", ts(6), "mobile_push"))
+    fake.add(
+        "/api/campaigns",
+        campaign("c1", ts(5), "email"),
+        campaign("c2", ts(3), "email"),
+        campaign("c3", ts(4), "sms"),
+        campaign("c4", ts(6), "mobile_push"),
+    )
     fake.add("/api/campaigns", campaign("c5", ts(7), "sms", archived=True))
     result = run_sync("campaigns")
     filters = [fake.params(i)["filter"] for i in range(6)]
     passes = [(channel, archived) for channel in ("email", "sms", "mobile_push") for archived in ("false", "true")]
     for (channel, archived), expression in zip(passes, filters):
         assert expression.startswith(
-            f'equals(messages.channel,"{channel}"),equals(archived,{archived}),greater-or-equal(updated_at,')
+            f'equals(messages.channel,"{channel}"),equals(archived,{archived}),greater-or-equal(updated_at,'
+        )
     assert {r["id"]: r["channel"] for r in result.records} == {
-        "c1": "email", "c2": "email", "c3": "sms", "c4": "mobile_push", "c5": "sms"}
+        "c1": "email",
+        "c2": "email",
+        "c3": "sms",
+        "c4": "mobile_push",
+        "c5": "sms",
+    }
     assert [r["archived"] for r in result.records if r["id"] == "c5"] == [True]
     assert_conforms("campaigns", result.records)
     partitions = result.states[-1]["bookmarks"]["campaigns"]["partitions"]
-    assert {(p["context"]["channel"], p["context"].get("archived", False)): p.get("replication_key_value")
-            for p in partitions} == {
-        ("email", False): ts(5), ("sms", False): ts(4), ("mobile_push", False): ts(6),
-        ("email", True): None, ("sms", True): ts(7), ("mobile_push", True): None}
+    assert {
+        (p["context"]["channel"], p["context"].get("archived", False)): p.get("replication_key_value")
+        for p in partitions
+    } == {
+        ("email", False): ts(5),
+        ("sms", False): ts(4),
+        ("mobile_push", False): ts(6),
+        ("email", True): None,
+        ("sms", True): ts(7),
+        ("mobile_push", True): None,
+    }
 
 
 def test_campaigns_resume_from_each_channels_bookmark(fake):
     fake.add("/api/campaigns", campaign("c1", ts(5), "email"), campaign("c2", ts(3), "email"))
-    state = {"bookmarks": {"campaigns": {"partitions": [
-        {"context": {"channel": "email"}, "replication_key": "updated_at", "replication_key_value": ts(4)}]}}}
+    state = {
+        "bookmarks": {
+            "campaigns": {
+                "partitions": [
+                    {"context": {"channel": "email"}, "replication_key": "updated_at", "replication_key_value": ts(4)}
+                ]
+            }
+        }
+    }
     result = run_sync("campaigns", state=state)
     assert f"greater-or-equal(updated_at,{ts(4)})" in fake.params(0)["filter"]
     assert [r["id"] for r in result.records] == ["c1"]
@@ -174,14 +216,19 @@ def test_reviews_stop_reading_at_the_first_review_older_than_the_bookmark(mocker
     assert_conforms("reviews", result.records)
 
 
-@pytest.mark.parametrize(("stream", "group", "key"), [("list_members", "lists", "list_id"), ("segment_members", "segments", "segment_id")])
+@pytest.mark.parametrize(
+    ("stream", "group", "key"), [("list_members", "lists", "list_id"), ("segment_members", "segments", "segment_id")]
+)
 def test_members_are_keyed_by_group_and_profile_across_every_group(fake, stream, group, key):
     fake.add(f"/api/{group}", simple(group[:-1], "G1", ts(1)), simple(group[:-1], "G2", ts(1)))
     fake.add(f"/api/{group}/G1/profiles", member("p1", ts(2)), member("p2", ts(3)))
     fake.add(f"/api/{group}/G2/profiles", member("p1", ts(4)))
     result = run_sync(stream)
     assert sorted((r[key], r["profile_id"], r["joined_group_at"]) for r in result.records) == [
-        ("G1", "p1", ts(2)), ("G1", "p2", ts(3)), ("G2", "p1", ts(4))]
+        ("G1", "p1", ts(2)),
+        ("G1", "p2", ts(3)),
+        ("G2", "p1", ts(4)),
+    ]
     member_request = next(r for r in fake.requests if r.url.split("?")[0].endswith("/G1/profiles"))
     assert "fields%5Bprofile%5D=joined_group_at" in member_request.url
     assert_conforms(stream, result.records)
@@ -199,7 +246,9 @@ def test_a_future_dated_record_is_emitted_but_does_not_move_the_bookmark_past_no
 
 def test_a_bookmark_left_in_the_future_resumes_at_the_run_start(fake):
     fake.add("/api/events", event("e1", ts(2)))
-    state = {"bookmarks": {"events": {"replication_key": "datetime", "replication_key_value": "2099-01-01T00:00:00+00:00"}}}
+    state = {
+        "bookmarks": {"events": {"replication_key": "datetime", "replication_key_value": "2099-01-01T00:00:00+00:00"}}
+    }
     run_sync("events", state=state)
     assert "2099" not in fake.params(0)["filter"]
 

@@ -282,7 +282,7 @@ class FakeKlaviyo:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_DELETE = _answer
+            do_GET = do_POST = do_DELETE = _answer  # noqa: N815 - http.server's names
 
             def log_message(self, *args: t.Any) -> None:  # keep test output quiet
                 pass

@@ -175,7 +175,10 @@ def test_a_profile_over_100_kb_is_rejected_and_the_others_are_sent(fake, run_tar
 def test_a_429_is_retried_after_the_wait_klaviyo_asks_for(fake, run_target):
     list_id = fake.add_list("VIP")
     fake.script(
-        "POST", "/api/profile-bulk-import-jobs", 429, {"Retry-After": "1"},
+        "POST",
+        "/api/profile-bulk-import-jobs",
+        429,
+        {"Retry-After": "1"},
         {"errors": [{"id": "1", "code": "throttled", "title": "Throttled", "detail": "Request was throttled."}]},
     )
 

@@ -68,8 +68,9 @@ def test_rejected_rows_fail_the_run_only_with_fail_on_rejects(fake, run_target):
 
     lenient = run_target({"list_id": list_id}, "invalid_rows.singer")
     (lenient.workdir / "out").mkdir()
-    strict = run_target({"list_id": list_id, "fail_on_rejects": True, "rejects_file": "out/rejects.jsonl"},
-                        "invalid_rows.singer")
+    strict = run_target(
+        {"list_id": list_id, "fail_on_rejects": True, "rejects_file": "out/rejects.jsonl"}, "invalid_rows.singer"
+    )
 
     assert lenient.exit_code == 0
     assert strict.exit_code == 1
@@ -112,7 +113,11 @@ def test_a_date_the_sdk_cannot_parse_is_passed_through_as_text(fake, run_target)
     [
         ({}, "Set exactly one of list_id and list_name (neither is set)."),
         ({"list_id": "X", "list_name": "Y"}, "Set exactly one of list_id and list_name (both are set)."),
-        ({"list_id": "X", "operation": "delete"}, "'delete' is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track'] in config['operation']"),
+        (
+            {"list_id": "X", "operation": "delete"},
+            "'delete' is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', "
+            "'unsuppress', 'track'] in config['operation']",
+        ),
         ({"list_id": "X", "wait_timeout_seconds": 299}, "299 is less than the minimum of 300"),
         ({"list_id": "X", "wait_timeout_seconds": 90_000}, "90000 is greater than the maximum of 86400"),
         ({"list_id": "X", "rejects_file": "no/such/dir/r.jsonl"}, "Setting rejects_file: folder"),
@@ -150,7 +155,7 @@ def test_a_failed_email_lookup_does_not_put_the_emails_in_the_error(fake, run_ta
 
     assert run.exit_code == 1
     assert "GET /api/profiles failed with 400" in run.log
-    assert "Invalid filter any(email,[\"<email>\"])" in run.log
+    assert 'Invalid filter any(email,["<email>"])' in run.log
     assert "Ann@Example.com" not in run.log
 
 

@@ -23,7 +23,12 @@ def run_cli(tmp_path: Path, config: dict, fixture: str) -> subprocess.CompletedP
     with (FIXTURES / fixture).open() as stdin:
         return subprocess.run(
             [EXECUTABLE, "--config", str(config_path)],
-            stdin=stdin, capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
         )
 
 
@@ -68,6 +73,15 @@ def test_about_lists_every_target_setting_in_markdown():
         [EXECUTABLE, "--about", "--format=markdown"], capture_output=True, text=True, timeout=60, check=True
     )
 
-    for setting in ("list_id", "list_name", "create_list_if_missing", "operation", "wait_for_completion",
-                    "wait_timeout_seconds", "rejects_file", "fail_on_rejects", "api_key"):
+    for setting in (
+        "list_id",
+        "list_name",
+        "create_list_if_missing",
+        "operation",
+        "wait_for_completion",
+        "wait_timeout_seconds",
+        "rejects_file",
+        "fail_on_rejects",
+        "api_key",
+    ):
         assert f"| {setting} |" in result.stdout

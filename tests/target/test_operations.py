@@ -53,18 +53,53 @@ def email_consent(box, email):
 def test_upsert_matches_any_identifier_keeps_ids_out_of_properties_and_touches_no_list(box, run_target):
     known = box.store.upsert_profile({"email": "known@example.com", "properties": {"tier": "gold", "old": 1}})[0]
     rows = [
-        {"email": "ann@example.com", "phone_number": None, "external_id": None, "profile_id": None, "plan": "pro",
-         "secret": "x", "tier": None},
-        {"email": None, "phone_number": "+44 20 7946 0958", "external_id": None, "profile_id": None, "plan": "free",
-         "secret": "y", "tier": None},
-        {"email": None, "phone_number": None, "external_id": "crm-7", "profile_id": None, "plan": "team",
-         "secret": "z", "tier": None},
-        {"email": None, "phone_number": None, "external_id": None, "profile_id": known["id"], "plan": "vip",
-         "secret": "w", "tier": None},
-        {"email": None, "phone_number": None, "external_id": None, "profile_id": None, "plan": "lost", "secret": "v",
-         "tier": None},
+        {
+            "email": "ann@example.com",
+            "phone_number": None,
+            "external_id": None,
+            "profile_id": None,
+            "plan": "pro",
+            "secret": "x",
+            "tier": None,
+        },
+        {
+            "email": None,
+            "phone_number": "+44 20 7946 0958",
+            "external_id": None,
+            "profile_id": None,
+            "plan": "free",
+            "secret": "y",
+            "tier": None,
+        },
+        {
+            "email": None,
+            "phone_number": None,
+            "external_id": "crm-7",
+            "profile_id": None,
+            "plan": "team",
+            "secret": "z",
+            "tier": None,
+        },
+        {
+            "email": None,
+            "phone_number": None,
+            "external_id": None,
+            "profile_id": known["id"],
+            "plan": "vip",
+            "secret": "w",
+            "tier": None,
+        },
+        {
+            "email": None,
+            "phone_number": None,
+            "external_id": None,
+            "profile_id": None,
+            "plan": "lost",
+            "secret": "v",
+            "tier": None,
+        },
     ]
-    columns = {c: TEXT for c in rows[0]}
+    columns = dict.fromkeys(rows[0], TEXT)
     config = settings(box, operation="upsert", property_columns=["plan", "tier"], null_clears_properties=True)
 
     run = run_target(config, singer_lines("people", rows, columns, state={"v": 1}))
@@ -77,7 +112,9 @@ def test_upsert_matches_any_identifier_keeps_ids_out_of_properties_and_touches_n
     assert store.find_profile("external_id", "crm-7")["attributes"]["properties"] == {"plan": "team"}
     # the profile_id column is the identity, never a property; a null in `tier` cleared it; `old` stays
     assert store.get_profile(known["id"])["attributes"]["properties"] == {"plan": "vip", "old": 1}
-    assert [r["reason"] for r in run.rejects()] == ["email, phone_number, external_id, profile_id are all empty or missing"]
+    assert [r["reason"] for r in run.rejects()] == [
+        "email, phone_number, external_id, profile_id are all empty or missing"
+    ]
     assert set(writes(box)) == {"bulk_import_profiles"}
     assert not store.added and not store.consent  # no list, no consent
 
@@ -99,8 +136,12 @@ def test_subscribe_by_channel_with_history_into_a_list_and_a_rerun_changes_nothi
     rows = [
         {"email": "e@example.com", "phone_number": None, "consented_at": None, "channels": None},
         {"email": None, "phone_number": "+1 415 555 0101", "consented_at": "2024-03-01T10:00:00Z", "channels": None},
-        {"email": "both@example.com", "phone_number": "+14155550102", "consented_at": None,
-         "channels": ["sms_transactional"]},
+        {
+            "email": "both@example.com",
+            "phone_number": "+14155550102",
+            "consented_at": None,
+            "channels": ["sms_transactional"],
+        },
         {"email": "later@example.com", "phone_number": None, "consented_at": "2999-01-01T00:00:00Z", "channels": None},
         {"email": "sms@example.com", "phone_number": None, "consented_at": None, "channels": "sms_marketing"},
         {"email": None, "phone_number": "4155550103", "consented_at": None, "channels": None},
@@ -170,21 +211,59 @@ def test_suppress_then_unsuppress_wait_for_their_jobs(box, run_target):
 # ----------------------------------------------------------------------------- track
 
 EVENT_COLUMNS = {
-    "email": TEXT, "metric_name": TEXT, "time": TEXT, "value": {"type": ["number", "null"]},
-    "unique_id": TEXT, "properties": ANY, "sku": TEXT, "first_name": TEXT,
+    "email": TEXT,
+    "metric_name": TEXT,
+    "time": TEXT,
+    "value": {"type": ["number", "null"]},
+    "unique_id": TEXT,
+    "properties": ANY,
+    "sku": TEXT,
+    "first_name": TEXT,
 }
 
 
 def test_track_sends_events_once_even_when_run_again(box, run_target):
     rows = [
-        {"email": "buyer@example.com", "metric_name": None, "time": "2026-07-01T09:30:00Z", "value": 42.5,
-         "unique_id": "order-1", "properties": {"items": 2}, "sku": "A1", "first_name": "Bea"},
-        {"email": "buyer@example.com", "metric_name": "Renewed", "time": "2026-07-02T09:30:00", "value": None,
-         "unique_id": None, "properties": None, "sku": None, "first_name": None},
-        {"email": "buyer@example.com", "metric_name": None, "time": "1985-01-01T00:00:00Z", "value": 1,
-         "unique_id": "old", "properties": None, "sku": None, "first_name": None},
-        {"email": "buyer@example.com", "metric_name": None, "time": "2026-07-01T09:30:00Z", "value": 42.5,
-         "unique_id": "order-1", "properties": None, "sku": None, "first_name": None},
+        {
+            "email": "buyer@example.com",
+            "metric_name": None,
+            "time": "2026-07-01T09:30:00Z",
+            "value": 42.5,
+            "unique_id": "order-1",
+            "properties": {"items": 2},
+            "sku": "A1",
+            "first_name": "Bea",
+        },
+        {
+            "email": "buyer@example.com",
+            "metric_name": "Renewed",
+            "time": "2026-07-02T09:30:00",
+            "value": None,
+            "unique_id": None,
+            "properties": None,
+            "sku": None,
+            "first_name": None,
+        },
+        {
+            "email": "buyer@example.com",
+            "metric_name": None,
+            "time": "1985-01-01T00:00:00Z",
+            "value": 1,
+            "unique_id": "old",
+            "properties": None,
+            "sku": None,
+            "first_name": None,
+        },
+        {
+            "email": "buyer@example.com",
+            "metric_name": None,
+            "time": "2026-07-01T09:30:00Z",
+            "value": 42.5,
+            "unique_id": "order-1",
+            "properties": None,
+            "sku": None,
+            "first_name": None,
+        },
     ]
     config = settings(box, operation="track", metric_name="Placed Order")
 
@@ -223,8 +302,15 @@ def test_track_through_a_singer_pipe_of_the_console_script(box, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(settings(box, operation="track", max_concurrency=4)))
 
-    done = subprocess.run([EXECUTABLE, "--config", str(config)], input=singer_lines("views", rows, columns,
-                          state={"views": 1}), capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
+    done = subprocess.run(
+        [EXECUTABLE, "--config", str(config)],
+        input=singer_lines("views", rows, columns, state={"views": 1}),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert [json.loads(line) for line in done.stdout.splitlines()] == [{"views": 1}]
@@ -236,8 +322,10 @@ def test_track_through_a_singer_pipe_of_the_console_script(box, tmp_path):
 
 
 def test_dry_run_checks_rows_and_reports_requests_but_writes_nothing(box, run_target):
-    rows = [{"email": f"d{i}@example.com", "phone_number": None, "consented_at": None, "channels": None}
-            for i in range(1500)] + [{"email": "bad", "phone_number": None, "consented_at": None, "channels": None}]
+    rows = [
+        {"email": f"d{i}@example.com", "phone_number": None, "consented_at": None, "channels": None}
+        for i in range(1500)
+    ] + [{"email": "bad", "phone_number": None, "consented_at": None, "channels": None}]
     config = settings(box, operation="subscribe", list_name="Not there yet", dry_run=True)
 
     run = run_target(config, singer_lines("optins", rows, CONSENT_COLUMNS))
@@ -245,8 +333,10 @@ def test_dry_run_checks_rows_and_reports_requests_but_writes_nothing(box, run_ta
     assert run.exit_code == 0, run.log
     assert writes(box) == [] and not box.store.new_lists and not box.store.consent
     assert "a real run would create it" in run.log
-    assert ("Dry run, stream 'optins': subscribe would send 1500 rows in "
-            "2 x POST /api/profile-subscription-bulk-create-jobs") in run.log
+    assert (
+        "Dry run, stream 'optins': subscribe would send 1500 rows in "
+        "2 x POST /api/profile-subscription-bulk-create-jobs"
+    ) in run.log
     assert [r["reason"] for r in run.rejects()] == ["email is not an email address"]
 
 
@@ -262,7 +352,9 @@ def test_dry_run_checks_rows_and_reports_requests_but_writes_nothing(box, run_ta
 def test_every_operation_has_a_dry_run(box, run_target, operation, extra, endpoint):
     rows = [{"email": f"x{i}@example.com"} for i in range(20)]
 
-    run = run_target(settings(box, operation=operation, dry_run=True, **extra), singer_lines("s", rows, {"email": TEXT}))
+    run = run_target(
+        settings(box, operation=operation, dry_run=True, **extra), singer_lines("s", rows, {"email": TEXT})
+    )
 
     assert run.exit_code == 0, run.log
     assert f"Dry run, stream 's': {operation} would send 20 rows in {endpoint}" in run.log
@@ -299,9 +391,13 @@ def test_consent_channels_setting_uses_the_channels_each_row_has_an_address_for(
     assert run.exit_code == 0, run.log
     store = box.store
     assert set(store.consent[store.find_profile("email", "mail.only@example.com")["id"]]) == {
-        "suppression", "email_marketing"}
+        "suppression",
+        "email_marketing",
+    }
     assert set(store.consent[store.find_profile("phone_number", "+14155550177")["id"]]) == {
-        "suppression", "sms_transactional"}
+        "suppression",
+        "sms_transactional",
+    }
     assert [r["reason"] for r in run.rejects()] == ["the channels column is empty: no channel to change"]
 
 
@@ -310,13 +406,15 @@ def test_lost_answers_and_throttling_are_retried_and_no_event_or_row_is_doubled(
     unique_id keeps the event single. 5xx, resets and 429 bursts are retried."""
     monkeypatch.setattr(sender, "sleep", lambda seconds: None)
     faults = ("500", "reset", "truncated", "429")
-    config = sandbox.SandboxConfig(seed=3, scale=0.01, rate_limit_scale=0.0, job_seconds=0.0, fault_rate=0.3,
-                                   faults=faults)
+    config = sandbox.SandboxConfig(
+        seed=3, scale=0.01, rate_limit_scale=0.0, job_seconds=0.0, fault_rate=0.3, faults=faults
+    )
     rows = [{"email": f"f{i}@example.com", "metric_name": "Viewed", "unique_id": f"v{i}"} for i in range(3000)]
     columns = {"email": TEXT, "metric_name": TEXT, "unique_id": TEXT}
     with sandbox.Sandbox(config) as box:
-        run = run_target(settings(box, operation="track", max_concurrency=4),
-                         singer_lines("v", rows, columns, state={"v": 1}))
+        run = run_target(
+            settings(box, operation="track", max_concurrency=4), singer_lines("v", rows, columns, state={"v": 1})
+        )
         events = list(box.store.tracked_events)
         counters = dict(box.store.counters)
 

@@ -119,8 +119,9 @@ def test_a_remove_stream_needs_a_profile_id_or_an_email_column(fake, run_target)
 
 
 def test_remove_never_creates_a_missing_list_even_with_create_list_if_missing_on(fake, run_target):
-    run = run_target({"list_name": "Churned", "operation": "remove", "create_list_if_missing": True},
-                     "remove_by_email.singer")
+    run = run_target(
+        {"list_name": "Churned", "operation": "remove", "create_list_if_missing": True}, "remove_by_email.singer"
+    )
 
     assert run.exit_code == 1
     assert "no Klaviyo list is named 'Churned'" in run.log and "never creates a list" in run.log

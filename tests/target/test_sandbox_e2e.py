@@ -61,9 +61,7 @@ def test_add_rerun_and_remove_round_trip_through_the_sandbox(klaviyo_sandbox, ru
     assert store.find_profile("email", "o'two@example.com") is not None  # membership only: the profile stays
 
 
-def test_remove_from_a_list_name_that_does_not_exist_fails_in_one_line_and_creates_nothing(
-    klaviyo_sandbox, tmp_path
-):
+def test_remove_from_a_list_name_that_does_not_exist_fails_in_one_line_and_creates_nothing(klaviyo_sandbox, tmp_path):
     from tests.conftest import run_cli
 
     config = {

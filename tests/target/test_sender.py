@@ -55,8 +55,14 @@ def send(connection, rows, tmp_path, *, concurrency=4):
     report = RunReport(tmp_path / "rejects.jsonl")
     op = Suppress(Options())
     items = [op.prepare(row) for row in rows]
-    sender = BatchSender(connection, report, logging.getLogger("test"), max_concurrency=concurrency,
-                         wait_for_completion=False, timeout=300)
+    sender = BatchSender(
+        connection,
+        report,
+        logging.getLogger("test"),
+        max_concurrency=concurrency,
+        wait_for_completion=False,
+        timeout=300,
+    )
     for group, batch in split(items, op, None):
         sender.submit(Batch("s", op, group, batch, None))
     sender.finish()
