@@ -166,7 +166,9 @@ class KlaviyoConnection:
 
         return guarded
 
-    def _retry(self, paced: Send, request: requests.PreparedRequest, *args: t.Any, **kwargs: t.Any) -> requests.Response:
+    def _retry(
+        self, paced: Send, request: requests.PreparedRequest, *args: t.Any, **kwargs: t.Any
+    ) -> requests.Response:
         """Send until it works; give up after ``max_tries`` failures, or ``max_throttled_seconds`` of 429s.
 
         A 429 is Klaviyo asking to wait, not a failure: it does not count as a try, only
@@ -209,7 +211,9 @@ class KlaviyoConnection:
             return True
         return not self._answered_once and _is_connect_failure(exc)
 
-    def _log_retry(self, request: requests.PreparedRequest, reason: BaseException, wait: float, attempt: int | None) -> None:
+    def _log_retry(
+        self, request: requests.PreparedRequest, reason: BaseException, wait: float, attempt: int | None
+    ) -> None:
         self.logger.warning(
             "Retrying %s %s in %.1f s (%s): %s",
             request.method,

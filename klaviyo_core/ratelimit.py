@@ -105,7 +105,9 @@ class AdaptivePace:
         self.in_flight: float | None = self.SLOW_START if slow_start else None  # requests in flight
         self.slow_start = slow_start
 
-    def throttled(self, sent_last_second: int, sent_last_minute: int, in_flight: int, retry_after: float | None) -> None:
+    def throttled(
+        self, sent_last_second: int, sent_last_minute: int, in_flight: int, retry_after: float | None
+    ) -> None:
         if retry_after is not None and retry_after > 1.0:
             observed = sent_last_minute / 60.0  # the steady window ran out
         else:

@@ -39,8 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     p.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
     p.add_argument("--accounts", type=int, default=1, help="Klaviyo accounts behind the one OAuth app (seed + k)")
-    p.add_argument("--key-scopes", action="append", default=[], metavar="KEY=SCOPE,SCOPE",
-                   help="accept KEY too, granted only these scopes (e.g. pk_x=lists:read,events:read); repeatable")
+    p.add_argument(
+        "--key-scopes",
+        action="append",
+        default=[],
+        metavar="KEY=SCOPE,SCOPE",
+        help="accept KEY too, granted only these scopes (e.g. pk_x=lists:read,events:read); repeatable",
+    )
     return p
 
 
@@ -56,11 +61,24 @@ def parse_key_scopes(values) -> dict:
 
 def config_from_args(args) -> SandboxConfig:
     return SandboxConfig(
-        host=args.host, port=args.port, seed=args.seed, scale=args.scale, latency_ms=args.latency_ms,
-        rate_limit_scale=args.rate_limit_scale, rate_window=args.rate_window, fault_rate=args.fault_rate,
-        faults=args.faults, timeout_seconds=args.timeout_seconds, api_key=args.api_key, now=args.now,
-        job_seconds=args.job_seconds, token_seconds=args.token_seconds, client_id=args.client_id,
-        client_secret=args.client_secret, accounts=args.accounts, key_scopes=parse_key_scopes(args.key_scopes),
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        scale=args.scale,
+        latency_ms=args.latency_ms,
+        rate_limit_scale=args.rate_limit_scale,
+        rate_window=args.rate_window,
+        fault_rate=args.fault_rate,
+        faults=args.faults,
+        timeout_seconds=args.timeout_seconds,
+        api_key=args.api_key,
+        now=args.now,
+        job_seconds=args.job_seconds,
+        token_seconds=args.token_seconds,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        accounts=args.accounts,
+        key_scopes=parse_key_scopes(args.key_scopes),
     )
 
 

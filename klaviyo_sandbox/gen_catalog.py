@@ -7,14 +7,28 @@ from .util import Rng, iso
 DAY = 86400
 CHANNELS = ("email", "sms", "mobile_push")
 METRIC_NAMES = [
-    ("Placed Order", "shopify"), ("Opened Email", "klaviyo"), ("Received Email", "klaviyo"),
-    ("Clicked Email", "klaviyo"), ("Viewed Product", "klaviyo"), ("Active on Site", "klaviyo"),
-    ("Added to Cart", "shopify"), ("Started Checkout", "shopify"), ("Placed Order", "api"),
-    ("Fulfilled Order", "shopify"), ("Received SMS", "klaviyo"), ("Clicked SMS", "klaviyo"),
-    ("Subscribed to List", "klaviyo"), ("Unsubscribed", "klaviyo"), ("Bounced Email", "klaviyo"),
-    ("Marked Email as Spam", "klaviyo"), ("Refunded Order", "shopify"), ("Submitted Review ⭐", "reviews"),
+    ("Placed Order", "shopify"),
+    ("Opened Email", "klaviyo"),
+    ("Received Email", "klaviyo"),
+    ("Clicked Email", "klaviyo"),
+    ("Viewed Product", "klaviyo"),
+    ("Active on Site", "klaviyo"),
+    ("Added to Cart", "shopify"),
+    ("Started Checkout", "shopify"),
+    ("Placed Order", "api"),
+    ("Fulfilled Order", "shopify"),
+    ("Received SMS", "klaviyo"),
+    ("Clicked SMS", "klaviyo"),
+    ("Subscribed to List", "klaviyo"),
+    ("Unsubscribed", "klaviyo"),
+    ("Bounced Email", "klaviyo"),
+    ("Marked Email as Spam", "klaviyo"),
+    ("Refunded Order", "shopify"),
+    ("Submitted Review ⭐", "reviews"),
     # Sign-up form activity, counted by the Reporting API's form statistics (viewed_form, closed_form, submits)
-    ("Viewed Form", "klaviyo"), ("Closed Form", "klaviyo"), ("Submitted Form", "klaviyo"),
+    ("Viewed Form", "klaviyo"),
+    ("Closed Form", "klaviyo"),
+    ("Submitted Form", "klaviyo"),
 ]
 INTEGRATIONS = {
     "klaviyo": ("Klaviyo", "Internal"),

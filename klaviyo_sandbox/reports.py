@@ -216,8 +216,16 @@ REPORTS = {
     "query_segment_series": Spec("segment-series-report", SEGMENT_STATISTICS, (), ("segment_id",), (), True, False),
 }
 #: Groupings the sandbox can compute (the others exist in Klaviyo but need data the sandbox lacks).
-SUPPORTED_GROUPS = {"campaign_id", "campaign_message_id", "send_channel", "flow_id", "flow_message_id",
-                    "form_id", "form_version_id", "segment_id"}
+SUPPORTED_GROUPS = {
+    "campaign_id",
+    "campaign_message_id",
+    "send_channel",
+    "flow_id",
+    "flow_message_id",
+    "form_id",
+    "form_version_id",
+    "segment_id",
+}
 #: Form metric -> the form statistic its events count (messages.FORM_METRICS).
 FORM_TALLY = {"Viewed Form": "viewed_form", "Closed Form": "closed_form", "Submitted Form": "submits"}
 
@@ -628,10 +636,17 @@ class FormTally:
         views, views_u = self.counts["viewed_form"], len(self.people["viewed_form"])
         submits, submits_u = self.counts["submits"], len(self.people["submits"])
         every = {
-            "viewed_form": views, "viewed_form_uniques": views_u, "qualified_form": views,
-            "qualified_form_uniques": views_u, "viewed_form_step": views, "viewed_form_step_uniques": views_u,
-            "submits": submits, "submitted_form_step": submits, "submitted_form_step_uniques": submits_u,
-            "submit_rate": ratio(submits, views), "closed_form": self.counts["closed_form"],
+            "viewed_form": views,
+            "viewed_form_uniques": views_u,
+            "qualified_form": views,
+            "qualified_form_uniques": views_u,
+            "viewed_form_step": views,
+            "viewed_form_step_uniques": views_u,
+            "submits": submits,
+            "submitted_form_step": submits,
+            "submitted_form_step_uniques": submits_u,
+            "submit_rate": ratio(submits, views),
+            "closed_form": self.counts["closed_form"],
             "closed_form_uniques": len(self.people["closed_form"]),
         }
         return {name: every[name] for name in names}
@@ -641,8 +656,10 @@ def form_series(store, statistics, start, end, interval, conversion, groups):
     """Forms with form events in the timeframe (``form_id``/``form_version_id`` of the event)."""
     starts = buckets(start, end, interval)
     edges = _epochs(starts)
-    metric_kinds = {store.ds.metric_id(k): FORM_TALLY.get(store.ds.small("metric", k)["attributes"]["name"])
-                    for k in range(store.ds.n_metrics)}
+    metric_kinds = {
+        store.ds.metric_id(k): FORM_TALLY.get(store.ds.small("metric", k)["attributes"]["name"])
+        for k in range(store.ds.n_metrics)
+    }
     per_group: dict = {}
     for rec in events_between(store, start.timestamp(), end.timestamp()):
         kind = metric_kinds.get(rec["relationships"]["metric"]["id"])
@@ -656,8 +673,12 @@ def form_series(store, statistics, start, end, interval, conversion, groups):
     results = []
     for key in sorted(per_group, key=lambda k: tuple(str(v) for v in k)):
         rows = [tally.statistics(statistics) for tally in per_group[key]]
-        results.append({"groupings": dict(zip(groups, key)),
-                        "statistics": {name: [row[name] for row in rows] for name in statistics}})
+        results.append(
+            {
+                "groupings": dict(zip(groups, key)),
+                "statistics": {name: [row[name] for row in rows] for name in statistics},
+            }
+        )
     return {"results": results, "date_times": [s.isoformat() for s in starts]}
 
 

@@ -12,31 +12,32 @@ Choices where Klaviyo's docs are silent or only describe the UI:
   nothing changes.
 - The 403 body is Klaviyo's `permission_denied` error.
 """
+
 from __future__ import annotations
 
 SCOPES = {
-    "get_accounts": ('accounts:read',),
-    "get_campaigns": ('campaigns:read',),
-    "get_events": ('events:read',),
-    "get_flows": ('flows:read',),
-    "get_lists": ('lists:read',),
-    "get_list": ('lists:read',),
-    "create_list": ('lists:write',),
-    "delete_list": ('lists:write',),
-    "get_metrics": ('metrics:read',),
-    "get_profiles": ('profiles:read',),
-    "get_reviews": ('reviews:read',),
-    "get_segments": ('segments:read',),
-    "get_profiles_for_list": ('lists:read', 'profiles:read'),
-    "get_profile_ids_for_list": ('lists:read', 'profiles:read'),
-    "add_profiles_to_list": ('lists:write', 'profiles:write'),
-    "remove_profiles_from_list": ('lists:write', 'profiles:write'),
-    "get_profiles_for_segment": ('profiles:read', 'segments:read'),
-    "get_profile_ids_for_segment": ('profiles:read', 'segments:read'),
-    "get_bulk_import_profiles_jobs": ('lists:read', 'profiles:read'),
-    "bulk_import_profiles": ('lists:write', 'profiles:write'),
-    "get_bulk_import_profiles_job": ('lists:read', 'profiles:read'),
-    "get_errors_for_bulk_import_profiles_job": ('profiles:read',),
+    "get_accounts": ("accounts:read",),
+    "get_campaigns": ("campaigns:read",),
+    "get_events": ("events:read",),
+    "get_flows": ("flows:read",),
+    "get_lists": ("lists:read",),
+    "get_list": ("lists:read",),
+    "create_list": ("lists:write",),
+    "delete_list": ("lists:write",),
+    "get_metrics": ("metrics:read",),
+    "get_profiles": ("profiles:read",),
+    "get_reviews": ("reviews:read",),
+    "get_segments": ("segments:read",),
+    "get_profiles_for_list": ("lists:read", "profiles:read"),
+    "get_profile_ids_for_list": ("lists:read", "profiles:read"),
+    "add_profiles_to_list": ("lists:write", "profiles:write"),
+    "remove_profiles_from_list": ("lists:write", "profiles:write"),
+    "get_profiles_for_segment": ("profiles:read", "segments:read"),
+    "get_profile_ids_for_segment": ("profiles:read", "segments:read"),
+    "get_bulk_import_profiles_jobs": ("lists:read", "profiles:read"),
+    "bulk_import_profiles": ("lists:write", "profiles:write"),
+    "get_bulk_import_profiles_job": ("lists:read", "profiles:read"),
+    "get_errors_for_bulk_import_profiles_job": ("profiles:read",),
 }
 
 

@@ -85,8 +85,9 @@ class App:
         if principal is None:
             return error_response(ApiError(401, "not_authenticated", "Missing or invalid private key.")), op
         if self.lacks_scope(headers.get("Authorization") or "", op):
-            return error_response(ApiError(
-                403, "permission_denied", "You do not have permission to perform this action.")), op
+            return error_response(
+                ApiError(403, "permission_denied", "You do not have permission to perform this action.")
+            ), op
         if not valid_revision(headers.get("revision")):
             return error_response(
                 ApiError(
@@ -116,7 +117,7 @@ class App:
         (the account is still told for an expired token, for the request log)."""
         primary = self.store.ds.account_id
         if auth.startswith("Klaviyo-API-Key "):
-            key = auth[len("Klaviyo-API-Key "):].strip()
+            key = auth[len("Klaviyo-API-Key ") :].strip()
             known = key == self.cfg.api_key or key in self.cfg.extra_api_keys or key in self.cfg.key_scopes
             return ("key", primary) if known else (None, None)
         if auth[:7].lower() == "bearer ":
@@ -131,7 +132,7 @@ class App:
 
     def lacks_scope(self, auth: str, op: str) -> bool:
         """Whether a key granted only some scopes (config `key_scopes`) lacks one `op` needs."""
-        key = auth[len("Klaviyo-API-Key "):].strip() if auth.startswith("Klaviyo-API-Key ") else None
+        key = auth[len("Klaviyo-API-Key ") :].strip() if auth.startswith("Klaviyo-API-Key ") else None
         if key is None or key not in self.cfg.key_scopes:
             return False
         return bool(scopes.missing(op, tuple(self.cfg.key_scopes[key])))

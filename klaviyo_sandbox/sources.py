@@ -195,8 +195,11 @@ class SmallSource(Source):
         return self.store.ds.small(self.kind, i)
 
     def alive(self, i):
-        if self.kind == "list" and self.store.deleted_lists and \
-                self.store.ds.small(self.kind, i)["id"] in self.store.deleted_lists:
+        if (
+            self.kind == "list"
+            and self.store.deleted_lists
+            and self.store.ds.small(self.kind, i)["id"] in self.store.deleted_lists
+        ):
             return False
         return i not in self.patch
 

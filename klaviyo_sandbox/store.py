@@ -244,14 +244,24 @@ class Store:
             name = ds.small("metric", k)["attributes"]["name"]
             eid = ds.event_ids.id(ds.n_events + seq)
             rec = {
-                "type": "event", "id": eid,
-                "attributes": {"timestamp": int(now),
-                               "event_properties": properties if properties is not None
-                               else gen_events.attributed(ds, name, r, seq),
-                               "datetime": iso(now), "uuid": uuid_from(r.bits64(), r.bits64())},
-                "relationships": {"profile": {"type": "profile", "id": pid},
-                                  "metric": {"type": "metric", "id": ds.metric_ids.id(k)}, "attributions": None},
-                "_i": None, "_seq": seq, "_nat": ds.n_events + seq,
+                "type": "event",
+                "id": eid,
+                "attributes": {
+                    "timestamp": int(now),
+                    "event_properties": properties
+                    if properties is not None
+                    else gen_events.attributed(ds, name, r, seq),
+                    "datetime": iso(now),
+                    "uuid": uuid_from(r.bits64(), r.bits64()),
+                },
+                "relationships": {
+                    "profile": {"type": "profile", "id": pid},
+                    "metric": {"type": "metric", "id": ds.metric_ids.id(k)},
+                    "attributions": None,
+                },
+                "_i": None,
+                "_seq": seq,
+                "_nat": ds.n_events + seq,
                 "_x": {"metric_id": ds.metric_ids.id(k), "profile_id": pid, "profile": 1, "metric": 1},
             }
             self.new_events.append(rec)

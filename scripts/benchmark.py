@@ -265,8 +265,9 @@ def bench_full_sync(scale: float, args: argparse.Namespace, work: Path) -> dict:
     account whose quota other integrations mostly use up: the tap paces to the published
     limits and must learn the smaller ones from Klaviyo's answers.
     """
-    with Sandbox(scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale,
-                 rate_window=args.rate_window) as sandbox:
+    with Sandbox(
+        scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale, rate_window=args.rate_window
+    ) as sandbox:
         config = {
             "api_key": sandbox.api_key, "base_url": sandbox.base_url,
             "max_concurrency": args.max_concurrency, "rate_limit_share": args.rate_limit_share,
@@ -333,8 +334,13 @@ def main() -> int:
     )
     parser.add_argument("--job-seconds", type=float, default=10.0, help="sandbox bulk import job duration")
     parser.add_argument("--wait-for-completion", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--full-sync", type=float, default=0.0, metavar="SCALE",
-                        help="also sync every stream at once from a sandbox of this --scale; report 429s")
+    parser.add_argument(
+        "--full-sync",
+        type=float,
+        default=0.0,
+        metavar="SCALE",
+        help="also sync every stream at once from a sandbox of this --scale; report 429s",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
@@ -365,18 +371,23 @@ def main() -> int:
             target = bench_target(args.target, args, work, operation)
             result["target"].append(target)
             print()
-            print(f"target {operation}: {target['profiles']:,} rows in {target['wall_s']} s = "
-                  f"{target['profiles_per_s']:,} rows/s; {target['requests']} requests "
-                  f"{target['requests_by_operation']}; {target['status_429']} 429s; CPU {target['cpu_s']} s; "
-                  f"peak RSS {target['peak_rss_mb']} MB (wait_for_completion={target['wait_for_completion']}, "
-                  f"latency {target['latency_ms']:g} ms, max_concurrency {target['max_concurrency']})", flush=True)
+            print(
+                f"target {operation}: {target['profiles']:,} rows in {target['wall_s']} s = "
+                f"{target['profiles_per_s']:,} rows/s; {target['requests']} requests "
+                f"{target['requests_by_operation']}; {target['status_429']} 429s; CPU {target['cpu_s']} s; "
+                f"peak RSS {target['peak_rss_mb']} MB (wait_for_completion={target['wait_for_completion']}, "
+                f"latency {target['latency_ms']:g} ms, max_concurrency {target['max_concurrency']})",
+                flush=True,
+            )
     if args.full_sync:
         full = bench_full_sync(args.full_sync, args, work)
         result["full_sync"] = full
         print()
-        print(f"full sync (scale {full['scale']}, limits x{full['rate_limit_scale']}, max_concurrency "
-              f"{full['max_concurrency']}): finished={full['finished']} in {full['wall_s']} s; {full['requests']} "
-              f"requests, {full['status_429']} answered 429 ({100 * full['share_429']:.1f}%)")
+        print(
+            f"full sync (scale {full['scale']}, limits x{full['rate_limit_scale']}, max_concurrency "
+            f"{full['max_concurrency']}): finished={full['finished']} in {full['wall_s']} s; {full['requests']} "
+            f"requests, {full['status_429']} answered 429 ({100 * full['share_429']:.1f}%)"
+        )
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

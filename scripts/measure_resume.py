@@ -6,7 +6,9 @@
 ROOT is a checkout of this repository (default: this one), so that another version of
 the code can be measured with the same script. Not a test: nothing is asserted.
 """
+
 import json, os, signal, subprocess, sys, tempfile, time
+
 args = sys.argv[1:]
 if len(args) == 3:
     args = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *args]
@@ -14,28 +16,65 @@ root, stream, kill_after, scale = args[0], args[1], int(args[2]), args[3]
 sys.path.insert(0, root)
 os.chdir(root)
 from klaviyo_sandbox import Sandbox, SandboxConfig
+
 tap = [sys.executable, "-c", "from tap_klaviyo.tap import cli; cli()"]
 tmp = tempfile.mkdtemp()
 with Sandbox(SandboxConfig(scale=float(scale), rate_limit_scale=0, now="now")) as sb:
-    cfg = f"{tmp}/c.json"; open(cfg, "w").write(json.dumps({"api_key": sb.api_key, "base_url": sb.base_url, "discover_custom_fields": False, "start_date": "2000-01-01T00:00:00Z"}))
-    cat = json.loads(subprocess.run(tap + ["--config", cfg, "--discover"], capture_output=True, text=True, check=True).stdout)
+    cfg = f"{tmp}/c.json"
+    open(cfg, "w").write(
+        json.dumps(
+            {
+                "api_key": sb.api_key,
+                "base_url": sb.base_url,
+                "discover_custom_fields": False,
+                "start_date": "2000-01-01T00:00:00Z",
+            }
+        )
+    )
+    cat = json.loads(
+        subprocess.run(tap + ["--config", cfg, "--discover"], capture_output=True, text=True, check=True).stdout
+    )
     for e in cat["streams"]:
         for m in e["metadata"]:
-            if m["breadcrumb"] == []: m["metadata"]["selected"] = e["tap_stream_id"] == stream
+            if m["breadcrumb"] == []:
+                m["metadata"]["selected"] = e["tap_stream_id"] == stream
     open(f"{tmp}/cat.json", "w").write(json.dumps(cat))
-    proc = subprocess.Popen(tap + ["--config", cfg, "--catalog", f"{tmp}/cat.json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        tap + ["--config", cfg, "--catalog", f"{tmp}/cat.json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     seen, state, states = [], None, 0
     for line in proc.stdout:
         m = json.loads(line)
-        if m["type"] == "RECORD": seen.append(json.dumps(m["record"], sort_keys=True))
-        elif m["type"] == "STATE": state = m["value"]; states += 1
+        if m["type"] == "RECORD":
+            seen.append(json.dumps(m["record"], sort_keys=True))
+        elif m["type"] == "STATE":
+            state = m["value"]
+            states += 1
         if len(seen) >= kill_after:
-            proc.send_signal(signal.SIGKILL); break
+            proc.send_signal(signal.SIGKILL)
+            break
     proc.wait()
     open(f"{tmp}/state.json", "w").write(json.dumps(state or {}))
     t0 = time.monotonic()
-    out = subprocess.run(tap + ["--config", cfg, "--catalog", f"{tmp}/cat.json", "--state", f"{tmp}/state.json"], capture_output=True, text=True)
+    out = subprocess.run(
+        tap + ["--config", cfg, "--catalog", f"{tmp}/cat.json", "--state", f"{tmp}/state.json"],
+        capture_output=True,
+        text=True,
+    )
     again = [json.dumps(json.loads(l)["record"], sort_keys=True) for l in out.stdout.splitlines() if '"RECORD"' in l]
     first = set(seen)
-    print(json.dumps({"code": root, "stream": stream, "killed_after": len(seen), "states_before_kill": states,
-                      "resumed_records": len(again), "re_emitted": sum(1 for r in again if r in first)}))
+    print(
+        json.dumps(
+            {
+                "code": root,
+                "stream": stream,
+                "killed_after": len(seen),
+                "states_before_kill": states,
+                "resumed_records": len(again),
+                "re_emitted": sum(1 for r in again if r in first),
+            }
+        )
+    )

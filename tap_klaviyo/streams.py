@@ -245,7 +245,9 @@ class _MembersStream(KlaviyoStream):
             self._resume_logged = True
             self.logger.info(
                 "%s: resuming an interrupted run, %d %ss already read in full are skipped",
-                self.name, count, self.group_type,
+                self.name,
+                count,
+                self.group_type,
             )
 
     @override

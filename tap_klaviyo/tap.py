@@ -615,11 +615,12 @@ class TapKlaviyo(Tap):
         if missing and self.input_catalog is not None:
             raise missing_scopes_error(missing, ", or deselect those streams in the catalog")
         if missing:
-            self.logger.warning(
-                "A sync without --catalog leaves out the streams these scopes are needed for."
-            )
-        self.logger.info("Test passed: %d stream%s can be synced", len(streams) - len(
-            {name for users in missing.values() for name in users}), "" if len(streams) == 1 else "s")
+            self.logger.warning("A sync without --catalog leaves out the streams these scopes are needed for.")
+        self.logger.info(
+            "Test passed: %d stream%s can be synced",
+            len(streams) - len({name for users in missing.values() for name in users}),
+            "" if len(streams) == 1 else "s",
+        )
         return True
 
     @classmethod

@@ -388,7 +388,9 @@ def check_target_settings(config: t.Mapping[str, t.Any]) -> None:
         )
     rejects = str(config.get("rejects_file") or "klaviyo-rejects.jsonl")
     if Path(rejects).is_dir():
-        raise config_error(f"Setting rejects_file: {rejects} is a folder; give a file path, e.g. {rejects.rstrip('/')}/rejects.jsonl.")
+        raise config_error(
+            f"Setting rejects_file: {rejects} is a folder; give a file path, e.g. {rejects.rstrip('/')}/rejects.jsonl."
+        )
     folder = Path(rejects).resolve().parent
     if not folder.is_dir():
         raise config_error(f"Setting rejects_file: folder {folder} does not exist; create it or choose another path.")

@@ -62,7 +62,8 @@ def discover(config: dict, workdir) -> dict:
 def lists_named(box, name: str) -> list[str]:
     document = json.loads(
         KlaviyoConnection({"api_key": box.api_key, "base_url": box.base_url})
-        .request("GET", "/api/lists", params={"filter": f"equals(name,'{name}')"}).content
+        .request("GET", "/api/lists", params={"filter": f"equals(name,'{name}')"})
+        .content
     )
     return [item["id"] for item in document["data"]]
 
@@ -75,8 +76,11 @@ def test_a_sync_on_a_twentieth_of_the_quota_finishes_with_few_429s(tmp_path, con
     streams = ("profiles", "list_members", "segment_members")
     with sandbox(SEED) as clean_box:
         catalog = select(discover(tap_config(clean_box, discover_custom_fields=False), tmp_path / "d"), streams)
-        clean = run_tap(tap_config(clean_box, discover_custom_fields=False), tmp_path / "clean",
-                        args=["--catalog", str(write_json(tmp_path / "catalog.json", catalog))])
+        clean = run_tap(
+            tap_config(clean_box, discover_custom_fields=False),
+            tmp_path / "clean",
+            args=["--catalog", str(write_json(tmp_path / "catalog.json", catalog))],
+        )
     assert clean.code == 0, clean.stderr[-2000:]
     # rate_limit_share stays 1: the tap paces to Klaviyo's published limits and must learn the real ones
     with sandbox(SEED, rate_limit_scale=0.05) as box:
@@ -156,7 +160,12 @@ def test_the_target_checks_write_scopes_before_creating_the_list(scoped_box, tmp
 
 def test_three_targets_started_together_with_a_new_list_name_make_one_list(tmp_path):
     with sandbox(SEED, latency_ms=30) as box:
-        config = {"api_key": box.api_key, "base_url": box.base_url, "list_name": "Started together", "wait_for_completion": True}
+        config = {
+            "api_key": box.api_key,
+            "base_url": box.base_url,
+            "list_name": "Started together",
+            "wait_for_completion": True,
+        }
         runs: dict[int, t.Any] = {}
         threads = [
             threading.Thread(target=lambda i=i: runs.__setitem__(i, run_target(
@@ -320,7 +329,9 @@ def _closed_port() -> int:
 def test_no_connection_on_the_first_request_fails_within_seconds_with_one_line(tmp_path, base_url, needle, args):
     with sandbox(SEED) as box:
         port = box.base_url.rsplit(":", 1)[1]
-        url = {"CLOSED": f"http://127.0.0.1:{_closed_port()}", "TLS": f"https://127.0.0.1:{port}"}.get(base_url, base_url)
+        url = {"CLOSED": f"http://127.0.0.1:{_closed_port()}", "TLS": f"https://127.0.0.1:{port}"}.get(
+            base_url, base_url
+        )
         run = run_tap({"api_key": box.api_key, "base_url": url}, tmp_path, args=args, timeout=60)
     assert run.code == 1
     assert run.elapsed < 8, run.elapsed
@@ -339,8 +350,15 @@ def test_the_help_says_what_test_does(tmp_path):
 def run_plugin_help(executable: str, workdir) -> str:
     import subprocess
 
-    return subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=60, check=True,
-                          cwd=workdir, env=plugin_env(workdir)).stdout
+    return subprocess.run(
+        [executable, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=workdir,
+        env=plugin_env(workdir),
+    ).stdout
 
 
 def test_a_resume_that_skips_the_last_group_still_clears_the_groups_done(tmp_path):
@@ -348,7 +366,10 @@ def test_a_resume_that_skips_the_last_group_still_clears_the_groups_done(tmp_pat
         config = tap_config(box, discover_custom_fields=False)
         catalog = write_json(tmp_path / "catalog.json", select(discover(config, tmp_path / "d"), ["segment_members"]))
         first = run_tap(config, tmp_path / "first", args=["--catalog", str(catalog)])
-        segments = [p["context"]["segment_id"] for p in first.messages[-1]["value"]["bookmarks"]["segment_members"]["partitions"]]
+        segments = [
+            p["context"]["segment_id"]
+            for p in first.messages[-1]["value"]["bookmarks"]["segment_members"]["partitions"]
+        ]
         state = {"bookmarks": {"segment_members": {"groups_done": segments}}}
         resumed = run_tap(config, tmp_path / "resumed", state=state, args=["--catalog", str(catalog)])
     assert resumed.code == 0, resumed.stderr[-2000:]

@@ -165,8 +165,7 @@ def _bookmark_of(stream_state: dict, record: dict) -> dt.datetime | None:
     starts from the beginning."""
     partitions = stream_state.get("partitions")
     if partitions:
-        matching = [p for p in partitions
-                    if all(record.get(k) == v for k, v in (p.get("context") or {}).items())]
+        matching = [p for p in partitions if all(record.get(k) == v for k, v in (p.get("context") or {}).items())]
         best = max(matching, key=lambda p: len(p.get("context") or {}), default={})
         value = best.get("replication_key_value")
     else:

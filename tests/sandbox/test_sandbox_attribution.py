@@ -1,4 +1,5 @@
 """One account: the messages and forms events and reports name are the ones the content endpoints serve."""
+
 from __future__ import annotations
 
 import collections
@@ -27,8 +28,10 @@ def served(client) -> dict[str, dict]:
         for archived in ("false", "true"):  # archived campaigns and flows are served when asked for
             where = f"and(equals(messages.channel,'{channel}'),equals(archived,{archived}))"
             for message in included(client, "/api/campaigns", "campaign-messages", filter=where):
-                found[message["id"]] = (message["attributes"]["definition"]["channel"],
-                                        message["relationships"]["campaign"]["data"]["id"])
+                found[message["id"]] = (
+                    message["attributes"]["definition"]["channel"],
+                    message["relationships"]["campaign"]["data"]["id"],
+                )
     for archived in ("false", "true"):
         actions = included(client, "/api/flows", "flow-actions", filter=f"equals(archived,{archived})")
         for action in actions:
@@ -75,10 +78,23 @@ def test_report_groupings_are_served_ids(client, served):
     metrics = client.all("/api/metrics")
     placed_order = next(m["id"] for m in metrics if m["attributes"]["name"] == "Placed Order")
     frame = {"start": "2025-07-16T00:00:00", "end": "2026-07-15T00:00:00"}
-    for rtype, message_key, owner_key in (("campaign-values-report", "campaign_message_id", "campaign_id"),
-                                          ("flow-values-report", "flow_message_id", "flow_id")):
-        doc = client.post(f"/api/{rtype}s", {"data": {"type": rtype, "attributes": {
-            "statistics": ["delivered"], "timeframe": frame, "conversion_metric_id": placed_order}}})
+    for rtype, message_key, owner_key in (
+        ("campaign-values-report", "campaign_message_id", "campaign_id"),
+        ("flow-values-report", "flow_message_id", "flow_id"),
+    ):
+        doc = client.post(
+            f"/api/{rtype}s",
+            {
+                "data": {
+                    "type": rtype,
+                    "attributes": {
+                        "statistics": ["delivered"],
+                        "timeframe": frame,
+                        "conversion_metric_id": placed_order,
+                    },
+                }
+            },
+        )
         assert doc.status == 200, doc
         results = doc.json()["data"]["attributes"]["results"]
         assert results
@@ -90,9 +106,20 @@ def test_report_groupings_are_served_ids(client, served):
 
 def test_form_series_counts_the_form_events(client, events):
     frame = {"start": "2026-01-01T00:00:00", "end": "2026-07-01T00:00:00"}
-    doc = client.post("/api/form-series-reports", {"data": {"type": "form-series-report", "attributes": {
-        "statistics": ["viewed_form", "viewed_form_uniques", "submits", "closed_form", "submit_rate"],
-        "interval": "monthly", "timeframe": frame, "group_by": ["form_id", "form_version_id"]}}})
+    doc = client.post(
+        "/api/form-series-reports",
+        {
+            "data": {
+                "type": "form-series-report",
+                "attributes": {
+                    "statistics": ["viewed_form", "viewed_form_uniques", "submits", "closed_form", "submit_rate"],
+                    "interval": "monthly",
+                    "timeframe": frame,
+                    "group_by": ["form_id", "form_version_id"],
+                },
+            }
+        },
+    )
     assert doc.status == 200, doc
     attributes = doc.json()["data"]["attributes"]
     months = [d[:7] for d in attributes["date_times"]]
@@ -108,8 +135,9 @@ def test_form_series_counts_the_form_events(client, events):
         if when in months:
             cells[FORM_STATISTIC[event["metric_name"]]][months.index(when)] += 1
     expected = {key: cells for key, cells in expected.items() if any(map(any, cells.values()))}
-    got = {(r["groupings"]["form_id"], r["groupings"]["form_version_id"]): r["statistics"]
-           for r in attributes["results"]}
+    got = {
+        (r["groupings"]["form_id"], r["groupings"]["form_version_id"]): r["statistics"] for r in attributes["results"]
+    }
     assert set(got) == set(expected) and expected
     for key, cells in expected.items():
         for name, values in cells.items():
@@ -117,4 +145,3 @@ def test_form_series_counts_the_form_events(client, events):
         rates = [round(s / v, 6) if v else 0.0 for s, v in zip(cells["submits"], cells["viewed_form"])]
         assert got[key]["submit_rate"] == rates
         assert all(u <= n for u, n in zip(got[key]["viewed_form_uniques"], got[key]["viewed_form"]))
-

@@ -116,8 +116,7 @@ def test_series_intervals_are_days_of_the_company_timezone(client):
     assert doc["data"]["attributes"]["date_times"] == [f"2026-07-0{d}T00:00:00-04:00" for d in range(1, 8)]
     forms = {f["id"] for f in client.all("/api/forms")}
     results = doc["data"]["attributes"]["results"]  # grouped by form_id unless asked otherwise
-    assert results and all(set(r["groupings"]) == {"form_id"} and r["groupings"]["form_id"] in forms
-                           for r in results)
+    assert results and all(set(r["groupings"]) == {"form_id"} and r["groupings"]["form_id"] in forms for r in results)
 
 
 def test_segment_series_counts_members_by_their_join_time(sb, client):

@@ -10,12 +10,18 @@ KEY = "pk_scoped_0123456789abcdef"
 
 
 def call(box: Sandbox, method: str, path: str, key: str, **kwargs) -> requests.Response:
-    headers = {"Authorization": f"Klaviyo-API-Key {key}", "revision": "2026-07-15", "Accept": "application/vnd.api+json"}
+    headers = {
+        "Authorization": f"Klaviyo-API-Key {key}",
+        "revision": "2026-07-15",
+        "Accept": "application/vnd.api+json",
+    }
     return requests.request(method, box.base_url + path, headers=headers, timeout=10, **kwargs)
 
 
 def test_a_key_gets_403_permission_denied_for_an_operation_outside_its_scopes():
-    with Sandbox(SandboxConfig(scale=0.01, rate_limit_scale=0, key_scopes={KEY: ("lists:write", "events:read")})) as box:
+    with Sandbox(
+        SandboxConfig(scale=0.01, rate_limit_scale=0, key_scopes={KEY: ("lists:write", "events:read")})
+    ) as box:
         assert call(box, "GET", "/api/events", KEY).status_code == 200
         assert call(box, "GET", "/api/lists", KEY).status_code == 200  # lists:write includes lists:read
         denied = call(box, "GET", "/api/profiles", KEY)
@@ -37,7 +43,9 @@ def test_a_write_without_its_scope_changes_nothing_even_with_a_valid_body():
 
 def test_deleting_a_list_removes_it_from_lookups():
     with Sandbox(SandboxConfig(scale=0.01, rate_limit_scale=0)) as box:
-        made = call(box, "POST", "/api/lists", box.api_key, json={"data": {"type": "list", "attributes": {"name": "Gone"}}})
+        made = call(
+            box, "POST", "/api/lists", box.api_key, json={"data": {"type": "list", "attributes": {"name": "Gone"}}}
+        )
         list_id = made.json()["data"]["id"]
         generated = box.store.ds.list_ids.id(0)
         assert call(box, "DELETE", f"/api/lists/{list_id}", box.api_key).status_code == 204

@@ -60,7 +60,9 @@ def _matches(resource: dict, op: str, field: str, value: t.Any) -> bool:
 
 
 #: A scope probe: one item of a collection (see klaviyo_core.scopes).
-PROBE = re.compile(re.escape(BASE_URL) + r"/api/[a-z-]+\?(?:filter=[^&]*&)?(?:page%5Bsize%5D=1|fields%5Bmetric%5D=name)$")
+PROBE = re.compile(
+    re.escape(BASE_URL) + r"/api/[a-z-]+\?(?:filter=[^&]*&)?(?:page%5Bsize%5D=1|fields%5Bmetric%5D=name)$"
+)
 
 
 class FakeKlaviyo:

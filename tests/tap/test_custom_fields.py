@@ -475,4 +475,7 @@ def test_the_connection_test_checks_credentials_without_scanning(tmp_path, klavi
     assert result.code == 0, result.stderr[-2000:]
     # the account, and one one-item page per read scope (klaviyo_core.scopes): no custom-field scan
     assert (counters["op:get_profiles"], counters["op:get_events"], counters["op:get_accounts"]) == (
-        before[0] + 1, before[1] + 1, before[2] + 1)
+        before[0] + 1,
+        before[1] + 1,
+        before[2] + 1,
+    )

@@ -32,8 +32,13 @@ def loaded(box, tmp_path_factory) -> dict[str, list[dict]]:
     base = {"api_key": box.api_key, "base_url": box.base_url, "discover_custom_fields": False}
     content = sync(tmp_path_factory.mktemp("content"), base, *CONTENT)  # no start_date: every record
     assert content.code == 0, content.stderr[-2000:]
-    report_config = {**base, "end_date": END, "start_date": "2025-08-01T00:00:00Z", "report_interval": "monthly",
-                     "report_values_window_days": 365}
+    report_config = {
+        **base,
+        "end_date": END,
+        "start_date": "2025-08-01T00:00:00Z",
+        "report_interval": "monthly",
+        "report_values_window_days": 365,
+    }
     report = sync(tmp_path_factory.mktemp("reports"), report_config, *REPORTS)
     assert report.code == 0, report.stderr[-2000:]
     return {name: records(content, name) for name in CONTENT} | {name: records(report, name) for name in REPORTS}
