@@ -335,7 +335,7 @@ def decode_document(response: requests.Response) -> dict:
     return json_document(response)
 
 
-def _waits_too_long(exc: BaseException) -> bool:
+def _waits_too_long(exc: BaseException) -> t.TypeGuard[KlaviyoRetriableError]:
     retry_after = getattr(exc, "retry_after", None)
     return isinstance(exc, KlaviyoRetriableError) and retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS
 
@@ -343,7 +343,7 @@ def _waits_too_long(exc: BaseException) -> bool:
 def _jittered(retry_after: float | None) -> float:
     """Klaviyo's Retry-After (1 s when absent), plus a random share so threads spread out."""
     base = 1.0 if retry_after is None else float(retry_after)
-    return base + random.uniform(0.0, max(0.5, base * RETRY_AFTER_JITTER))  # noqa: S311 - jitter
+    return base + random.uniform(0.0, max(0.5, base * RETRY_AFTER_JITTER))
 
 
 def _causes(exc: BaseException) -> t.Iterator[BaseException]:
@@ -379,7 +379,7 @@ def _is_connect_failure(exc: BaseException) -> bool:
     )
 
 
-def _status(exc: KlaviyoRetriableError) -> int | None:
+def _status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
 

@@ -108,10 +108,11 @@ class AdaptivePace:
     def throttled(
         self, sent_last_second: int, sent_last_minute: int, in_flight: int, retry_after: float | None
     ) -> None:
-        if retry_after is not None and retry_after > 1.0:
-            observed = sent_last_minute / 60.0  # the steady window ran out
-        else:
-            observed = float(sent_last_second)  # the burst window ran out
+        observed = (
+            sent_last_minute / 60.0  # the steady window ran out
+            if retry_after is not None and retry_after > 1.0
+            else float(sent_last_second)  # the burst window ran out
+        )
         proposal = max(1.0 / 60.0, observed * self.BACK_OFF)
         self.rate = proposal if self.rate is None else min(self.rate, proposal)
         self.slow_start = False

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import re
 
+from typing_extensions import override
+
 _QUERY = re.compile(r"(/(?:api|oauth)/[^\s?'\"]*)\?[^\s'\")]+")
 _EMAIL = re.compile(r"[^\s@\"<>(),;:\[\]]+(@|%40)[^\s@'\"<>(),;:\[\]]+\.[A-Za-z]{2,}")
 _KEY = re.compile(r"\bpk_[A-Za-z0-9_]{6,}")
@@ -31,6 +33,7 @@ def redact(text: str) -> str:
 class RedactingFilter(logging.Filter):
     """A logger filter that redacts each record's final message."""
 
+    @override
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)

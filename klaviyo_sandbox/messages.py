@@ -74,6 +74,8 @@ def flow_messages(ds, k: int) -> list[Message]:
     found = []
     for slot in range(content.n_actions(k)):
         channel = gen_content.MESSAGE_ACTIONS.get(content.action_type(k, slot))
+        if channel is None:
+            continue  # not a sending action: it has no messages (n_flow_messages is 0)
         found += [Message(ref["id"], channel, flow_id=flow_id) for ref in content.flow_message_refs(k, slot)]
     return found
 

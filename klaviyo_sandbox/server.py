@@ -123,8 +123,8 @@ class App:
         if auth[:7].lower() == "bearer ":
             info = self.oauth.check_access(auth[7:].strip())
             if not info:
-                known = self.oauth.access.get(auth[7:].strip())
-                return None, (self.oauth.account_of(known) if known else None)
+                expired = self.oauth.access.get(auth[7:].strip())
+                return None, (self.oauth.account_of(expired) if expired else None)
             account = self.oauth.account_of(info)
             # OAuth apps get their own quota per installed app instance (Klaviyo docs).
             return f"oauth:{info['client_id']}:{account}", account

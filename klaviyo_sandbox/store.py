@@ -62,7 +62,7 @@ class Store:
         self.new_events: list = []
         self.small_patch: dict[str, dict] = {k: {} for k in ("campaign", "flow", "list", "segment", "metric", "review")}
         self.new_lists: dict = {}  # id -> list record created via POST /api/lists
-        self.content_patch = {k: {} for k in CONTENT_TOUCH}  # content kind -> index -> touched record
+        self.content_patch: dict[str, dict] = {k: {} for k in CONTENT_TOUCH}  # content kind -> index -> touched record
         self.deleted_lists: set = set()  # ids of generated lists deleted via DELETE /api/lists/{id}
         self.added: dict = {}  # list id -> {profile id: (joined ts, seq)}
         self.suppressed: dict = {}  # list id -> {generated profile index} hidden from the base set

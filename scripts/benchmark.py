@@ -276,7 +276,7 @@ def bench_full_sync(scale: float, args: argparse.Namespace, work: Path) -> dict:
         config_path.write_text(json.dumps(config))
         log_path = work / f"tap-full-{args.max_concurrency}.log"
         with open(os.devnull, "wb") as sink, open(log_path, "w") as log:
-            wall, cpu, rss_kb, code = run([*TAP, "--config", str(config_path)], stdout=sink, stderr=log)
+            wall, cpu, _rss_kb, code = run([*TAP, "--config", str(config_path)], stdout=sink, stderr=log)
         counters = sandbox.counters()
     requests = sum(value for key, value in counters.items() if key.startswith("op:"))
     throttled = counters.get("status:429", 0)

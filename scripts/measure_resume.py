@@ -7,7 +7,14 @@ ROOT is a checkout of this repository (default: this one), so that another versi
 the code can be measured with the same script. Not a test: nothing is asserted.
 """
 
-import json, os, signal, subprocess, sys, tempfile, time
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
 args = sys.argv[1:]
 if len(args) == 3:
@@ -15,13 +22,13 @@ if len(args) == 3:
 root, stream, kill_after, scale = args[0], args[1], int(args[2]), args[3]
 sys.path.insert(0, root)
 os.chdir(root)
-from klaviyo_sandbox import Sandbox, SandboxConfig
+from klaviyo_sandbox import Sandbox, SandboxConfig  # noqa: E402  # from ROOT, put on sys.path above
 
 tap = [sys.executable, "-c", "from tap_klaviyo.tap import cli; cli()"]
 tmp = tempfile.mkdtemp()
 with Sandbox(SandboxConfig(scale=float(scale), rate_limit_scale=0, now="now")) as sb:
     cfg = f"{tmp}/c.json"
-    open(cfg, "w").write(
+    pathlib.Path(cfg).write_text(
         json.dumps(
             {
                 "api_key": sb.api_key,
@@ -38,7 +45,7 @@ with Sandbox(SandboxConfig(scale=float(scale), rate_limit_scale=0, now="now")) a
         for m in e["metadata"]:
             if m["breadcrumb"] == []:
                 m["metadata"]["selected"] = e["tap_stream_id"] == stream
-    open(f"{tmp}/cat.json", "w").write(json.dumps(cat))
+    pathlib.Path(f"{tmp}/cat.json").write_text(json.dumps(cat))
     proc = subprocess.Popen(
         tap + ["--config", cfg, "--catalog", f"{tmp}/cat.json"],
         stdout=subprocess.PIPE,
@@ -57,14 +64,17 @@ with Sandbox(SandboxConfig(scale=float(scale), rate_limit_scale=0, now="now")) a
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait()
-    open(f"{tmp}/state.json", "w").write(json.dumps(state or {}))
+    pathlib.Path(f"{tmp}/state.json").write_text(json.dumps(state or {}))
     t0 = time.monotonic()
     out = subprocess.run(
         tap + ["--config", cfg, "--catalog", f"{tmp}/cat.json", "--state", f"{tmp}/state.json"],
         capture_output=True,
         text=True,
+        check=False,  # a failed resume shows as fewer resumed records
     )
-    again = [json.dumps(json.loads(l)["record"], sort_keys=True) for l in out.stdout.splitlines() if '"RECORD"' in l]
+    again = [
+        json.dumps(json.loads(line)["record"], sort_keys=True) for line in out.stdout.splitlines() if '"RECORD"' in line
+    ]
     first = set(seen)
     print(
         json.dumps(

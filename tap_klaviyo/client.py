@@ -142,6 +142,7 @@ class KlaviyoStream(RESTStream):
     #: The key slices are cut on: the replication key, else this (full-table streams).
     slice_key: t.ClassVar[str | None] = None
 
+    @override
     def __init_subclass__(cls, **kwargs: t.Any) -> None:
         """A STATE about every page (Klaviyo's largest page of the endpoint), not every 10,000 records.
 
@@ -525,7 +526,7 @@ class KlaviyoStream(RESTStream):
         contexts: list[Context | None] = [context]
         partitions = self.partitions if context is not None else None
         if partitions and context in partitions:
-            later = partitions[partitions.index(context) + 1 :]
+            later = partitions[partitions.index(t.cast("dict", context)) + 1 :]
             contexts = [context, *(each for each in later if not self.skips_partition(each))]
         reader = ParallelReader(
             self._fetch_page,

@@ -237,8 +237,11 @@ class _MembersStream(KlaviyoStream):
         if context == self.partitions[-1]:
             self.stream_state.pop(GROUPS_DONE, None)  # every group read: the next run reads all again
 
+    @override
     def skips_partition(self, context: Context | None) -> bool:
-        return bool(context) and context.get(self.group_key) in (self.stream_state.get(GROUPS_DONE) or ())
+        if not context:
+            return False
+        return context.get(self.group_key) in (self.stream_state.get(GROUPS_DONE) or ())
 
     def _log_resume(self, count: int) -> None:
         if not getattr(self, "_resume_logged", False):

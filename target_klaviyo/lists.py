@@ -65,7 +65,7 @@ def write_scopes_for(operation: str) -> dict[str, str]:
     if operation in ("add", "remove"):
         return _NEEDS
     operation_id = OPERATIONS[operation].operation_id if operation in OPERATIONS else "bulk_import_profiles"
-    return {scope: f"operation {operation}" for scope in endpoints.endpoint(operation_id).scopes}
+    return dict.fromkeys(endpoints.endpoint(operation_id).scopes, f"operation {operation}")
 
 
 def check_write_scopes(connection: KlaviyoConnection, needs: t.Mapping[str, str] = _NEEDS) -> None:

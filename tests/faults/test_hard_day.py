@@ -35,8 +35,8 @@ EMAILS = [f"hard.day.{i}@example.com" for i in range(5)]
 
 def people(emails: t.Sequence[str] = EMAILS, extra: t.Sequence[dict] = ()) -> str:
     messages = [
-        {"type": "SCHEMA", "stream": "people", "schema": {"type": "object", "properties": {"email": {"type": "string"}}},
-         "key_properties": ["email"]},
+        {"type": "SCHEMA", "stream": "people",
+         "schema": {"type": "object", "properties": {"email": {"type": "string"}}}, "key_properties": ["email"]},
         *({"type": "RECORD", "stream": "people", "record": {"email": email}} for email in emails),
         *extra,
         {"type": "STATE", "value": {"people": "done"}},
@@ -215,8 +215,8 @@ def _quiet():
 
 def test_an_unknown_message_type_is_logged_and_skipped(tmp_path):
     with sandbox(SEED) as box:
-        config = {"api_key": box.api_key, "base_url": box.base_url, "list_name": "Odd input", "wait_for_completion": True,
-                  "rejects_file": str(tmp_path / "rejects.jsonl")}  # fmt: skip
+        config = {"api_key": box.api_key, "base_url": box.base_url, "list_name": "Odd input",
+                  "wait_for_completion": True, "rejects_file": str(tmp_path / "rejects.jsonl")}  # fmt: skip
         run = run_target(config, tmp_path, people(extra=[{"type": "HEARTBEAT", "stream": "people"}] * 3))
         (list_id,) = lists_named(box, "Odd input")
         members = box.store.member_ids(list_id)
