@@ -373,12 +373,11 @@ class TapKlaviyo(Tap):
     def start_date(self) -> dt.datetime | None:
         return self._parse_setting("start_date")
 
-    def sync_all(self) -> None:
+    def _resolve_report_metrics(self) -> None:
         """Resolve the metrics selected reports need first: a missing one is one line, before any record."""
         for stream in self.streams.values():
             if stream.selected and isinstance(stream, reports.ReportStream):
                 stream.resolve_metrics()
-        super().sync_all()
 
     @cached_property
     def _metrics(self) -> list[dict]:
@@ -501,7 +500,7 @@ class TapKlaviyo(Tap):
         return [stream for stream in self.streams.values() if stream.selected]
 
     def sync_all(self) -> None:
-        """Check the selected streams' scopes before any record.
+        """Check the selected streams' scopes, then the metrics selected reports need, before any record.
 
         With a catalog, every missing scope is named in one line and nothing is synced.
         Without one (every stream is selected), streams the credentials cannot read are
@@ -520,6 +519,7 @@ class TapKlaviyo(Tap):
             )
             for name in left_out:
                 self.streams.pop(name, None)
+        self._resolve_report_metrics()  # after the scopes: the streams left out need no metric
         super().sync_all()
 
     def _warn_about_catalog_group_streams(self) -> None:
