@@ -31,6 +31,18 @@ _READ_PROBES: dict[str, tuple[str, str, dict[str, t.Any], t.Any]] = {
     "profiles:read": ("GET", "/api/profiles", {"page[size]": 1}, None),
     "reviews:read": ("GET", "/api/reviews", {"page[size]": 1}, None),
     "segments:read": ("GET", "/api/segments", {"page[size]": 1}, None),
+    # the content streams' scopes: each probed like the core ones, so that a key without
+    # one leaves its streams out of discovery instead of failing them mid-sync
+    "catalogs:read": ("GET", "/api/catalog-categories", {"page[size]": 1}, None),
+    # Klaviyo requires a coupon filter here; a coupon that does not exist gives an empty page
+    "coupon-codes:read": (
+        "GET", "/api/coupon-codes", {"filter": "equals(coupon.id,'scope-probe')", "page[size]": 1}, None
+    ),
+    "coupons:read": ("GET", "/api/coupons", {"page[size]": 1}, None),
+    "forms:read": ("GET", "/api/forms", {"page[size]": 1}, None),
+    "images:read": ("GET", "/api/images", {"page[size]": 1}, None),
+    "tags:read": ("GET", "/api/tags", {"page[size]": 1}, None),
+    "templates:read": ("GET", "/api/templates", {"page[size]": 1}, None),
 }
 #: Write probes: incomplete bodies (no name, no profiles) that Klaviyo refuses with 400.
 _WRITE_PROBES: dict[str, tuple[str, str, dict[str, t.Any], t.Any]] = {

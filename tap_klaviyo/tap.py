@@ -378,13 +378,11 @@ class TapKlaviyo(Tap):
     def start_date(self) -> dt.datetime | None:
         return self._parse_setting("start_date")
 
-    @override  # type: ignore[misc]  # final in the SDK; extended, then the SDK's runs
-    def sync_all(self) -> None:
+    def _resolve_report_metrics(self) -> None:
         """Resolve the metrics selected reports need first: a missing one is one line, before any record."""
         for stream in self.streams.values():
             if stream.selected and isinstance(stream, reports.ReportStream):
                 stream.resolve_metrics()
-        super().sync_all()
 
     @cached_property
     def _metrics(self) -> list[dict]:
@@ -512,11 +510,8 @@ class TapKlaviyo(Tap):
         # every stream of this tap is a KlaviyoStream (the SDK types them as Stream)
         return [t.cast("KlaviyoStream", stream) for stream in self.streams.values() if stream.selected]
 
-    # FIXME: merge16 defines sync_all twice; this later one replaces the one above (whose
-    # report-metric resolution then never runs). Kept as merged: fixing it changes behaviour.
-    @override  # type: ignore[misc, no-redef]  # final in the SDK; extended, then the SDK's runs
-    def sync_all(self) -> None:  # noqa: F811
-        """Check the selected streams' scopes before any record.
+    def sync_all(self) -> None:
+        """Check the selected streams' scopes, then the metrics selected reports need, before any record.
 
         With a catalog, every missing scope is named in one line and nothing is synced.
         Without one (every stream is selected), streams the credentials cannot read are
@@ -535,6 +530,7 @@ class TapKlaviyo(Tap):
             )
             for name in left_out:
                 self.streams.pop(name, None)
+        self._resolve_report_metrics()  # after the scopes: the streams left out need no metric
         super().sync_all()
 
     def _warn_about_catalog_group_streams(self) -> None:

@@ -21,8 +21,10 @@ from klaviyo_sandbox import Sandbox, SandboxConfig
 from tests.e2e.helpers import pipeline_report
 
 BIN = Path(sys.executable).parent
-#: A line the target logs once it has read the rows (the list is resolved when the first SCHEMA arrives).
-READ_MARK = "Signal SIG"
+#: A line the target logs once the list is resolved (when the first SCHEMA arrives), just before it reads
+#: the rows. Not "Created Klaviyo list": after creating one, the target waits to converge with runs
+#: elsewhere (target_klaviyo.lists.CONVERGE_DELAY) before it reads on.
+READ_MARK = "Writing to Klaviyo list"
 EXPECTED_CODE = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 

@@ -61,3 +61,15 @@ def test_deleting_a_list_removes_it_from_lookups():
             url = page["links"].get("next")
         assert call(box, "DELETE", f"/api/lists/{list_id}", box.api_key).status_code == 404
     assert names == [] and generated not in ids and list_id not in ids
+
+
+def test_every_operation_the_sandbox_serves_checks_the_scopes_the_spec_gives_it():
+    # An operation missing from the table would answer any scoped key: a key without
+    # templates:read, say, would seem to read templates.
+    from klaviyo_core import endpoints
+    from klaviyo_sandbox import api, scopes
+
+    served = {op for _method, _path, op, _fn in api.ROUTES}
+    assert served <= set(scopes.SCOPES), served - set(scopes.SCOPES)
+    for op in served & set(endpoints.endpoints()):
+        assert set(scopes.SCOPES[op]) == set(endpoints.endpoint(op).scopes), op

@@ -38,8 +38,22 @@ def settings(box, **more):
     return {"api_key": box.api_key, "base_url": box.base_url, **more}
 
 
+#: The operations the target's write-scope probes go through (klaviyo_core.scopes): a POST
+#: whose body is deliberately incomplete, refused with 400, so nothing changes.
+PROBE_OPERATIONS = {"create_list", "bulk_import_profiles"}
+
+
+def _is_scope_probe(entry: dict) -> bool:
+    return entry["method"] == "POST" and entry["op"] in PROBE_OPERATIONS and entry["status"] == 400
+
+
+def scope_probes(box) -> list[str]:
+    return [e["op"] for e in box.store.request_log if _is_scope_probe(e)]
+
+
 def writes(box) -> list[str]:
-    return [e["op"] for e in box.store.request_log if e["method"] != "GET" and e["op"]]
+    """The requests that can change something: every non-GET but the scope probes."""
+    return [e["op"] for e in box.store.request_log if e["method"] != "GET" and e["op"] and not _is_scope_probe(e)]
 
 
 def email_consent(box, email):
@@ -332,6 +346,8 @@ def test_dry_run_checks_rows_and_reports_requests_but_writes_nothing(box, run_ta
 
     assert run.exit_code == 0, run.log
     assert writes(box) == [] and not box.store.new_lists and not box.store.consent
+    # a probe changes nothing, so a dry run checks the scopes a real run needs too
+    assert sorted(scope_probes(box)) == ["bulk_import_profiles", "create_list"]
     assert "a real run would create it" in run.log
     assert (
         "Dry run, stream 'optins': subscribe would send 1500 rows in "
