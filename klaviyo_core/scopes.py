@@ -36,7 +36,10 @@ _READ_PROBES: dict[str, tuple[str, str, dict[str, t.Any], t.Any]] = {
     "catalogs:read": ("GET", "/api/catalog-categories", {"page[size]": 1}, None),
     # Klaviyo requires a coupon filter here; a coupon that does not exist gives an empty page
     "coupon-codes:read": (
-        "GET", "/api/coupon-codes", {"filter": "equals(coupon.id,'scope-probe')", "page[size]": 1}, None
+        "GET",
+        "/api/coupon-codes",
+        {"filter": "equals(coupon.id,'scope-probe')", "page[size]": 1},
+        None,
     ),
     "coupons:read": ("GET", "/api/coupons", {"page[size]": 1}, None),
     "forms:read": ("GET", "/api/forms", {"page[size]": 1}, None),

@@ -20,8 +20,7 @@ import requests
 from klaviyo_core import endpoints
 from klaviyo_core.errors import KlaviyoAPIError
 from klaviyo_core.scopes import _READ_PROBES
-from klaviyo_sandbox import Sandbox, SandboxConfig
-from klaviyo_sandbox import gen_content
+from klaviyo_sandbox import Sandbox, SandboxConfig, gen_content
 from tap_klaviyo import streams
 from tap_klaviyo.tap import TapKlaviyo
 from tests.tap.conftest import CONFIG, run_sync
@@ -55,8 +54,10 @@ def box() -> t.Iterator[Sandbox]:
 def scope_probe(url: str) -> bool:
     """One of the one-item requests that check a read scope before a sync (klaviyo_core.scopes)."""
     path, params = urlsplit(url).path, query(url)
-    return any(probe_path == path and {k: str(v) for k, v in probe_params.items()} == params
-               for _, probe_path, probe_params, _ in _READ_PROBES.values())
+    return any(
+        probe_path == path and {k: str(v) for k, v in probe_params.items()} == params
+        for _, probe_path, probe_params, _ in _READ_PROBES.values()
+    )
 
 
 @pytest.fixture
