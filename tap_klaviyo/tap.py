@@ -510,6 +510,7 @@ class TapKlaviyo(Tap):
         # every stream of this tap is a KlaviyoStream (the SDK types them as Stream)
         return [t.cast("KlaviyoStream", stream) for stream in self.streams.values() if stream.selected]
 
+    @override  # type: ignore[misc]  # final in the SDK; extended, then the SDK's runs
     def sync_all(self) -> None:
         """Check the selected streams' scopes, then the metrics selected reports need, before any record.
 
