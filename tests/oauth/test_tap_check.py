@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from klaviyo_core.scopes import scopes_of
+from tap_klaviyo.tap import STREAM_TYPES
 from tests.oauth.conftest import assert_clean
 
 _SCRIPT = Path(sys.executable).with_name("tap-klaviyo")
@@ -30,7 +32,8 @@ def test_connection_check_succeeds_with_a_bearer_token(fake, tmp_path):
     # the token file is bound to its account once (GET /api/accounts), then the check itself (the account,
     # then one scope probe per stream scope): all with the one refreshed token
     assert fake.refresh_calls == 1 and set(fake.bearer_tokens_seen) == {"canary-access-1-XYZ"}
-    assert len(fake.bearer_tokens_seen) == 10
+    stream_scopes = scopes_of(stream_type.operation_id for stream_type in STREAM_TYPES)
+    assert len(fake.bearer_tokens_seen) == 2 + len(stream_scopes) == 17
     assert json.loads((tmp_path / "tokens.json").read_text())["account_id"] == "ACC123"
     assert json.loads((tmp_path / "tokens.json").read_text())["refresh_token"] == "canary-refresh-1-XYZ"
     assert_clean(done.stdout, done.stderr)
