@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -40,6 +41,25 @@ def run_cli(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_KLAVIYO", "TARGET_KLAVIYO"))}
     done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     return CliRun(done.returncode, done.stdout, done.stderr)
+
+
+def select(catalog: dict, *names: str) -> dict:
+    """A copy of ``catalog`` with exactly the streams ``names`` selected."""
+    catalog = copy.deepcopy(catalog)
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            if metadata["breadcrumb"] == []:
+                metadata["metadata"]["selected"] = entry["tap_stream_id"] in names
+    return catalog
+
+
+def cli_catalog(config: dict, tmp_path: Path, *names: str) -> Path:
+    """``tap-klaviyo --discover``'s catalog with only ``names`` selected, written to ``tmp_path/catalog.json``."""
+    result = run_cli("tap-klaviyo", "--discover", config=config, tmp_path=tmp_path)
+    assert result.code == 0, result.stderr[-2000:]
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(select(json.loads(result.stdout), *names)))
+    return path
 
 
 @pytest.fixture(scope="session")

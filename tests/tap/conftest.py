@@ -10,6 +10,7 @@ import pytest
 import requests_mock
 
 from tap_klaviyo.tap import TapKlaviyo
+from tests.conftest import select
 from tests.tap.fake_klaviyo import FakeKlaviyo
 
 # Custom-field discovery is off by default here: catalogs then need no requests, so request
@@ -48,12 +49,7 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def select_only(tap: TapKlaviyo, name: str) -> dict:
-    catalog = tap.catalog_dict
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] == name
-    return catalog
+    return select(tap.catalog_dict, name)
 
 
 class SyncResult(t.NamedTuple):

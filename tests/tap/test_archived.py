@@ -9,7 +9,7 @@ import typing as t
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_catalog, run_cli
 
 STREAMS = ("campaigns", "flows")
 
@@ -25,16 +25,7 @@ def box() -> t.Iterator[t.Any]:
 
 def catalog_of(box: t.Any, tmp_path: t.Any) -> str:
     config = {"api_key": box.api_key, "base_url": box.base_url, "discover_custom_fields": False}
-    result = run_cli("tap-klaviyo", "--discover", config=config, tmp_path=tmp_path)
-    assert result.code == 0, result.stderr[-2000:]
-    catalog = json.loads(result.stdout)
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] in STREAMS
-    path = tmp_path / "catalog.json"
-    path.write_text(json.dumps(catalog))
-    return str(path)
+    return str(cli_catalog(config, tmp_path, *STREAMS))
 
 
 class Sync(t.NamedTuple):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, run_cli
+from tests.conftest import BIN, cli_catalog, run_cli
 from tests.tap.test_content_streams import CONTENT, INCREMENTAL
 
 #: Where each run is killed: after this many records of the stream (inside its parent's loop).
@@ -24,16 +24,7 @@ KILL_POINTS = [("flow_messages", 5), ("coupon_codes", 150), ("campaign_messages"
 
 def catalog(tmp_path: Path, config: dict) -> Path:
     """The discovered catalog with only the content streams selected."""
-    found = run_cli("tap-klaviyo", "--discover", config=config, tmp_path=tmp_path)
-    assert found.code == 0, found.stderr[-2000:]
-    document = json.loads(found.stdout)
-    for entry in document["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] in CONTENT
-    path = tmp_path / "catalog.json"
-    path.write_text(json.dumps(document))
-    return path
+    return cli_catalog(config, tmp_path, *CONTENT)
 
 
 @pytest.fixture(scope="module")

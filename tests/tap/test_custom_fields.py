@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import io
 import json
@@ -15,7 +14,7 @@ import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_klaviyo.tap import TapKlaviyo
-from tests.conftest import run_cli
+from tests.conftest import run_cli, select
 from tests.tap.conftest import CONFIG
 from tests.tap.fake_klaviyo import event, profile, ts
 
@@ -43,15 +42,6 @@ def arr(items: dict) -> dict:
 def discover(config: dict | None = None) -> dict:
     """The catalog discovery makes, as ``--discover`` would print it."""
     return TapKlaviyo(config={**CONFIG, **ON, **(config or {})}, setup_mapper=False).catalog_dict
-
-
-def select(catalog: dict, *names: str) -> dict:
-    catalog = copy.deepcopy(catalog)
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] in names
-    return catalog
 
 
 class Run(t.NamedTuple):

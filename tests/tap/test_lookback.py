@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from tap_klaviyo.streams import EventsStream
-from tests.conftest import run_cli
+from tests.conftest import cli_catalog, run_cli
 from tests.tap.conftest import run_sync
 from tests.tap.fake_klaviyo import event, ts
 
@@ -93,15 +93,7 @@ def box() -> t.Iterator[t.Any]:
 
 def _events_catalog(box: t.Any, tmp_path: t.Any) -> str:
     config = {"api_key": box.api_key, "base_url": box.base_url, "discover_custom_fields": False}
-    result = run_cli("tap-klaviyo", "--discover", config=config, tmp_path=tmp_path)
-    assert result.code == 0, result.stderr[-2000:]
-    catalog = json.loads(result.stdout)
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] == "events"
-    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
-    return str(tmp_path / "catalog.json")
+    return str(cli_catalog(config, tmp_path, "events"))
 
 
 def _sync(box: t.Any, tmp_path: t.Any, catalog: str, state: dict | None, **settings: t.Any) -> tuple[list, list]:

@@ -16,7 +16,7 @@ import pytest
 from klaviyo_sandbox import Sandbox, SandboxConfig
 from tap_klaviyo import reports
 from tap_klaviyo.tap import TapKlaviyo
-from tests.conftest import CliRun, run_cli
+from tests.conftest import CliRun, run_cli, select
 from tests.sandbox.client import Client
 
 NY = ZoneInfo("America/New_York")  # the sandbox account's timezone: Klaviyo reads timeframes in it
@@ -42,11 +42,7 @@ def config_for(box: t.Any, **settings: t.Any) -> dict:
 
 
 def sync(tmp_path, config: dict, *streams: str, state: dict | None = None) -> CliRun:
-    catalog = TapKlaviyo(config=config).catalog_dict
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] in streams
+    catalog = select(TapKlaviyo(config=config).catalog_dict, *streams)
     (tmp_path / "catalog.json").write_text(json.dumps(catalog))
     args = ["--catalog", str(tmp_path / "catalog.json")]
     if state is not None:
