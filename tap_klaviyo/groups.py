@@ -41,8 +41,8 @@ from singer_sdk.singerlib.catalog import StreamMetadata
 from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoAPIError
-from tap_klaviyo.client import KlaviyoStream, flatten, profile_fields_params
 from tap_klaviyo.custom_fields import PROFILE_FIELDS, CustomFieldsMixin
+from tap_klaviyo.stream import KlaviyoStream, flatten, profile_fields_params
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -195,13 +195,14 @@ class GroupProfilesStream(CustomFieldsMixin, KlaviyoStream):
     @override
     @property
     def metadata(self) -> MetadataMapping:
-        if self._metadata is None:
-            mapping = super().metadata
-            root = mapping.root
+        """The SDK's, its root replaced once by one naming the group (the SDK keeps this mapping)."""
+        mapping = super().metadata
+        root = mapping.root
+        if not isinstance(root, GroupStreamMetadata):
             mapping[()] = GroupStreamMetadata(
                 **{f.name: getattr(root, f.name) for f in fields(StreamMetadata)},
                 klaviyo_group_type=self.group.kind,
                 klaviyo_group_id=self.group.id,
                 klaviyo_group_name=self.group.name or None,
             )
-        return self._metadata  # type: ignore[return-value]
+        return mapping

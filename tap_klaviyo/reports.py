@@ -25,7 +25,8 @@ from typing_extensions import override
 from klaviyo_core import endpoints
 from klaviyo_core.client import JSONAPI, decode_document
 from klaviyo_core.errors import KlaviyoError, KlaviyoQuotaExhausted
-from tap_klaviyo.client import KlaviyoStream, NextLinkPaginator, load_schema
+from tap_klaviyo.stream import KlaviyoStream, load_schema
+from tap_klaviyo.windows import WHOLE_RANGE, Window
 
 if t.TYPE_CHECKING:
     import requests
@@ -166,12 +167,8 @@ class ReportStream(KlaviyoStream):
         return {**self.connection.headers, "Content-Type": JSONAPI}
 
     @override
-    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
+    def request_params(self, context: Context | None, window: Window) -> dict[str, t.Any]:
         return {}  # the query is the body
-
-    @override
-    def get_new_paginator(self) -> NextLinkPaginator:
-        return NextLinkPaginator(stop=lambda: True)  # one answer per request
 
     @cached_property
     def statistics(self) -> list[str]:
@@ -181,7 +178,7 @@ class ReportStream(KlaviyoStream):
 
     @property
     def conversion_metric_id(self) -> str | None:
-        return self._tap.conversion_metric_id if self.needs_conversion_metric else None
+        return self.klaviyo_tap.conversion_metric_id if self.needs_conversion_metric else None
 
     def resolve_metrics(self) -> None:
         """Look up the metrics this report needs (raises a one-line error when one is missing)."""
@@ -233,7 +230,7 @@ class ReportStream(KlaviyoStream):
                 return
             self._timeframe = frame
             try:
-                yield from self.request_records(context)
+                yield from self.fetch_page(context, WHOLE_RANGE).records  # one answer per request
             except KlaviyoQuotaExhausted as exc:
                 if budget is None:
                     raise
@@ -325,7 +322,7 @@ class SeriesReportStream(ReportStream):
             lookback = int(self.config.get("report_lookback_intervals", DEFAULT_LOOKBACK_INTERVALS))
             start = step(floor_to(min(resume, now), interval), interval, -lookback)
         else:
-            start = self._tap.start_date or now - DEFAULT_BACKFILL
+            start = self.klaviyo_tap.start_date or now - DEFAULT_BACKFILL
         start = floor_to(max(start, now - MAX_BACKFILL), interval)
         return chunks(start, end, interval)
 
@@ -429,7 +426,7 @@ class MetricAggregatesStream(SeriesReportStream):
     @override
     @cached_property
     def partitions(self) -> list[dict]:
-        return [{"metric_id": metric_id} for metric_id in self._tap.aggregate_metric_ids]
+        return [{"metric_id": metric_id} for metric_id in self.klaviyo_tap.aggregate_metric_ids]
 
     @override
     def resolve_metrics(self) -> None:

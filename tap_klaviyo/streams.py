@@ -9,11 +9,12 @@ from urllib.parse import quote
 
 from typing_extensions import override
 
-from klaviyo_core import filters
+from klaviyo_core import dates, filters
 from klaviyo_core.client import decode_document
-from tap_klaviyo.client import KlaviyoStream, NextLinkPaginator, Window, _parse, profile_fields_params
 from tap_klaviyo.custom_fields import EVENT_FIELDS, PROFILE_FIELDS, CustomFieldsMixin
 from tap_klaviyo.reports import REPORT_STREAM_TYPES
+from tap_klaviyo.stream import KlaviyoStream, profile_fields_params
+from tap_klaviyo.windows import Window
 
 if t.TYPE_CHECKING:
     import requests
@@ -56,12 +57,12 @@ class CampaignsStream(KlaviyoStream):
         ]
 
     @override
-    def filter_conditions(self, context: Context | None) -> list[str | None]:
+    def filter_conditions(self, context: Context | None, window: Window) -> list[str | None]:
         channel = (context or {})["channel"]
         return [
             filters.condition("equals", "messages.channel", channel),
             archived_condition(context),
-            *super().filter_conditions(context),
+            *super().filter_conditions(context, window),
         ]
 
 
@@ -79,13 +80,13 @@ class EventsStream(CustomFieldsMixin, KlaviyoStream):
     replication_key = "datetime"
     is_sorted = True
     sort = "datetime"
-    parallel = True  # slices of the range fetched concurrently (tap_klaviyo.concurrency)
+    parallel = True  # slices of the range fetched concurrently (tap_klaviyo.parallel)
 
     @override
     @property
     def lookback(self) -> dt.timedelta:
         """``events_lookback``: events Klaviyo receives late carry an earlier ``datetime``."""
-        return self._tap.events_lookback
+        return self.klaviyo_tap.events_lookback
 
 
 class FlowsStream(KlaviyoStream):
@@ -109,8 +110,8 @@ class FlowsStream(KlaviyoStream):
         return [{"archived": False}]
 
     @override
-    def filter_conditions(self, context: Context | None) -> list[str | None]:
-        return [archived_condition(context), *super().filter_conditions(context)]
+    def filter_conditions(self, context: Context | None, window: Window) -> list[str | None]:
+        return [archived_condition(context), *super().filter_conditions(context, window)]
 
 
 class ListsStream(KlaviyoStream):
@@ -153,7 +154,7 @@ class ProfilesStream(CustomFieldsMixin, KlaviyoStream):
     is_sorted = True
     sort = "updated"
     lower_bound_operator = "greater-than"
-    parallel = True  # slices of the range fetched concurrently (tap_klaviyo.concurrency)
+    parallel = True  # slices of the range fetched concurrently (tap_klaviyo.parallel)
 
     @override
     @property
@@ -178,12 +179,12 @@ class ReviewsStream(KlaviyoStream):
     bounded_above = False
 
     @override
-    def filter_conditions(self, context: Context | None) -> list[str | None]:
-        return []  # the window is applied while reading (see in_window and has_more)
+    def filter_conditions(self, context: Context | None, window: Window) -> list[str | None]:
+        return []  # the window is applied while reading (see in_window and reads_on)
 
     @override
-    def get_new_paginator(self) -> NextLinkPaginator:
-        return NextLinkPaginator(stop=lambda: self._reached_bookmark)
+    def reads_on(self, context: Context | None) -> bool:
+        return not self._reached_bookmark
 
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
@@ -192,7 +193,7 @@ class ReviewsStream(KlaviyoStream):
 
     @override
     def in_window(self, record: dict, window: Window) -> bool:
-        value = _parse(record.get("updated"))
+        value = dates.parse(record.get("updated"))
         if window.lower and value and value < window.lower:
             self._reached_bookmark = True
         return super().in_window(record, window)
@@ -213,7 +214,7 @@ class _MembersStream(KlaviyoStream):
     group_key: t.ClassVar[str]
     extra_params: t.ClassVar[dict[str, str]] = {"fields[profile]": "joined_group_at"}
     # Big groups are read as joined_group_at slices in parallel, and the next groups'
-    # first pages are fetched while one is read (tap_klaviyo.concurrency).
+    # first pages are fetched while one is read (tap_klaviyo.parallel).
     parallel = True
     slice_key = "joined_group_at"
     sort = "joined_group_at"
@@ -456,7 +457,7 @@ class CouponCodesStream(KlaviyoStream):
     parent_stream_type = CouponsStream
 
     @override
-    def filter_conditions(self, context: Context | None) -> list[str | None]:
+    def filter_conditions(self, context: Context | None, window: Window) -> list[str | None]:
         return [filters.condition("equals", "coupon.id", (context or {})["coupon_id"])]
 
 

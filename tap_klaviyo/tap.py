@@ -28,7 +28,6 @@ from klaviyo_core.settings import (
     redact_config_errors,
 )
 from tap_klaviyo import groups, reports
-from tap_klaviyo.client import load_schema
 from tap_klaviyo.custom_fields import (
     DEFAULT_ROW_SCAN_DEPTH,
     PROFILE_FIELDS,
@@ -36,14 +35,16 @@ from tap_klaviyo.custom_fields import (
     CustomFieldSource,
     with_custom_fields,
 )
+from tap_klaviyo.sdk_compat import CompatTap
 from tap_klaviyo.state import check_state, move_old_bookmarks
+from tap_klaviyo.stream import load_schema
 from tap_klaviyo.streams import STREAM_TYPES
 from tap_klaviyo.writer import KlaviyoMessageWriter
 
 if t.TYPE_CHECKING:
     from singer_sdk.mapper import PluginMapper
 
-    from tap_klaviyo.client import KlaviyoStream
+    from tap_klaviyo.stream import KlaviyoStream
 
 TAP_SETTINGS = th.PropertiesList(
     th.Property(
@@ -209,7 +210,11 @@ def parse_duration(text: str) -> dt.timedelta | None:
     return dt.timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
 
 
-class TapKlaviyo(Tap):
+#: The SDK's own ``mapper`` property: its setter stores the mapper (public, unlike where it stores it).
+_SDK_MAPPER = t.cast("property", Tap.mapper)
+
+
+class TapKlaviyo(CompatTap):
     """Singer tap for Klaviyo: campaigns, events, flows, lists, metrics, profiles, reviews, segments."""
 
     # The docstring above is what `--about` prints as the description: one line, plain text.
@@ -227,6 +232,7 @@ class TapKlaviyo(Tap):
     # The SDK's defaults less BATCH: its batch files bypass this tap's writer and were never
     # tested here, so batch_config is not offered (a config that sets it gets a one-line error).
     capabilities: t.ClassVar[list] = [c for c in Tap.capabilities if c != PluginCapabilities.BATCH]
+    _mapper_pending = False  # set up on first use (see setup_mapper)
 
     def __init__(self, *args: t.Any, validate_config: bool = True, **kwargs: t.Any) -> None:
         catalog = kwargs.get("catalog")
@@ -247,19 +253,20 @@ class TapKlaviyo(Tap):
         tap's catalog needs the API: deferring it keeps building a tap offline, and
         discovery then runs when a sync (or ``--discover``) starts.
         """
-        self._mapper_deferred = True
+        self._mapper_pending = True
 
     @property  # type: ignore[explicit-override]  # mypy#15900: a property with a setter is not seen as marked
     @override
     def mapper(self) -> PluginMapper:
-        if self._mapper is None and getattr(self, "_mapper_deferred", False):
-            self._mapper_deferred = False
+        if self._mapper_pending:
+            self._mapper_pending = False
             super().setup_mapper()
         return super().mapper
 
     @mapper.setter
     def mapper(self, mapper: PluginMapper) -> None:
-        self._mapper = mapper
+        self._mapper_pending = False
+        _SDK_MAPPER.__set__(self, mapper)
 
     def _check_settings(self) -> None:
         """Once, before the first request (discovery may run inside the SDK's __init__)."""
@@ -337,12 +344,12 @@ class TapKlaviyo(Tap):
             ) from None
 
     @override
-    def _handle_termination(self, signum: int, frame: t.Any) -> None:
-        """SIGINT/SIGTERM: emit the current STATE (the SDK's handler does), then exit 130/143.
+    def on_termination_signal(self, signum: int) -> None:
+        """SIGINT/SIGTERM: emit the current STATE, then exit 130/143.
 
-        The SDK's handler exits 0, so a scheduler would record an interrupted sync as a success.
-        Overriding this private SDK method is the only way in: the SDK installs its handler in
-        ``__init__`` (tests/faults/test_signals.py sends real signals to a running tap).
+        The SDK's handler exits 0, so a scheduler would record an interrupted sync as a success
+        (the SDK installs its handler in ``__init__``: see tap_klaviyo.sdk_compat;
+        tests/faults/test_signals.py sends real signals to a running tap).
         Every record before the STATE was written (the writer flushes them first), so the
         next run resumes from it without losing or repeating more than the bookmark's second.
         A second signal stops at once.
@@ -353,15 +360,13 @@ class TapKlaviyo(Tap):
         note_interrupted(signum, self.logger, "emitting the last state; the next run resumes from it")
         writer = getattr(self, "message_writer", None)  # None: the signal came while the tap was being built
         if writer is None or not hasattr(writer, "when_idle"):
-            self._terminate(signum, frame)
+            self._terminate(signum)
         else:
-            writer.when_idle(lambda: self._terminate(signum, frame))
+            writer.when_idle(lambda: self._terminate(signum))
 
-    def _terminate(self, signum: int, frame: t.Any) -> None:
-        try:
-            super()._handle_termination(signum, frame)  # writes the STATE, then exits 0
-        except SystemExit:
-            pass
+    def _terminate(self, signum: int) -> None:
+        if getattr(self, "message_writer", None) is not None:  # None: no STATE to write yet
+            self.state_writer.write_state(self.state)  # what the SDK's own handler writes
         raise SystemExit(interrupted_exit_code(signum))
 
     @override

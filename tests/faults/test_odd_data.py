@@ -17,7 +17,7 @@ import zlib
 
 import pytest
 
-from tap_klaviyo.client import flatten
+from tap_klaviyo.stream import flatten
 from tests.faults.harness import FIGURES, Output, parse_time, run_tap, sandbox, tap_config
 from tests.faults.proxy import TamperProxy
 

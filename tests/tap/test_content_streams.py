@@ -260,7 +260,7 @@ def test_archived_passes_of_the_parents_are_followed_and_stay_out_of_the_records
             return [{"channel": c, **a} for c in streams.CAMPAIGN_CHANNELS for a in ({}, {"archived": True})]
         return [{"archived": False}, {"archived": True}]
 
-    def conditions(stream: t.Any, context: t.Any) -> list:
+    def conditions(stream: t.Any, context: t.Any, window: t.Any) -> list:
         archived = streams.filters.condition("equals", "archived", bool((context or {}).get("archived")))
         base = (
             [streams.filters.condition("equals", "messages.channel", context["channel"])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 import logging
 
-from tap_klaviyo.concurrency import Progress
+from tap_klaviyo.progress import Progress
 
 
 def _epoch(day: str) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from tap_klaviyo.client import load_schema
+from tap_klaviyo.stream import load_schema
 from tests.tap.conftest import run_sync
 from tests.tap.fake_klaviyo import (
     FakeKlaviyo,
