@@ -1,0 +1,115 @@
+"""What tap_klaviyo.sdk_compat relies on in singer-sdk: each check names the internal it guards.
+
+A failure here after an SDK upgrade means: re-read that internal in the new SDK, adapt
+tap_klaviyo/sdk_compat.py, and bump its SDK_VERSION.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import signal
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from singer_sdk import Stream, Tap
+from singer_sdk.plugin_base import PluginBase
+
+from tap_klaviyo import sdk_compat
+from tap_klaviyo.sdk_compat import CompatStream, CompatTap
+from tap_klaviyo.streams import EventsStream
+from tap_klaviyo.tap import TapKlaviyo
+from tests.tap.conftest import CONFIG, run_sync
+from tests.tap.fake_klaviyo import event, ts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _parameters(function: object) -> list[tuple[str, inspect._ParameterKind]]:
+    return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]  # type: ignore[arg-type]
+
+
+POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
+
+
+def test_sdk_version_is_the_locked_one_and_the_installed_release_line():
+    locked = re.search(r"^singer-sdk==(\S+)$", (ROOT / "requirements/lock.txt").read_text(), re.MULTILINE)
+    assert locked, "requirements/lock.txt pins no singer-sdk"
+    assert locked.group(1) == sdk_compat.SDK_VERSION, "bump SDK_VERSION after re-checking tap_klaviyo/sdk_compat.py"
+    installed = version("singer-sdk").split(".")[:2]
+    assert installed == sdk_compat.SDK_VERSION.split(".")[:2], (
+        f"singer-sdk {version('singer-sdk')} is installed; sdk_compat was written against {sdk_compat.SDK_VERSION}"
+    )
+
+
+def test_generate_record_messages_still_takes_a_record_and_is_what_writes_records():
+    assert _parameters(Stream._generate_record_messages) == [("self", POSITIONAL), ("record", POSITIONAL)]
+    assert "self._generate_record_messages(record)" in inspect.getsource(Stream._write_record_message)
+    assert "_generate_record_messages" in CompatStream.__dict__
+
+
+def test_stream_version_is_still_an_attribute_of_every_stream():
+    tap = TapKlaviyo(config=CONFIG)
+    stream = tap.streams["events"]
+    assert "_stream_version" in vars(stream)  # set in Stream.__init__ (None until a full-table sync sets it)
+
+
+def test_the_fast_record_path_writes_what_the_sdks_path_writes():
+    """Same messages as singer-sdk's own method, for a record the catalog selects in full."""
+    tap = TapKlaviyo(config=CONFIG)
+    stream = tap.streams["events"]
+    record = {"id": "e1", "datetime": ts(2), "event_properties": {"a": 1}}
+    assert stream.nothing_to_prune
+    ours = [m.to_dict() for m in stream._generate_record_messages(dict(record))]
+    sdks = [m.to_dict() for m in Stream._generate_record_messages(stream, dict(record))]
+    for message in (*ours, *sdks):
+        message.pop("time_extracted")
+    assert ours == sdks
+
+
+def test_increment_stream_state_is_still_called_per_record_with_a_keyword_context(fake, monkeypatch):
+    assert _parameters(Stream._increment_stream_state) == [
+        ("self", POSITIONAL),
+        ("latest_record", POSITIONAL),
+        ("context", KEYWORD),
+    ]
+    seen: list[str] = []
+
+    def advances(self: EventsStream, record: dict, context: object) -> bool:  # stands in for WindowedStream's
+        seen.append(record["id"])
+        return record["id"] != "e4"  # e4 may not move the bookmark
+
+    monkeypatch.setattr(EventsStream, "advances_bookmark", advances)
+    fake.add("/api/events", *(event(f"e{day}", ts(day)) for day in (2, 3, 4)))
+    result = run_sync("events", config={"max_concurrency": 1})
+    assert seen == ["e2", "e3", "e4"]  # the SDK calls it for every record, in order
+    assert result.states[-1]["bookmarks"]["events"]["replication_key_value"] == ts(3)
+
+
+def test_handle_termination_is_still_the_handler_the_sdk_installs():
+    assert _parameters(PluginBase._handle_termination) == [
+        ("self", POSITIONAL),
+        ("signum", POSITIONAL),
+        ("frame", POSITIONAL),
+    ]
+    assert "_handle_termination" in Tap.__dict__  # the SDK's writes the STATE, then exits 0
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        tap = TapKlaviyo(config=CONFIG)
+        for sig in before:
+            handler = signal.getsignal(sig)
+            assert getattr(handler, "__self__", None) is tap
+            assert getattr(handler, "__func__", None) is CompatTap._handle_termination
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def test_the_sdks_own_termination_handler_exits_zero_which_is_why_the_tap_overrides_it(capsys):
+    tap = TapKlaviyo(config=CONFIG)
+    with pytest.raises(SystemExit) as stopped:
+        CompatTap.on_termination_signal(tap, signal.SIGTERM)
+    assert stopped.value.code == 0
+    assert '"type":"STATE"' in capsys.readouterr().out.replace(" ", "")
