@@ -11,14 +11,9 @@ import datetime as dt
 import json
 import typing as t
 
+from klaviyo_core import dates
+
 FilterValue = str | int | float | bool | dt.datetime | dt.date | t.Sequence[t.Any] | None
-
-
-def format_datetime(value: dt.datetime) -> str:
-    """ISO-8601 in UTC; naive datetimes are taken to be UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat()
 
 
 def literal(value: FilterValue) -> str:
@@ -26,7 +21,7 @@ def literal(value: FilterValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dt.datetime):
-        return format_datetime(value)
+        return dates.as_utc(value).isoformat()  # naive datetimes are taken to be UTC
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, (int, float)):

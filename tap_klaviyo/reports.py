@@ -22,7 +22,7 @@ from importlib import resources
 
 from typing_extensions import override
 
-from klaviyo_core import endpoints
+from klaviyo_core import dates, endpoints
 from klaviyo_core.client import JSONAPI, decode_document
 from klaviyo_core.errors import KlaviyoError, KlaviyoQuotaExhausted
 from tap_klaviyo.stream import KlaviyoStream, load_schema
@@ -200,7 +200,7 @@ class ReportStream(KlaviyoStream):
 
     @cached_property
     def _started_at(self) -> dt.datetime:
-        return dt.datetime.now(dt.timezone.utc)
+        return dates.utc_now()
 
     @override
     def run_started_at(self, context: Context | None) -> dt.datetime:
@@ -317,7 +317,7 @@ class SeriesReportStream(ReportStream):
     def timeframes(self, state: dict) -> list[tuple[dt.datetime, dt.datetime]]:
         interval, now = self.interval, self.now
         end = step(floor_to(now, interval), interval)  # through the current (partial) interval
-        resume = _parse_utc(state.get("next_start"))
+        resume = dates.parse(state.get("next_start"))  # checked by tap_klaviyo.state
         if resume:
             lookback = int(self.config.get("report_lookback_intervals", DEFAULT_LOOKBACK_INTERVALS))
             start = step(floor_to(min(resume, now), interval), interval, -lookback)
@@ -522,10 +522,3 @@ def _metric_preference(metric: dict) -> tuple:
     attributes = metric.get("attributes") or {}
     category = ((attributes.get("integration") or {}).get("category") or "").lower()
     return (category != "ecommerce", attributes.get("created") or "", metric["id"])
-
-
-def _parse_utc(value: t.Any) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed.astimezone(dt.timezone.utc)

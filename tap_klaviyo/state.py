@@ -8,9 +8,9 @@ supported between 'str' and 'int'``); this says which stream and what to do inst
 
 from __future__ import annotations
 
-import datetime as dt
 import typing as t
 
+from klaviyo_core import dates
 from klaviyo_core.errors import KlaviyoError
 
 _FIX = "fix the state file, or delete that stream's bookmark to sync the stream again from start_date"
@@ -63,16 +63,9 @@ def _check_bookmark(stream: str, bookmark: dict) -> None:
         value = bookmark.get(key)
         if value is None:
             continue
-        if not isinstance(value, str) or _parse(value) is None:
+        if not isinstance(value, str) or dates.parse_or_none(value) is None:
             shown = repr(value)[:60]
             raise KlaviyoError(
                 f"The state's {key} of stream {stream!r} is {shown}, not a date-time like "
                 f"2024-01-31T00:00:00+00:00: {_FIX}."
             )
-
-
-def _parse(value: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -8,14 +8,13 @@ import typing as t
 from collections.abc import Mapping
 from functools import cached_property
 
-import pendulum
 from singer_sdk import Tap, typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
-from klaviyo_core import endpoints
+from klaviyo_core import dates, endpoints
 from klaviyo_core.cli import argv_option, interrupted, interrupted_exit_code, note_interrupted, run_cli
 from klaviyo_core.client import KlaviyoConnection
 from klaviyo_core.env_config import with_typed_config
@@ -324,7 +323,7 @@ class TapKlaviyo(CompatTap):
         start, end = (self._parse_setting(key) for key in ("start_date", "end_date"))
         if start and end and end <= start:
             raise config_error("Setting end_date must be after start_date: move it later, or remove it.")
-        if start and start > pendulum.now("UTC"):
+        if start and start > dates.utc_now():
             # Not an error: a schedule may be set up ahead of time. But say why nothing comes.
             self.logger.warning(
                 "Setting start_date %s is in the future: incremental streams sync nothing until then "
@@ -337,8 +336,8 @@ class TapKlaviyo(CompatTap):
         if not value:
             return None
         try:
-            return pendulum.parse(str(value), tz="UTC")  # type: ignore[return-value]
-        except (ValueError, pendulum.parsing.exceptions.ParserError):
+            return dates.parse(str(value))
+        except ValueError:
             raise config_error(
                 f"Setting {key} is not a date: use ISO 8601, e.g. 2024-01-31 or 2024-01-31T00:00:00Z."
             ) from None
