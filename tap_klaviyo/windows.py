@@ -131,6 +131,8 @@ class WindowedStream(CompatStream):
         a sorted stream from failing its sort check). Records come in order, so the
         check stops at the first record at or after the bookmark.
         """
+        if not self._resumed_from:
+            return True  # no lookback pending (the usual case: nothing to work out per record)
         key = context_key(context)
         resumed_from = self._resumed_from.get(key)
         if resumed_from is not None:
