@@ -224,20 +224,24 @@ class ReportStream(KlaviyoStream):
         daily = endpoints.endpoint(self.operation_id).daily
         budget = DailyBudget(state, self.daily_budget(daily), utc_day(self.run_started_at(context))) if daily else None
         planned = self.timeframes(state)
-        for number, frame in enumerate(planned):
-            if budget is not None and not budget.take():
-                self._log_deferred(budget, len(planned) - number, frame)
-                return
-            self._timeframe = frame
-            try:
-                yield from self.fetch_page(context, WHOLE_RANGE).records  # one answer per request
-            except KlaviyoQuotaExhausted as exc:
-                if budget is None:
-                    raise
-                budget.exhaust()
-                self.logger.warning("Report %s deferred to the next run: %s", self.name, exc)
-                return
-            self.done(state, frame)
+        with self.get_http_request_counter() as counter:
+            counter.with_context(context)
+            for number, frame in enumerate(planned):
+                if budget is not None and not budget.take():
+                    self._log_deferred(budget, len(planned) - number, frame)
+                    return
+                self._timeframe = frame
+                try:
+                    page = self.fetch_page(context, WHOLE_RANGE)  # one answer per request
+                except KlaviyoQuotaExhausted as exc:
+                    if budget is None:
+                        raise
+                    budget.exhaust()
+                    self.logger.warning("Report %s deferred to the next run: %s", self.name, exc)
+                    return
+                counter.increment()
+                yield from page.records
+                self.done(state, frame)
 
     def daily_budget(self, daily: int) -> int:
         return min(daily, int(self.config.get("report_daily_request_budget") or DEFAULT_DAILY_BUDGET))
