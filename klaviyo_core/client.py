@@ -78,12 +78,14 @@ class KlaviyoConnection:
         max_tries: int = DEFAULT_MAX_TRIES,
         timeout: tuple[float, float] | None = None,
         max_throttled_seconds: float = DEFAULT_MAX_THROTTLED_SECONDS,
+        limiters: RateLimiters | None = None,
     ) -> None:
         self.base_url = str(config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         self.revision = str(config.get("revision") or DEFAULT_REVISION)
         self.auth = auth or auth_from_config(config)
-        # every request reports its answer (``wrap``), so endpoints may start slowly
-        self.limiters = RateLimiters(float(config.get("rate_limit_share") or 1.0), slow_start=True)
+        # every request reports its answer (``wrap``), so endpoints may start slowly; a connection
+        # that differs only in its retry policy passes another's limiters: the account's limits are shared
+        self.limiters = limiters or RateLimiters(float(config.get("rate_limit_share") or 1.0), slow_start=True)
         self.logger = logger or logging.getLogger("klaviyo")
         self.max_tries = max_tries
         self.timeout = timeout or (DEFAULT_TIMEOUT[0], float(config.get("request_timeout") or DEFAULT_TIMEOUT[1]))

@@ -10,17 +10,35 @@ from urllib.parse import urlsplit
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-DEFAULT_BASE_URL = "https://a.klaviyo.com"
-DEFAULT_REVISION = "2026-07-15"
-DEFAULT_TOKEN_URL = "https://a.klaviyo.com/oauth/token"
-DEFAULT_AUTHORIZE_URL = "https://www.klaviyo.com/oauth/authorize"
-#: Seconds to wait for an answer (read timeout); Klaviyo's slowest pages take well under this.
-DEFAULT_REQUEST_TIMEOUT = 120.0
-#: Requests in flight at once (tap: pages of a stream; target: import jobs); 1 = one at a time.
-DEFAULT_MAX_CONCURRENCY = 8
-MAX_CONCURRENCY_LIMIT = 64
-#: Settings that mean "authenticate with OAuth"; any of them next to api_key is ambiguous.
-OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token", "access_token")
+from klaviyo_core.auth import TokenFileConflict, TokenStore
+from klaviyo_core.defaults import (
+    DEFAULT_AUTHORIZE_URL,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_REVISION,
+    DEFAULT_TOKEN_URL,
+    MAX_CONCURRENCY_LIMIT,
+    OAUTH_SETTINGS,
+    api_key,
+    setting_text,
+    uses_oauth,
+)
+
+__all__ = [  # the defaults and readers are re-exported: plugins and tests import them from here
+    "DEFAULT_AUTHORIZE_URL",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_REVISION",
+    "DEFAULT_TOKEN_URL",
+    "MAX_CONCURRENCY_LIMIT",
+    "OAUTH_SETTINGS",
+    "api_key",
+    "setting_text",
+    "uses_oauth",
+]
+
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 CONNECTION_SETTINGS = th.PropertiesList(
@@ -152,21 +170,6 @@ def config_error(message: str) -> ConfigValidationError:
     return ConfigValidationError(message, errors=[message])
 
 
-def setting_text(config: t.Mapping[str, t.Any], name: str) -> str:
-    """A string setting, whitespace trimmed; '' when unset (Meltano passes unset as '')."""
-    return str(config.get(name) or "").strip()
-
-
-def api_key(config: t.Mapping[str, t.Any]) -> str:
-    """The configured private key, whitespace trimmed."""
-    return setting_text(config, "api_key")
-
-
-def uses_oauth(config: t.Mapping[str, t.Any]) -> bool:
-    """True when the config authenticates with OAuth rather than a private key."""
-    return not api_key(config) and any(setting_text(config, name) for name in OAUTH_SETTINGS)
-
-
 def check_connection_settings(config: t.Mapping[str, t.Any]) -> None:
     """Raise a one-line ConfigValidationError naming the setting and the fix."""
     _check_credentials(config)
@@ -276,8 +279,6 @@ def _stored_refresh_token(config: t.Mapping[str, t.Any]) -> bool:
     """Whether the config's token file holds a refresh token this config may use."""
     if not setting_text(config, "client_id"):
         return False
-    from klaviyo_core.auth import TokenFileConflict, TokenStore  # noqa: PLC0415 - auth imports this module
-
     store = TokenStore.for_config(config)
     try:
         return store is not None and store.load() is not None
