@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 from klaviyo_core.client import KlaviyoConnection
@@ -75,6 +76,16 @@ class TargetRun:
             wait_for_completion=self.wait_for_completion,
             timeout=self.wait_timeout,
         )  # fmt: skip
+
+    @cached_property
+    def executor(self) -> ThreadPoolExecutor:
+        """Threads for a batch's own requests (remove's look-ups and removals): max_concurrency in flight.
+
+        Each request is paced by the connection's limiter for its endpoint, so more threads
+        never means more than Klaviyo's limit; a batch's write still returns only once every
+        request is answered, so no STATE covers a row before Klaviyo has taken it.
+        """
+        return ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="klaviyo-request")
 
     @cached_property
     def column_rules(self) -> ColumnRules:

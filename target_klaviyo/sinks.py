@@ -222,6 +222,10 @@ class RemoveFromListSink(KlaviyoListSink):
 
     operation = "remove"
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.executor = self.run.executor  # made here, in the reader's thread: drains may run in parallel
+
     @override
     def check_columns(self, stream_name: str, columns: set[str]) -> None:
         if not {"profile_id", "email"} & columns:
@@ -260,7 +264,7 @@ class RemoveFromListSink(KlaviyoListSink):
     def write(self, items: list[tuple[str, str, dict]]) -> None:
         rows_by_id = self.rows_by_profile_id(items)
         list_id = t.cast(str, self.list_id)  # set: the remove operation requires list_id or list_name
-        refused = remove_from_list(self.run.connection, list_id, list(rows_by_id), self.logger)
+        refused = remove_from_list(self.run.connection, list_id, list(rows_by_id), self.logger, self.executor)
         removed = {id(row) for pid, rows in rows_by_id.items() if pid not in refused for row in rows}
         refused_rows = {id(row): (row, reason) for pid, reason in refused.items() for row in rows_by_id[pid]}
         for key, (row, reason) in refused_rows.items():
@@ -271,7 +275,7 @@ class RemoveFromListSink(KlaviyoListSink):
     def rows_by_profile_id(self, items: list[tuple[str, str, dict]]) -> dict[str, list[dict]]:
         """The rows behind each profile id; emails are looked up, and one without a profile is rejected."""
         emails = [value for kind, value, _ in items if kind == "email"]
-        found = find_profile_ids(self.run.connection, emails) if emails else {}
+        found = find_profile_ids(self.run.connection, emails, self.executor) if emails else {}
         rows_by_id: dict[str, list[dict]] = {}
         for kind, value, row in items:
             ids = [value] if kind == "id" else found.get(value.lower(), [])
