@@ -262,8 +262,8 @@ class RemoveFromListSink(KlaviyoListSink):
 
     @override
     def write(self, items: list[tuple[str, str, dict]]) -> None:
+        list_id = t.cast(str, self.list_id)  # first: the scope check and list look-up come before any other request
         rows_by_id = self.rows_by_profile_id(items)
-        list_id = t.cast(str, self.list_id)  # set: the remove operation requires list_id or list_name
         refused = remove_from_list(self.run.connection, list_id, list(rows_by_id), self.logger, self.executor)
         removed = {id(row) for pid, rows in rows_by_id.items() if pid not in refused for row in rows}
         refused_rows = {id(row): (row, reason) for pid, reason in refused.items() for row in rows_by_id[pid]}
