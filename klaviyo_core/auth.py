@@ -22,6 +22,14 @@ from pathlib import Path
 import requests
 from typing_extensions import override
 
+from klaviyo_core.defaults import (
+    DEFAULT_AUTHORIZE_URL,
+    DEFAULT_BASE_URL,
+    DEFAULT_TOKEN_URL,
+    api_key,
+    setting_text,
+    uses_oauth,
+)
 from klaviyo_core.errors import KlaviyoError
 from klaviyo_core.oauth import (
     LOGGER,
@@ -34,14 +42,6 @@ from klaviyo_core.oauth import (
     reauthorize_command,
     same_url,
     seed_fingerprint,
-)
-from klaviyo_core.settings import (
-    DEFAULT_AUTHORIZE_URL,
-    DEFAULT_BASE_URL,
-    DEFAULT_TOKEN_URL,
-    api_key,
-    setting_text,
-    uses_oauth,
 )
 
 if t.TYPE_CHECKING:

@@ -9,10 +9,12 @@ import sys
 import typing as t
 from pathlib import Path
 
+import click
 from singer_sdk.exceptions import ConfigValidationError
 from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoError
+from klaviyo_core.sdk_compat import CONFIG_FAILED_SUMMARY
 
 
 def run_cli(command: t.Callable[..., t.Any]) -> None:
@@ -20,8 +22,9 @@ def run_cli(command: t.Callable[..., t.Any]) -> None:
     logger = getattr(command, "logger", None)  # the SDK's command logs a summary after the errors
     if isinstance(logger, logging.Logger) and not any(isinstance(f, _NoSummary) for f in logger.filters):
         logger.addFilter(_NoSummary())
+    if isinstance(command, click.Command):
+        check_input_file_options(command)
     try:
-        check_input_files(sys.argv[1:])
         command()
     except SystemExit as exc:
         # The SDK (click) ends a run with exit code 0 even when a signal stopped it early.
@@ -71,33 +74,51 @@ _INPUT_FILES = {
 }
 
 
-def check_input_files(argv: t.Sequence[str]) -> None:
-    """A missing or unparsable --config/--state/--catalog file as one line (the SDK shows a traceback).
+def check_input_file_options(command: click.Command) -> click.Command:
+    """Check each --config/--state/--catalog file as click parses the option (the SDK shows a traceback).
+
+    Uses click's public parameter callbacks: the option's own callback (the SDK's config
+    parser for --config) still runs, after the check.
+    """
+    for param in command.params:
+        option = next((name for name in param.opts if name in _INPUT_FILES), None)
+        if option is not None and not getattr(param.callback, "checks_input_files", False):
+            param.callback = _checking_callback(option, param.callback)
+    return command
+
+
+def _checking_callback(option: str, callback: t.Callable[..., t.Any] | None) -> t.Callable[..., t.Any]:
+    def check_then_parse(ctx: click.Context, param: click.Parameter, value: t.Any) -> t.Any:
+        for given in value if isinstance(value, (tuple, list)) else [value]:
+            path = getattr(given, "name", given)  # --state and --catalog are files click has opened
+            if path and path != "ENV":
+                check_input_file(option, str(path))
+        return callback(ctx, param, value) if callback is not None else value
+
+    check_then_parse.checks_input_files = True  # type: ignore[attr-defined]  # wrap once, however often run
+    return check_then_parse
+
+
+def check_input_file(option: str, path: str) -> None:
+    """A missing or unparsable input file as one line.
 
     The message gives the position of the problem, never the file's content: it may hold secrets.
     """
-    for index, arg in enumerate(argv):
-        option, _, value = arg.partition("=")
-        if option not in _INPUT_FILES:
-            continue
-        path = value if value else (argv[index + 1] if index + 1 < len(argv) else "")
-        if not path or path == "ENV":
-            continue
-        what, fix = _INPUT_FILES[option]
-        try:
-            document = json.loads(Path(path).read_bytes())
-        except FileNotFoundError:
-            raise KlaviyoError(f"{what} {path} does not exist: check the {option} path.") from None
-        except OSError as exc:
-            raise KlaviyoError(f"{what} {path} cannot be read ({exc.strerror}): check the {option} path.") from None
-        except UnicodeDecodeError:
-            raise KlaviyoError(f"{what} {path} is not UTF-8 text: save it as UTF-8 JSON.") from None
-        except ValueError as exc:
-            where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not JSON"
-            raise KlaviyoError(f"{what} {path} is not valid JSON ({detail}{where}): {fix}.") from None
-        if not isinstance(document, dict):
-            raise KlaviyoError(f"{what} {path} must hold a JSON object, not a {type(document).__name__}: {fix}.")
+    what, fix = _INPUT_FILES[option]
+    try:
+        document = json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise KlaviyoError(f"{what} {path} does not exist: check the {option} path.") from None
+    except OSError as exc:
+        raise KlaviyoError(f"{what} {path} cannot be read ({exc.strerror}): check the {option} path.") from None
+    except UnicodeDecodeError:
+        raise KlaviyoError(f"{what} {path} is not UTF-8 text: save it as UTF-8 JSON.") from None
+    except ValueError as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not JSON"
+        raise KlaviyoError(f"{what} {path} is not valid JSON ({detail}{where}): {fix}.") from None
+    if not isinstance(document, dict):
+        raise KlaviyoError(f"{what} {path} must hold a JSON object, not a {type(document).__name__}: {fix}.")
 
 
 def argv_option(option: str, argv: t.Sequence[str] | None = None) -> str | None:
@@ -118,7 +139,7 @@ class _NoSummary(logging.Filter):
 
     @override
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != "Config validation failed"
+        return record.msg != CONFIG_FAILED_SUMMARY
 
 
 def _report(message: str) -> None:

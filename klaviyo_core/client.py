@@ -40,6 +40,7 @@ from klaviyo_core.errors import (
 from klaviyo_core.ratelimit import EndpointLimiter, RateLimiters
 from klaviyo_core.redact import redact_http_logs
 from klaviyo_core.retry import DEFAULT_MAX_TRIES, RETRIABLE_EXCEPTIONS, wait_generator
+from klaviyo_core.sdk_compat import read_body
 from klaviyo_core.settings import DEFAULT_BASE_URL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_REVISION
 
 try:  # the SDK's own ``msgspec`` extra: about twice as fast as json.loads on Klaviyo pages
@@ -78,12 +79,14 @@ class KlaviyoConnection:
         max_tries: int = DEFAULT_MAX_TRIES,
         timeout: tuple[float, float] | None = None,
         max_throttled_seconds: float = DEFAULT_MAX_THROTTLED_SECONDS,
+        limiters: RateLimiters | None = None,
     ) -> None:
         self.base_url = str(config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         self.revision = str(config.get("revision") or DEFAULT_REVISION)
         self.auth = auth or auth_from_config(config)
-        # every request reports its answer (``wrap``), so endpoints may start slowly
-        self.limiters = RateLimiters(float(config.get("rate_limit_share") or 1.0), slow_start=True)
+        # every request reports its answer (``wrap``), so endpoints may start slowly; a connection
+        # that differs only in its retry policy passes another's limiters: the account's limits are shared
+        self.limiters = limiters or RateLimiters(float(config.get("rate_limit_share") or 1.0), slow_start=True)
         self.logger = logger or logging.getLogger("klaviyo")
         self.max_tries = max_tries
         self.timeout = timeout or (DEFAULT_TIMEOUT[0], float(config.get("request_timeout") or DEFAULT_TIMEOUT[1]))
@@ -303,20 +306,6 @@ class KlaviyoConnection:
             if not next_url:
                 return
             document = self.get(next_url)
-
-
-#: Answers are read in chunks of this size. ``Response.content`` reads 10 KB at a time:
-#: a 1 MB page of events then takes ~100 reads, each releasing and re-taking the GIL
-#: while other threads parse pages, and twice the CPU in requests' read loop.
-READ_CHUNK_BYTES = 1 << 20
-
-
-def read_body(response: requests.Response) -> bytes:
-    """``response.content``, read in large chunks (same errors, same connection reuse)."""
-    if response.__dict__.get("_content") is False:  # not read yet (requests' own marker)
-        response._content = b"".join(response.iter_content(READ_CHUNK_BYTES)) or b""  # noqa: SLF001
-        response._content_consumed = True  # type: ignore[attr-defined]  # noqa: SLF001
-    return response.content
 
 
 def decode_document(response: requests.Response) -> dict:

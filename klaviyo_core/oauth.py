@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import requests
 from typing_extensions import override
 
+from klaviyo_core.defaults import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, DEFAULT_REVISION, DEFAULT_TOKEN_URL
 from klaviyo_core.errors import KlaviyoError
-from klaviyo_core.settings import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, DEFAULT_REVISION, DEFAULT_TOKEN_URL
 
 #: Refresh this long before expiry (or at half the lifetime of shorter-lived tokens).
 EARLY_REFRESH_SECONDS = 300.0

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from typing_extensions import override
 
 from klaviyo_core.auth import Binding, OAuthAuth, TokenStore
+from klaviyo_core.defaults import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, setting_text
 from klaviyo_core.errors import KlaviyoError
 from klaviyo_core.oauth import (
     PKCE,
@@ -40,7 +41,6 @@ from klaviyo_core.oauth import (
     scopes_for,
     seed_fingerprint,
 )
-from klaviyo_core.settings import DEFAULT_AUTHORIZE_URL, DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, setting_text
 
 DEFAULT_PORT = 8400
 _SETTINGS = (

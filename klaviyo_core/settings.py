@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import decimal
 import re
 import typing as t
 from urllib.parse import urlsplit
@@ -10,18 +9,45 @@ from urllib.parse import urlsplit
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-DEFAULT_BASE_URL = "https://a.klaviyo.com"
-DEFAULT_REVISION = "2026-07-15"
-DEFAULT_TOKEN_URL = "https://a.klaviyo.com/oauth/token"
-DEFAULT_AUTHORIZE_URL = "https://www.klaviyo.com/oauth/authorize"
-#: Seconds to wait for an answer (read timeout); Klaviyo's slowest pages take well under this.
-DEFAULT_REQUEST_TIMEOUT = 120.0
-#: Requests in flight at once (tap: pages of a stream; target: import jobs); 1 = one at a time.
-DEFAULT_MAX_CONCURRENCY = 8
-MAX_CONCURRENCY_LIMIT = 64
-#: Settings that mean "authenticate with OAuth"; any of them next to api_key is ambiguous.
-OAUTH_SETTINGS = ("client_id", "client_secret", "refresh_token", "access_token")
+from klaviyo_core.auth import TokenFileConflict, TokenStore
+from klaviyo_core.defaults import (
+    DEFAULT_AUTHORIZE_URL,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_REVISION,
+    DEFAULT_TOKEN_URL,
+    MAX_CONCURRENCY_LIMIT,
+    OAUTH_SETTINGS,
+    api_key,
+    setting_text,
+    uses_oauth,
+)
+
+__all__ = [  # the defaults and readers are re-exported: plugins and tests import them from here
+    "DEFAULT_AUTHORIZE_URL",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_REVISION",
+    "DEFAULT_TOKEN_URL",
+    "MAX_CONCURRENCY_LIMIT",
+    "OAUTH_SETTINGS",
+    "api_key",
+    "setting_text",
+    "uses_oauth",
+]
+
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: An http(s) URL with a host, not ending in /api: every request path already starts with /api.
+BASE_URL_PATTERN = r"^https?://[^/?#\s]+(?!.*/api/?$)"
+#: Klaviyo's revision header: a date, optionally with a suffix (``2024-10-15.pre``).
+REVISION_PATTERN = r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$"
+#: What each schema ``pattern`` means, for the one-line error (the schema holds the rule).
+PATTERN_MEANINGS = {
+    "base_url": f"an http(s) URL such as {DEFAULT_BASE_URL}; it must not end in /api (paths add it)",
+    "revision": f"a date that looks like YYYY-MM-DD, e.g. {DEFAULT_REVISION}",
+}
 
 CONNECTION_SETTINGS = th.PropertiesList(
     th.Property(
@@ -97,21 +123,21 @@ CONNECTION_SETTINGS = th.PropertiesList(
     ),
     th.Property(
         "base_url",
-        th.StringType,
+        th.StringType(pattern=BASE_URL_PATTERN),
         default=DEFAULT_BASE_URL,
         title="Base URL",
         description="Klaviyo API root. Change it only to use a local sandbox or a proxy.",
     ),
     th.Property(
         "revision",
-        th.StringType,
+        th.StringType(pattern=REVISION_PATTERN),
         default=DEFAULT_REVISION,
         title="API revision",
         description="Value of Klaviyo's `revision` header (YYYY-MM-DD), pinned for stable schemas.",
     ),
     th.Property(
         "rate_limit_share",
-        th.NumberType,
+        th.NumberType(exclusive_minimum=0, maximum=1),
         default=1.0,
         title="Share of the rate limit",
         description=(
@@ -121,7 +147,7 @@ CONNECTION_SETTINGS = th.PropertiesList(
     ),
     th.Property(
         "max_concurrency",
-        th.IntegerType,
+        th.IntegerType(minimum=1, maximum=MAX_CONCURRENCY_LIMIT),
         default=DEFAULT_MAX_CONCURRENCY,
         title="Maximum concurrency",
         description=(
@@ -134,7 +160,7 @@ CONNECTION_SETTINGS = th.PropertiesList(
     ),
     th.Property(
         "request_timeout",
-        th.NumberType,
+        th.NumberType(exclusive_minimum=0),
         default=DEFAULT_REQUEST_TIMEOUT,
         title="Request timeout (seconds)",
         description=(
@@ -144,63 +170,20 @@ CONNECTION_SETTINGS = th.PropertiesList(
     ),
 )
 
-_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
-
 
 def config_error(message: str) -> ConfigValidationError:
     """A ConfigValidationError the SDK's CLI prints as one line before exiting 1."""
     return ConfigValidationError(message, errors=[message])
 
 
-def setting_text(config: t.Mapping[str, t.Any], name: str) -> str:
-    """A string setting, whitespace trimmed; '' when unset (Meltano passes unset as '')."""
-    return str(config.get(name) or "").strip()
-
-
-def api_key(config: t.Mapping[str, t.Any]) -> str:
-    """The configured private key, whitespace trimmed."""
-    return setting_text(config, "api_key")
-
-
-def uses_oauth(config: t.Mapping[str, t.Any]) -> bool:
-    """True when the config authenticates with OAuth rather than a private key."""
-    return not api_key(config) and any(setting_text(config, name) for name in OAUTH_SETTINGS)
-
-
 def check_connection_settings(config: t.Mapping[str, t.Any]) -> None:
-    """Raise a one-line ConfigValidationError naming the setting and the fix."""
+    """Raise a one-line ConfigValidationError naming the setting and the fix.
+
+    Only rules the JSON schema cannot express live here (one way to authenticate, the
+    OAuth settings that go together, a token file's owner); ranges, choices and shapes
+    are in the schema, checked by the SDK and worded by ``redact_config_errors``.
+    """
     _check_credentials(config)
-    base = str(config.get("base_url") or DEFAULT_BASE_URL)
-    if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).netloc:
-        raise config_error(f"Setting base_url must be an http(s) URL such as {DEFAULT_BASE_URL}.")
-    if urlsplit(base).path.rstrip("/").endswith("/api"):
-        # Every path already starts with /api: this base would make each request 404.
-        raise config_error(
-            f"Setting base_url must not end in /api (paths add it): use {base.rstrip('/')[: -len('/api')]}."
-        )
-    if not _REVISION.match(str(config.get("revision") or DEFAULT_REVISION)):
-        raise config_error(f"Setting revision must look like YYYY-MM-DD, e.g. {DEFAULT_REVISION}.")
-    share = config.get("rate_limit_share", 1.0)
-    if not _is_number(share) or not 0 < share <= 1:
-        raise config_error("Setting rate_limit_share must be a number above 0 and at most 1, e.g. 0.5.")
-    concurrency = config.get("max_concurrency", DEFAULT_MAX_CONCURRENCY)
-    if concurrency is not None and (
-        not _is_number(concurrency) or concurrency != int(concurrency) or not 1 <= concurrency <= MAX_CONCURRENCY_LIMIT
-    ):
-        raise config_error(
-            f"Setting max_concurrency must be a whole number from 1 to {MAX_CONCURRENCY_LIMIT}, e.g. "
-            f"{DEFAULT_MAX_CONCURRENCY} (1 = one request at a time)."
-        )
-    timeout = config.get("request_timeout", DEFAULT_REQUEST_TIMEOUT)
-    if timeout is not None and (not _is_number(timeout) or not timeout > 0):
-        raise config_error(
-            f"Setting request_timeout must be a number of seconds above 0, e.g. {DEFAULT_REQUEST_TIMEOUT:.0f}."
-        )
-
-
-def _is_number(value: t.Any) -> bool:
-    """A JSON number: the SDK reads a config file's decimals as ``Decimal``, not ``float``."""
-    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
 
 
 def _check_credentials(config: t.Mapping[str, t.Any]) -> None:
@@ -276,8 +259,6 @@ def _stored_refresh_token(config: t.Mapping[str, t.Any]) -> bool:
     """Whether the config's token file holds a refresh token this config may use."""
     if not setting_text(config, "client_id"):
         return False
-    from klaviyo_core.auth import TokenFileConflict, TokenStore  # noqa: PLC0415 - auth imports this module
-
     store = TokenStore.for_config(config)
     try:
         return store is not None and store.load() is not None
@@ -290,18 +271,70 @@ SECRET_SETTINGS = ("api_key", "client_secret", "refresh_token", "access_token")
 
 
 def redact_config_errors(exc: ConfigValidationError) -> ConfigValidationError:
-    """The SDK's schema errors with the values of secret settings left out.
+    """The SDK's schema errors as one line each, naming the setting and what it must be.
 
     jsonschema's messages start with the offending value ("12345 is not of type
-    'string'"): for a secret setting that would print the secret. Such an error is
-    replaced by one naming the setting and the fix.
+    'string'"): for a secret setting that would print the secret, so such an error is
+    replaced by one that names the setting only. Any other error gets what the schema
+    asks for in front ("Setting max_concurrency must be a whole number from 1 to 64,
+    e.g. 8: 0 is less than the minimum of 1 in config['max_concurrency']").
     """
-    errors = []
-    for message in exc.errors or [str(exc)]:
-        name = next((n for n in SECRET_SETTINGS if message.endswith(f"in config['{n}']")), None)
-        errors.append(
-            f"Setting {name} must be text (a JSON string in quotes); its value is not shown, as it is secret."
-            if name
-            else message
-        )
-    return ConfigValidationError(str(exc), errors=errors)
+    properties = (exc.schema or {}).get("properties") or {}
+    return ConfigValidationError(
+        str(exc), errors=[config_error_line(m, properties) for m in exc.errors or [str(exc)]], schema=exc.schema
+    )
+
+
+_SETTING_OF_ERROR = re.compile(r" in config\['([^']+)'\]")
+
+
+def config_error_line(message: str, properties: t.Mapping[str, t.Any]) -> str:
+    """One schema error, with the setting's expectation (from its schema) in front."""
+    found = _SETTING_OF_ERROR.search(message)
+    name = found.group(1) if found else ""
+    if name in SECRET_SETTINGS:
+        return f"Setting {name} must be text (a JSON string in quotes); its value is not shown, as it is secret."
+    spec = properties.get(name)
+    if not isinstance(spec, dict):
+        return message
+    if " does not match '" in message:  # the regex itself would only confuse: show the value
+        return f"Setting {name} must be {expectation(name, spec)} (not {message.split(' does not match ')[0]})."
+    return f"Setting {name} must be {expectation(name, spec)}: {message}"
+
+
+def expectation(name: str, spec: t.Mapping[str, t.Any]) -> str:
+    """What a setting's JSON schema accepts, in words: "a number above 0 and at most 1, e.g. 1.0"."""
+    if name in PATTERN_MEANINGS and spec.get("pattern"):
+        return PATTERN_MEANINGS[name]
+    if spec.get("enum"):
+        return "one of " + ", ".join(str(v) for v in spec["enum"] if v is not None) + " (exactly, lower case)"
+    items: t.Mapping[str, t.Any] = spec["items"] if isinstance(spec.get("items"), dict) else {}
+    if items.get("enum"):
+        return "a list of " + ", ".join(str(v) for v in items["enum"])
+    kinds = [kind for kind in _types(spec) if kind != "null"]
+    noun = {"integer": "a whole number", "number": "a number", "string": "text (a JSON string)",
+            "boolean": "true or false", "array": "a list", "object": "an object"}  # fmt: skip
+    text = " or ".join(noun.get(kind, kind) for kind in kinds) or "valid"
+    unit = re.search(r"\((\w+)\)$", str(spec.get("title") or ""))
+    if unit and kinds and set(kinds) <= {"integer", "number"}:
+        text += f" of {unit.group(1)}"
+    text += _bounds(spec)
+    default = spec.get("default")
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        text += f", e.g. {default}"
+    return text
+
+
+def _types(spec: t.Mapping[str, t.Any]) -> list[str]:
+    kinds = spec.get("type") or [option.get("type") for option in spec.get("anyOf") or [] if option.get("type")]
+    return [kinds] if isinstance(kinds, str) else [str(kind) for kind in kinds]
+
+
+def _bounds(spec: t.Mapping[str, t.Any]) -> str:
+    low = (f"above {spec['exclusiveMinimum']}" if "exclusiveMinimum" in spec
+           else f"{spec['minimum']} or more" if "minimum" in spec else "")  # fmt: skip
+    high = (f"below {spec['exclusiveMaximum']}" if "exclusiveMaximum" in spec
+            else f"at most {spec['maximum']}" if "maximum" in spec else "")  # fmt: skip
+    if "minimum" in spec and "maximum" in spec:
+        return f" from {spec['minimum']} to {spec['maximum']}"
+    return " " + " and ".join(filter(None, [low, high])) if low or high else ""

@@ -15,8 +15,9 @@ sandbox's counters), CPU seconds per 100k records, and the tap's peak RSS
 tenth of the data and prints the ratio of the peak RSS.
 
 ``--target N`` writes N rows with target-klaviyo (piped from a file of Singer messages),
-once per operation of ``--target-operations`` (add, upsert, subscribe, track; default add),
-and prints rows/s, requests made per Klaviyo operation, 429s, CPU and RSS.
+once per operation of ``--target-operations`` (add, upsert, subscribe, track, remove, remove_ids;
+default add), and prints rows/s, requests made per Klaviyo operation, 429s, CPU and RSS. ``remove``
+(by email) and ``remove_ids`` (by profile id) first add the rows to the list, untimed.
 
 Not a test: nothing is asserted. The sandbox shares the machine's CPUs (it spends
 ~15-20 ms per 1000-event page), so say what binds when quoting the figures.
@@ -199,12 +200,19 @@ TARGET_OPERATIONS: dict[str, dict[str, t.Any]] = {
     "unsubscribe": {},
     "suppress": {},
     "track": {"metric_name": "Placed Order"},
+    # remove: the rows are first added to the list (not timed), then removed by email (looked up) or by id
+    "remove": {"operation": "remove", "list_name": "Benchmark"},
+    "remove_ids": {"operation": "remove", "list_name": "Benchmark"},
 }
 
 
-def target_row(operation: str, i: int) -> dict:
+def target_row(operation: str, i: int, profile_ids: list[str] | None = None) -> dict:
     """Row ``i`` of the benchmark input for ``operation`` (deterministic)."""
     email = f"bench.{i}@example.com"
+    if operation == "remove":
+        return {"email": email}
+    if operation == "remove_ids":
+        return {"profile_id": profile_ids[i] if profile_ids else ""}
     if operation in ("subscribe", "unsubscribe"):
         phone = f"+1415{i % 10_000_000:07d}" if i % 10 == 0 else None  # every 10th also subscribes to SMS
         consented = "2025-03-01T12:00:00Z" if i % 2 else None  # half are historical imports
@@ -215,15 +223,51 @@ def target_row(operation: str, i: int) -> dict:
     return {"email": email, "first_name": f"Person {i}", "plan": "pro" if i % 3 else "free", "orders": i % 17}
 
 
-def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str = "add") -> dict:
-    input_path = work / f"{operation}.singer"
-    with input_path.open("w") as out:
-        columns = target_row(operation, 0)
+def write_target_input(path: Path, operation: str, rows: int, profile_ids: list[str] | None = None) -> None:
+    with path.open("w") as out:
+        columns = target_row(operation, 0, profile_ids)
         schema = {"type": "object", "properties": {c: {} for c in columns}}
         out.write(json.dumps({"type": "SCHEMA", "stream": "people", "schema": schema, "key_properties": []}) + "\n")
         for i in range(rows):
-            out.write(json.dumps({"type": "RECORD", "stream": "people", "record": target_row(operation, i)}) + "\n")
+            row = target_row(operation, i, profile_ids)
+            out.write(json.dumps({"type": "RECORD", "stream": "people", "record": row}) + "\n")
         out.write(json.dumps({"type": "STATE", "value": {"people": "done"}}) + "\n")
+
+
+def api_get(sandbox: Sandbox, path: str) -> dict:
+    request = urllib.request.Request(
+        sandbox.base_url + path,
+        headers={"Authorization": f"Klaviyo-API-Key {sandbox.api_key}", "revision": "2026-07-15"},
+    )
+    with urllib.request.urlopen(request) as answer:  # the loopback sandbox
+        return json.loads(answer.read())
+
+
+def add_for_removal(sandbox: Sandbox, rows: int, work: Path) -> list[str]:
+    """Put the benchmark's profiles on the list "Benchmark" (waiting for the jobs); their ids, in row order."""
+    input_path = work / "remove-setup.singer"
+    write_target_input(input_path, "add", rows)
+    config_path = work / "target-config-remove-setup.json"
+    config_path.write_text(json.dumps({
+        "api_key": sandbox.api_key, "base_url": sandbox.base_url, "list_name": "Benchmark",
+        "wait_for_completion": True, "rejects_file": str(work / "rejects-remove-setup.jsonl"),
+    }))  # fmt: skip
+    with input_path.open("rb") as source, open(os.devnull, "wb") as sink:
+        subprocess.run([*TARGET, "--config", str(config_path)], stdin=source, stdout=sink, cwd=ROOT, check=True)
+    ids: dict[str, str] = {}
+    path = "/api/profiles?page[size]=100&fields[profile]=email"
+    while path:
+        document = api_get(sandbox, path)
+        ids.update({p["attributes"]["email"]: p["id"] for p in document["data"] if p["attributes"].get("email")})
+        path = (document.get("links") or {}).get("next") or ""
+        path = path[len(sandbox.base_url) :] if path.startswith(sandbox.base_url) else path
+    return [ids[f"bench.{i}@example.com"] for i in range(rows)]
+
+
+def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str = "add") -> dict:
+    input_path = work / f"{operation}.singer"
+    if not operation.startswith("remove"):
+        write_target_input(input_path, operation, rows)
     with Sandbox(
         scale=0.01,
         latency_ms=args.latency_ms,
@@ -231,6 +275,8 @@ def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str
         job_seconds=args.job_seconds,
         rate_window=args.rate_window,
     ) as sandbox:
+        if operation.startswith("remove"):
+            write_target_input(input_path, operation, rows, add_for_removal(sandbox, rows, work))
         config = {
             "api_key": sandbox.api_key, "base_url": sandbox.base_url, "operation": operation,
             "wait_for_completion": args.wait_for_completion, "max_concurrency": args.max_concurrency,

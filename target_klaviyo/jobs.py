@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import typing as t
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from time import monotonic, sleep
 
@@ -127,12 +127,16 @@ class BulkImporter:
         )  # fmt: skip
         return job
 
-    def wait(self, jobs: list[ImportJob], timeout: float, *, until_any: bool = False) -> list[ImportJob]:
+    def wait(
+        self, jobs: list[ImportJob], timeout: float, *, until_any: bool = False, executor: Executor | None = None
+    ) -> list[ImportJob]:
         """Poll until every job (``until_any``: at least one) has finished; fetch the errors of
         those with failures; return the finished ones.
 
         Each job may take ``timeout`` seconds from its submission; the first that does
-        not finish in time raises, naming the job so the user can look it up.
+        not finish in time raises, naming the job so the user can look it up. With an
+        ``executor`` the jobs of one round are polled concurrently (paced by the limiter
+        of job reads), so a round takes one answer's time, not one per job.
         """
         pending = list(jobs)
         finished: list[ImportJob] = []
@@ -141,8 +145,13 @@ class BulkImporter:
             now = monotonic()
             deadline = min(job.submitted_at + timeout for job in pending)
             sleep(max(0.0, min(interval, deadline - now)))
-            for job in list(pending):
-                self.refresh(job)
+            polled = list(pending)
+            if executor is not None and len(polled) > 1:
+                list(executor.map(self.refresh, polled))  # every answer in (the first failure raised)
+            else:
+                for job in polled:
+                    self.refresh(job)
+            for job in polled:
                 if job.status in FINISHED:
                     pending.remove(job)
                     self._finished(job)
@@ -198,6 +207,7 @@ class ImportJobs:
         self._executor: ThreadPoolExecutor | None = None
         self._submitting: collections.deque[tuple[Future[ImportJob], BulkImporter, OnFinished]] = collections.deque()
         self._running: list[tuple[ImportJob, BulkImporter, OnFinished]] = []
+        self._poller: ThreadPoolExecutor | None = None
         self.submitted = 0
 
     def submit(self, importer: BulkImporter, profiles: list[PreparedProfile], on_finished: OnFinished) -> None:
@@ -249,7 +259,9 @@ class ImportJobs:
     def _wait(self, *, until_any: bool) -> None:
         jobs = [job for job, _, _ in self._running]
         importer = self._running[0][1]  # any importer polls any job (the job's path names it)
-        finished = {id(job) for job in importer.wait(jobs, self.timeout, until_any=until_any)}
+        if self._poller is None:  # kept for the run: each thread keeps its keep-alive connection
+            self._poller = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="klaviyo-poll")
+        finished = {id(job) for job in importer.wait(jobs, self.timeout, until_any=until_any, executor=self._poller)}
         still = []
         for job, owner, on_finished in self._running:
             if id(job) in finished:

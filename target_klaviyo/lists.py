@@ -172,7 +172,9 @@ def _create_list(
     is lost (timeout, 5xx) the list may exist anyway, so the name is looked up
     before the next attempt instead of risking a second list with the same name.
     """
-    once = KlaviyoConnection(config, logger=connection.logger, auth=connection.auth, max_tries=1)
+    once = KlaviyoConnection(
+        config, logger=connection.logger, auth=connection.auth, max_tries=1, limiters=connection.limiters
+    )  # the run's limiters: list creation counts against the same account limit
     body = {"data": {"type": "list", "attributes": {"name": name}}}
     attempt = 0
     while True:

@@ -143,7 +143,6 @@ class TolerantSingerReader(SingerReader):
             if not line:
                 return
             number += 1
-            self._current_message = line
             if not line.strip():
                 continue
             try:

@@ -33,9 +33,11 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from singer_sdk.target_base import Target
+
     from target_klaviyo.operations import Item, Operation
     from target_klaviyo.profiles import PreparedProfile
-    from target_klaviyo.target import TargetKlaviyo
+    from target_klaviyo.run import TargetRun
 
 #: Klaviyo's bulk import takes 10,000 profiles a job; a bigger batch gains nothing.
 MAX_BATCH_ROWS = 10_000
@@ -57,21 +59,34 @@ class PendingBatch:
 
 
 class KlaviyoListSink(BatchSink):
-    """What every operation shares: column check, row accounting, the list id (if any), dry runs."""
+    """What every operation shares: column check, row accounting, the list id (if any), dry runs.
+
+    A sink gets what the run shares (connection, list, pipelines) from ``run``, set on the
+    class by ``for_run``: the SDK builds each sink from its class and the target alone.
+    Building a sink sends nothing; the list is resolved when the first batch is written.
+    """
 
     operation: t.ClassVar[str]
+    run: t.ClassVar[TargetRun]
 
-    def __init__(self, target: TargetKlaviyo, stream_name: str, schema: dict, key_properties: t.Any) -> None:
-        self.target = target
+    @classmethod
+    def for_run(cls, run: TargetRun) -> type[KlaviyoListSink]:
+        """This operation's sink class, bound to one run (what ``Target.get_sink_class`` returns)."""
+        return type(cls.__name__, (cls,), {"run": run, "__doc__": cls.__doc__, "__module__": cls.__module__})
+
+    def __init__(self, target: Target, stream_name: str, schema: dict, key_properties: t.Any) -> None:
         self.check_columns(stream_name, set((schema or {}).get("properties") or {}))
         super().__init__(target, stream_name, schema, key_properties)
         # Dates stay the text the tap sent: Klaviyo takes text, and a date the SDK
         # cannot parse would otherwise stop the whole run instead of one row.
         self.schema = without_date_formats(self.schema)
         self._row_validator = JSONSchemaValidator(self.schema) if self.validate_schema else None
-        self.report = target.report
-        # Resolved (maybe created) only once the columns are known to fit; None when the run has no list.
-        self.list_id = target.list_id
+        self.report = self.run.report
+
+    @property
+    def list_id(self) -> str | None:
+        """The run's list (resolved, maybe created, by the first batch that needs it); None without one."""
+        return self.run.list_id()
 
     @abc.abstractmethod
     def check_columns(self, stream_name: str, columns: set[str]) -> None:
@@ -115,8 +130,8 @@ class KlaviyoListSink(BatchSink):
     def process_batch(self, context: dict) -> None:
         batch = context.get("batch")
         if batch is not None and batch.items:
-            if self.target.dry_run:
-                self.target.plan(self.stream_name, self.planned(batch.items), len(batch.items))
+            if self.run.dry_run:
+                self.run.plan(self.stream_name, self.planned(batch.items), len(batch.items))
             else:
                 self.write(batch.items)
 
@@ -136,7 +151,14 @@ class AddToListSink(KlaviyoListSink):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        self.importer = BulkImporter(self.target.connection, self.list_id, self.logger)
+        self.jobs = self.run.import_jobs  # made here, in the reader's thread: drains may run in parallel
+        self._importer: BulkImporter | None = None
+
+    @property
+    def importer(self) -> BulkImporter:
+        if self._importer is None:
+            self._importer = BulkImporter(self.run.connection, self.list_id, self.logger)
+        return self._importer
 
     @override
     def check_columns(self, stream_name: str, columns: set[str]) -> None:
@@ -146,7 +168,7 @@ class AddToListSink(KlaviyoListSink):
 
     @override
     def check_row(self, record: dict) -> PreparedProfile:
-        return prepare_profile(record, self.target.column_rules)
+        return prepare_profile(record, self.run.column_rules)
 
     @override
     def planned(self, items: list[PreparedProfile]) -> dict[str, int]:
@@ -156,12 +178,12 @@ class AddToListSink(KlaviyoListSink):
     def write(self, items: list[PreparedProfile]) -> None:
         """Hand the batch's jobs to the run's job pipeline and return while they upload.
 
-        The target finishes every job (see ``TargetKlaviyo.import_jobs``) before it
+        The run finishes every job (see ``TargetRun.finish``) before the target
         writes a STATE and at the end of the input, so a failure still fails the run
         before any STATE covers these rows.
         """
         for group in split_for_jobs(items, self.list_id):
-            self.target.import_jobs.submit(self.importer, group, self.job_finished)
+            self.jobs.submit(self.importer, group, self.job_finished)
             self.report.sent(self.stream_name, len(group))
 
     def job_finished(self, job: ImportJob) -> None:
@@ -176,7 +198,7 @@ class AddToListSink(KlaviyoListSink):
     @override
     def clean_up(self) -> None:
         """End of the input: every job submitted (and finished, when waiting) before the last STATE."""
-        self.target.import_jobs.finish()
+        self.jobs.finish()
         super().clean_up()
 
     def reject_import_errors(self, profiles: t.Sequence[t.Any], errors: list[dict]) -> None:
@@ -199,6 +221,10 @@ class RemoveFromListSink(KlaviyoListSink):
     """Removes list membership by profile id, or by email looked up to a profile id."""
 
     operation = "remove"
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.executor = self.run.executor  # made here, in the reader's thread: drains may run in parallel
 
     @override
     def check_columns(self, stream_name: str, columns: set[str]) -> None:
@@ -236,9 +262,9 @@ class RemoveFromListSink(KlaviyoListSink):
 
     @override
     def write(self, items: list[tuple[str, str, dict]]) -> None:
+        list_id = t.cast(str, self.list_id)  # first: the scope check and list look-up come before any other request
         rows_by_id = self.rows_by_profile_id(items)
-        list_id = t.cast(str, self.list_id)  # set: the remove operation requires list_id or list_name
-        refused = remove_from_list(self.target.connection, list_id, list(rows_by_id), self.logger)
+        refused = remove_from_list(self.run.connection, list_id, list(rows_by_id), self.logger, self.executor)
         removed = {id(row) for pid, rows in rows_by_id.items() if pid not in refused for row in rows}
         refused_rows = {id(row): (row, reason) for pid, reason in refused.items() for row in rows_by_id[pid]}
         for key, (row, reason) in refused_rows.items():
@@ -249,7 +275,7 @@ class RemoveFromListSink(KlaviyoListSink):
     def rows_by_profile_id(self, items: list[tuple[str, str, dict]]) -> dict[str, list[dict]]:
         """The rows behind each profile id; emails are looked up, and one without a profile is rejected."""
         emails = [value for kind, value, _ in items if kind == "email"]
-        found = find_profile_ids(self.target.connection, emails) if emails else {}
+        found = find_profile_ids(self.run.connection, emails, self.executor) if emails else {}
         rows_by_id: dict[str, list[dict]] = {}
         for kind, value, row in items:
             ids = [value] if kind == "id" else found.get(value.lower(), [])
@@ -271,10 +297,10 @@ class BulkOperationSink(KlaviyoListSink):
 
     operation_class: t.ClassVar[type[Operation]]
 
-    def __init__(self, target: TargetKlaviyo, *args: t.Any, **kwargs: t.Any) -> None:
-        self.op = self.operation_class(target.operation_options)
-        super().__init__(target, *args, **kwargs)
-        self.sender = target.sender  # made here, in the reader's thread: drains may run in parallel
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        self.op = self.operation_class(self.run.operation_options)
+        super().__init__(*args, **kwargs)
+        self.sender = self.run.sender  # made here, in the reader's thread: drains may run in parallel
 
     @override
     def check_columns(self, stream_name: str, columns: set[str]) -> None:

@@ -7,12 +7,11 @@ suppression (suppress, unsuppress) and events (track); see docs/target.md.
 from __future__ import annotations
 
 import sys
-import threading
 import typing as t
 from functools import cached_property
 from pathlib import Path
 
-from singer_sdk import Target, typing as th
+from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
@@ -22,19 +21,16 @@ from klaviyo_core.errors import KlaviyoError
 from klaviyo_core.setting_names import check_setting_names
 from klaviyo_core.settings import (
     CONNECTION_SETTINGS,
-    DEFAULT_MAX_CONCURRENCY,
     check_connection_settings,
     config_error,
     redact_config_errors,
 )
 from target_klaviyo.jobs import ImportJobs
-from target_klaviyo.lists import check_write_scopes, find_lists_by_name, resolve_list, write_scopes_for
-from target_klaviyo.operations import CHANNELS, Options
-from target_klaviyo.privacy import private_logger
-from target_klaviyo.profiles import ColumnRules
+from target_klaviyo.operations import CHANNELS
 from target_klaviyo.reader import INPUT_STREAM, TolerantSingerReader
 from target_klaviyo.rejects import RowRejected, RunReport
-from target_klaviyo.sender import BatchSender
+from target_klaviyo.run import TargetRun
+from target_klaviyo.sdk_compat import HookedTarget
 from target_klaviyo.sinks import SINKS, KlaviyoListSink
 
 if sys.version_info >= (3, 12):
@@ -171,7 +167,7 @@ TARGET_SETTINGS = th.PropertiesList(
 )
 
 
-class TargetKlaviyo(Target):
+class TargetKlaviyo(HookedTarget):
     """Singer target that writes list membership, profiles, consent, suppressions or events to Klaviyo."""
 
     name = "target-klaviyo"
@@ -191,7 +187,6 @@ class TargetKlaviyo(Target):
             check_connection_settings(self.config)
             check_target_settings(self.config)
         t.cast(TolerantSingerReader, self.message_reader).on_bad_line = self._reject_input_line
-        self._plan_lock = threading.Lock()
 
     #: SDK settings that mean nothing here: list membership has no load method, and the
     #: `_sdc_*` metadata columns the SDK would add are dropped before anything is sent.
@@ -211,12 +206,12 @@ class TargetKlaviyo(Target):
         self.report.reject(stream or INPUT_STREAM, line, RowRejected("unreadable input line", reason))
 
     @override
-    def _handle_termination(self, signum: int, frame: t.Any) -> None:
+    def on_termination_signal(self, signum: int) -> None:
         """SIGINT/SIGTERM: read no more input, drain what was received, emit its STATE, exit 130/143.
 
-        The SDK's handler exits 0 at once, dropping rows not yet written and recording the run as a
-        success. Overriding this private SDK method is the only way in (the SDK installs it in
-        ``__init__``); tests/faults/test_signals.py sends real signals. A second signal stops at once.
+        The SDK's handler exits 0 at once, dropping rows not yet written and recording the run
+        as a success (see sdk_compat.py); tests/faults/test_signals.py sends real signals. A
+        second signal stops at once.
         """
         if interrupted():
             self.logger.warning("Second signal: stopping now, without draining.")
@@ -228,104 +223,40 @@ class TargetKlaviyo(Target):
         reader.stop_reading()
 
     @cached_property
+    def run(self) -> TargetRun:
+        """What the run's sinks share: connection, list, job and request pipelines."""
+        return TargetRun(self.config, self.logger)
+
+    @property
     def connection(self) -> KlaviyoConnection:
-        """One connection for every sink: Klaviyo's limits are per account and endpoint."""
-        return KlaviyoConnection(self.config, logger=private_logger(self.logger))
+        """The run's one connection (its rate limiters are per account and endpoint)."""
+        return self.run.connection
 
-    @cached_property
+    @property
     def import_jobs(self) -> ImportJobs:
-        """The run's import jobs: up to max_concurrency uploading or processing at once."""
-        return ImportJobs(
-            max_concurrency=int(self.config.get("max_concurrency") or DEFAULT_MAX_CONCURRENCY),
-            wait_for_completion=bool(self.config.get("wait_for_completion")),
-            timeout=float(self.config.get("wait_timeout_seconds") or 1800),
-        )
-
-    @cached_property
-    def sender(self) -> BatchSender:
-        """The run's consent, suppression and event requests: up to max_concurrency in flight."""
-        return BatchSender(
-            self.connection, self.report, self.logger,
-            max_concurrency=int(self.config.get("max_concurrency") or DEFAULT_MAX_CONCURRENCY),
-            wait_for_completion=bool(self.config.get("wait_for_completion")),
-            timeout=float(self.config.get("wait_timeout_seconds") or 1800),
-        )  # fmt: skip
-
-    @cached_property
-    def column_rules(self) -> ColumnRules:
-        columns = self.config.get("property_columns")
-        return ColumnRules(
-            property_columns=frozenset(columns) if columns is not None else None,
-            null_clears=bool(self.config.get("null_clears_properties")),
-        )
-
-    @cached_property
-    def operation_options(self) -> Options:
-        channels = self.config.get("consent_channels")
-        metric = str(self.config.get("metric_name") or "").strip()
-        return Options(
-            rules=self.column_rules, channels=tuple(channels) if channels else None, metric_name=metric or None
-        )
+        return self.run.import_jobs
 
     @property
     def dry_run(self) -> bool:
-        return bool(self.config.get("dry_run"))
-
-    @cached_property
-    def dry_run_plan(self) -> dict[str, dict[str, int]]:
-        return {}
-
-    def plan(self, stream: str, requests: dict[str, int], rows: int) -> None:
-        """Dry run: count what would be sent for one batch of valid rows (sinks may drain in threads)."""
-        with self._plan_lock:
-            counts = self.dry_run_plan.setdefault(stream, {"rows": 0})
-            counts["rows"] += rows
-            for endpoint, n in requests.items():
-                counts[endpoint] = counts.get(endpoint, 0) + n
+        return self.run.dry_run
 
     @override
-    def _write_state_message(self, state: dict) -> None:
+    def before_state_message(self) -> None:
         """A STATE only once Klaviyo has accepted (and, when waiting, finished) every job before it."""
-        if "import_jobs" in self.__dict__:
-            self.import_jobs.finish()
-        if "sender" in self.__dict__:
-            self.sender.finish()
-        super()._write_state_message(state)
+        self.run.finish()
 
-    @cached_property
-    def list_id(self) -> str | None:
-        """Resolved once, when the first stream's schema arrives (by name it may create the list).
-
-        None when the run has no list (upsert, suppress, track; subscribe without one). A dry
-        run looks the list up but never creates it. The scopes the operation needs are checked
-        first, so a key that cannot write creates nothing.
-        """
-        check_write_scopes(self.connection, write_scopes_for(str(self.config.get("operation") or "add")))
-        if not (self.config.get("list_id") or self.config.get("list_name")):
-            return None
-        if self.dry_run and not self.config.get("list_id"):
-            return self._list_for_dry_run(str(self.config["list_name"]))
-        return resolve_list(self.connection, self.config, self.logger)
-
-    def _list_for_dry_run(self, name: str) -> str:
-        found = find_lists_by_name(self.connection, name)
-        if len(found) == 1:
-            self.logger.info("Dry run: writing would go to Klaviyo list %s (%r)", found[0]["id"], name)
-            return found[0]["id"]
-        if found:  # the same one-line error a real run gives
-            return resolve_list(self.connection, {**self.config, "create_list_if_missing": False}, self.logger)
-        if not self.config.get("create_list_if_missing", True):
-            return resolve_list(self.connection, {**self.config, "create_list_if_missing": False}, self.logger)
-        self.logger.info("Dry run: no Klaviyo list is named %r; a real run would create it", name)
-        return "(new list)"
-
-    @cached_property
+    @property
     def report(self) -> RunReport:
-        return RunReport(self.config.get("rejects_file") or "klaviyo-rejects.jsonl")
+        return self.run.report
+
+    @cached_property
+    def sink_class(self) -> type[KlaviyoListSink]:
+        """The configured operation's sink class, bound to this run."""
+        return OPERATIONS[self.config.get("operation") or "add"].for_run(self.run)
 
     @override
     def get_sink_class(self, stream_name: str) -> type[KlaviyoListSink]:
-        return OPERATIONS[self.config.get("operation") or "add"]
+        return self.sink_class
 
     @override
     def process_endofpipe(self) -> None:
@@ -347,7 +278,7 @@ class TargetKlaviyo(Target):
         if not self.dry_run:
             return
         operation = self.config.get("operation") or "add"
-        for stream, counts in sorted(self.dry_run_plan.items()):
+        for stream, counts in sorted(self.run.dry_run_plan.items()):
             requests = ", ".join(f"{n} x {endpoint}" for endpoint, n in counts.items() if endpoint != "rows")
             self.logger.info("Dry run, stream '%s': %s would send %d rows in %s", stream, operation,
                              counts["rows"], requests or "no requests")  # fmt: skip

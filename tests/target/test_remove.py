@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+import time
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+
+from klaviyo_core.errors import KlaviyoAPIError
+from target_klaviyo.membership import find_profile_ids, remove_from_list
 from tests.target.conftest import singer_lines
 
 LIST_WRITE = "/api/lists/{}/relationships/profiles"
@@ -62,9 +71,10 @@ def test_emails_are_looked_up_100_at_a_time_and_ids_removed_1000_at_a_time(fake,
 
     assert run.exit_code == 0
     lookups = fake.calls("GET", "/api/profiles")
-    assert [r.query["filter"].count("@") for r in lookups] == [100, 100, 50]
+    # (sent concurrently: in any order)
+    assert sorted(r.query["filter"].count("@") for r in lookups) == [50, 100, 100]
     deletes = fake.calls("DELETE")
-    assert [len(r.body["data"]) for r in deletes] == [1000, 1000, 350]
+    assert sorted(len(r.body["data"]) for r in deletes) == [350, 1000, 1000]
     assert fake.members[list_id] == set()
 
 
@@ -127,3 +137,50 @@ def test_remove_never_creates_a_missing_list_even_with_create_list_if_missing_on
     assert "no Klaviyo list is named 'Churned'" in run.log and "never creates a list" in run.log
     assert not fake.writes
     assert run.states == []
+
+
+class SlowKlaviyo:
+    """A connection whose answers take a while, counting how many requests are in flight at once."""
+
+    def __init__(self, refuse: set[str] = frozenset()) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
+        self.refuse = refuse
+        self.removed: list[str] = []
+
+    def _busy(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        time.sleep(0.02)
+        with self.lock:
+            self.in_flight -= 1
+
+    def paginate(self, path: str, params: dict) -> list[dict]:
+        self._busy()
+        emails = json.loads(params["filter"].split(",", 1)[1][:-1])  # any(email,[...])
+        return [{"id": f"P-{email}", "attributes": {"email": email.upper()}} for email in emails if "none" not in email]
+
+    def request(self, method: str, path: str, *, json: dict) -> None:
+        self._busy()
+        ids = [item["id"] for item in json["data"]]
+        if self.refuse & set(ids):
+            raise KlaviyoAPIError("a profile does not exist", status=400)
+        with self.lock:
+            self.removed += ids
+
+
+def test_look_ups_and_removals_run_concurrently_and_give_what_the_sequential_path_gives():
+    emails = [f"p{i}@example.com" for i in range(1_000)] + ["none@example.com"]
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        klaviyo = SlowKlaviyo()
+        found = find_profile_ids(t.cast(t.Any, klaviyo), emails, executor)
+        assert klaviyo.most_in_flight > 1
+        assert list(found) == [e for e in emails if "none" not in e]  # in the input's order
+        assert found["p7@example.com"] == ["P-p7@example.com"]
+
+        ids = [f"P{i}" for i in range(5_500)]
+        klaviyo = SlowKlaviyo(refuse={"P4321"})
+        refused = remove_from_list(t.cast(t.Any, klaviyo), "L1", ids, logging.getLogger("test"), executor)
+        assert klaviyo.most_in_flight > 1
+        assert list(refused) == ["P4321"] and sorted(klaviyo.removed) == sorted(set(ids) - {"P4321"})

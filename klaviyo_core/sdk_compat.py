@@ -1,0 +1,33 @@
+"""Library internals klaviyo_core relies on (for both plugins), in one place.
+
+Written against singer-sdk 0.54.9 and requests 2.x as pinned in requirements/lock.txt;
+tests/target/test_sdk_compat.py fails loudly when an upgrade changes any of them.
+
+* requests' ``Response._content`` / ``_content_consumed``: ``Response.content`` reads the
+  body 10 KB at a time, with no public way to choose the size; ``read_body`` fills it in
+  1 MB reads (half the CPU on large pages), through requests' own "not read yet" marker.
+* singer-sdk's ``"Config validation failed"`` log line (``SingerCommand.invoke``): logged
+  after the errors themselves; ``klaviyo_core.cli`` filters it out by its text, as the SDK
+  has no option to leave it out and it tells the user nothing the errors did not.
+"""
+
+from __future__ import annotations
+
+import requests
+
+#: The versions this module was written against (the lock file's).
+SDK_VERSION = "0.54.9"
+#: The summary line singer-sdk logs after config errors.
+CONFIG_FAILED_SUMMARY = "Config validation failed"
+#: Answers are read in chunks of this size. ``Response.content`` reads 10 KB at a time:
+#: a 1 MB page of events then takes ~100 reads, each releasing and re-taking the GIL
+#: while other threads parse pages, and twice the CPU in requests' read loop.
+READ_CHUNK_BYTES = 1 << 20
+
+
+def read_body(response: requests.Response) -> bytes:
+    """``response.content``, read in large chunks (same errors, same connection reuse)."""
+    if response.__dict__.get("_content") is False:  # not read yet (requests' own marker)
+        response._content = b"".join(response.iter_content(READ_CHUNK_BYTES)) or b""  # noqa: SLF001 - see above
+        response._content_consumed = True  # type: ignore[attr-defined]  # noqa: SLF001 - see above
+    return response.content
