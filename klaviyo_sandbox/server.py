@@ -25,6 +25,7 @@ from .jobs import MAX_BODY, JobManager
 from .oauth import OAuthServer
 from .ratelimit import RateLimiter
 from .render import MEDIA_TYPE, ApiError
+from .script import Answer, Recorded, Script
 from .store import Store
 from .util import parse_ts
 
@@ -70,6 +71,7 @@ class App:
             store.bulk = BulkWrites(store, cfg.job_seconds)
             store.oauth = self.oauth
         self.served = threading.local()  # the account the current thread's request was answered from
+        self.script = Script(cfg.record_requests)  # a test's scripted answers and request record
         self.stopping = threading.Event()
 
     # ------------------------------------------------------------ API pipeline
@@ -221,6 +223,16 @@ class App:
         }
 
 
+def scripted_response(answer: Answer) -> Response:
+    """The Response for a test's scripted (status, body[, headers]); body None: a generic error."""
+    status, body, headers = (*answer, {})[:3]
+    if body is None and status >= 400:
+        return error_response(ApiError(status, "error", "A scripted failure.", headers=headers))
+    if body is None or isinstance(body, bytes):
+        return Response(status, body or b"", headers)
+    return Response(status, json.dumps(body).encode(), headers)
+
+
 def valid_revision(value: str | None) -> bool:
     m = REVISION_RE.match(value or "")
     if not m:
@@ -275,6 +287,13 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/__sandbox"):
             self.send(app.handle_admin(method, path, params))
             return
+        if path.startswith(("/api/", "/oauth/")):
+            scripted = app.script.receive(method, path, split.query, body or b"", self.headers)
+            if scripted is not None:
+                resp = scripted_response(scripted)
+                app.store.log_request(method, path, resp.status, None, "scripted")
+                self.send(resp)
+                return
         fault, u = (None, 0.0)
         if path.startswith("/api/") or path == "/oauth/token":
             fault, u = app.faults.pick()
@@ -441,6 +460,15 @@ class Sandbox:
     @property
     def oauth(self) -> OAuthServer:
         return self._running.oauth
+
+    def script(self, method: str, path_pattern: str, answers, when=None) -> None:
+        """Answer the next requests matching ``method`` and ``path_pattern`` with ``answers`` (see script.py)."""
+        self._running.script.add(method, path_pattern, answers, when)
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """Every /api/* and /oauth/* request received, in order (with ``record_requests=True``)."""
+        return self._running.script.requests
 
     @property
     def accounts(self) -> dict[str, Store]:

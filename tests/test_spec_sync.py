@@ -120,7 +120,9 @@ def test_trimmed_spec_is_a_fixed_point_of_trimming():
     committed = (REPO_ROOT / gen.TRIMMED_SPEC_PATH).read_text(encoding="utf-8")
     trimmed = json.loads(committed)
     assert gen.dump_trimmed_spec(gen.trim_spec(trimmed)) == committed, f"{gen.TRIMMED_SPEC_PATH} is stale; {REGENERATE}"
-    operations = {op["operationId"] for item in trimmed["paths"].values() for op in item.values() if "operationId" in op}
+    operations = {
+        op["operationId"] for item in trimmed["paths"].values() for op in item.values() if "operationId" in op
+    }
     assert operations == set(gen.OPERATION_IDS)  # not one operation missing or left over
 
 
