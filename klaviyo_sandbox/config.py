@@ -45,6 +45,7 @@ class SandboxConfig:
     # Keep every /api/* and /oauth/* request (method, path, query, headers, body) for a test to read
     # (`Sandbox.requests`); off for the demo and benchmarks, whose request counts are unbounded.
     record_requests: bool = False
+    token_prefix: str = ""  # starts every OAuth code and token issued (tests scan their output for it)
 
     def __post_init__(self):
         if isinstance(self.faults, str):

@@ -2,13 +2,16 @@
 
     sb.script("POST", "/api/profile-bulk-import-jobs", [(429, {"errors": [...]}, {"Retry-After": "1"})])
     sb.script("GET", r"/api/lists/[^/]+", [(503, None)] * 2)     # the next two list reads fail
+    sb.script("GET", "/oauth/authorize", [lambda request: (302, None, {"Location": ...})])
     sb.requests                                                  # Recorded requests (record_requests=True)
 
 A scripted answer replaces the next request that matches (method, a regular expression matching the
 whole path, and an optional ``when(recorded)`` predicate), before authentication and everything else,
-as a fault on the way to Klaviyo would; the request is still recorded and logged. Each entry is used
-once, in order. A test that scripts a Klaviyo error should give Klaviyo's shape (``errors`` array);
-``None`` as the body sends the sandbox's generic error for the status.
+as a fault on the way to Klaviyo would; the request is still recorded and logged. Each answer is used
+once, in order (``itertools.repeat(answer)``: every time). A test that scripts a Klaviyo error should
+give Klaviyo's shape (``errors`` array); ``None`` as the body sends the sandbox's generic error for the
+status. An answer may be a function of the Recorded request, called outside any lock (it may wait, e.g.
+on a barrier); when it returns None the sandbox answers as usual.
 """
 
 from __future__ import annotations
@@ -21,9 +24,6 @@ import typing as t
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-# (status, body) or (status, body, headers); body a JSON-able document, bytes, or None.
-Answer = tuple
-
 
 @dataclass
 class Recorded:
@@ -35,6 +35,7 @@ class Recorded:
     raw: bytes
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    status: int | None = None  # the status answered, once sent
 
     @property
     def body(self) -> t.Any:
@@ -57,12 +58,28 @@ class Recorded:
         return self.headers.get("Content-Type")
 
 
-@dataclass
+# (status, body) or (status, body, headers); body a JSON-able document, bytes, or None. Or a function
+# of the request giving one of those, or None for the sandbox's own answer.
+Answer = tuple | t.Callable[[Recorded], tuple | None]
+
+
+_DONE = object()
+
+
 class _Entry:
-    method: str
-    pattern: re.Pattern
-    answers: list
-    when: t.Callable[[Recorded], bool] | None
+    def __init__(self, method: str, pattern: str, answers: t.Iterable[Answer], when) -> None:
+        self.method, self.pattern, self.when = method.upper(), re.compile(pattern), when
+        self.answers = iter(answers)  # itertools.repeat(answer): every matching request
+        self.upcoming: t.Any = next(self.answers, _DONE)
+
+    def matches(self, method: str, path: str, recorded: Recorded) -> bool:
+        if self.upcoming is _DONE or self.method != method or not self.pattern.fullmatch(path):
+            return False
+        return self.when is None or self.when(recorded)
+
+    def take(self) -> Answer:
+        answer, self.upcoming = self.upcoming, next(self.answers, _DONE)
+        return answer
 
 
 class Script:
@@ -81,26 +98,25 @@ class Script:
         answers: t.Iterable[Answer],
         when: t.Callable[[Recorded], bool] | None = None,
     ) -> None:
-        entry = _Entry(method.upper(), re.compile(path_pattern), list(answers), when)
+        entry = _Entry(method, path_pattern, answers, when)
         with self._lock:
             self._entries.append(entry)
 
-    def receive(self, method: str, path: str, query: str, raw: bytes, headers: t.Any) -> Answer | None:
+    def receive(
+        self, method: str, path: str, query: str, raw: bytes, headers: t.Any
+    ) -> tuple[Recorded | None, tuple | None]:
         """Record the request (when recording) and take the scripted answer it gets, if any."""
         if not self.record and not self._entries:
-            return None  # the benchmark's path: nothing to do
+            return None, None  # the benchmark's path: nothing to do
         recorded = Recorded(method, path, dict(parse_qsl(query, keep_blank_values=True)), raw, dict(headers.items()))
+        answer: Answer | None = None
         with self._lock:
             if self.record:
                 self.requests.append(recorded)
             for entry in self._entries:
-                matches = entry.method == method and entry.pattern.fullmatch(path) and entry.answers
-                if matches and (entry.when is None or entry.when(recorded)):
-                    return entry.answers.pop(0)
-        return None
-
-    @property
-    def pending(self) -> int:
-        """Scripted answers not yet given (a test may check that all were used)."""
-        with self._lock:
-            return sum(len(e.answers) for e in self._entries)
+                if entry.matches(method, path, recorded):
+                    answer = entry.take()
+                    break
+        if callable(answer):
+            answer = answer(recorded)
+        return recorded, answer

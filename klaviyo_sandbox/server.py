@@ -25,7 +25,7 @@ from .jobs import MAX_BODY, JobManager
 from .oauth import OAuthServer
 from .ratelimit import RateLimiter
 from .render import MEDIA_TYPE, ApiError
-from .script import Answer, Recorded, Script
+from .script import Recorded, Script
 from .store import Store
 from .util import parse_ts
 
@@ -65,7 +65,13 @@ class App:
             self.accounts[other.ds.account_id] = other
         self.limiter = RateLimiter(cfg.rate_limit_scale, cfg.rate_window)
         self.faults = FaultInjector(cfg.seed, cfg.fault_rate, cfg.faults)
-        self.oauth = OAuthServer(cfg.client_id, cfg.client_secret, cfg.token_seconds, accounts=list(self.accounts))
+        self.oauth = OAuthServer(
+            cfg.client_id,
+            cfg.client_secret,
+            cfg.token_seconds,
+            accounts=list(self.accounts),
+            token_prefix=cfg.token_prefix,
+        )
         for store in self.accounts.values():
             store.jobs = JobManager(store, cfg.job_seconds)
             store.bulk = BulkWrites(store, cfg.job_seconds)
@@ -223,7 +229,7 @@ class App:
         }
 
 
-def scripted_response(answer: Answer) -> Response:
+def scripted_response(answer: tuple) -> Response:
     """The Response for a test's scripted (status, body[, headers]); body None: a generic error."""
     status, body, headers = (*answer, {})[:3]
     if body is None and status >= 400:
@@ -287,13 +293,14 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/__sandbox"):
             self.send(app.handle_admin(method, path, params))
             return
+        recorded, scripted = None, None
         if path.startswith(("/api/", "/oauth/")):
-            scripted = app.script.receive(method, path, split.query, body or b"", self.headers)
-            if scripted is not None:
-                resp = scripted_response(scripted)
-                app.store.log_request(method, path, resp.status, None, "scripted")
-                self.send(resp)
-                return
+            recorded, scripted = app.script.receive(method, path, split.query, body or b"", self.headers)
+        if scripted is not None:
+            resp = scripted_response(scripted)
+            app.store.log_request(method, path, resp.status, None, "scripted")
+            self.send(resp, recorded=recorded)
+            return
         fault, u = (None, 0.0)
         if path.startswith("/api/") or path == "/oauth/token":
             fault, u = app.faults.pick()
@@ -306,7 +313,7 @@ class Handler(BaseHTTPRequestHandler):
         resp, op = self.respond_to(app, method, path, split.query, params, body, fault)
         account = app.served.account
         app.accounts.get(account, app.store).log_request(method, path, resp.status, op, fault, account)
-        self.send(resp, truncate=fault == "truncated")
+        self.send(resp, truncate=fault == "truncated", recorded=recorded)
 
     def respond_to(self, app: App, method, path, raw_query, params, body, fault):
         if body is None:
@@ -354,7 +361,9 @@ class Handler(BaseHTTPRequestHandler):
         data = self.rfile.read(length) if length else b""
         return None if len(data) > MAX_BODY else data
 
-    def send(self, resp: Response, truncate: bool = False):
+    def send(self, resp: Response, truncate: bool = False, recorded: Recorded | None = None):
+        if recorded is not None:
+            recorded.status = resp.status
         try:
             self.send_response(resp.status)
             for k, v in resp.headers.items():
