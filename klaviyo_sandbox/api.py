@@ -96,8 +96,9 @@ def page_size(req: Request) -> int:
 def parse_filter(req: Request) -> list:
     ep, text = req.ep, req.q.get("filter")
     if text is None:
-        if ep.filter_required:
-            raise bad_request(CHANNEL_REQUIRED, parameter="filter")
+        if ep.filter_required:  # the spec marks `filter` required for campaigns and coupon codes
+            required = COUPON_FILTER_REQUIRED if ep.op == "get_coupon_codes" else CHANNEL_REQUIRED
+            raise bad_request(required, parameter="filter")
         return hide_archived(ep.op, [])
     try:
         conds = filters.validate(filters.parse(text), ep.filters, ep.rtype)

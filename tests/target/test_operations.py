@@ -414,6 +414,7 @@ def test_consent_channels_setting_uses_the_channels_each_row_has_an_address_for(
     assert [r["reason"] for r in run.rejects()] == ["the channels column is empty: no channel to change"]
 
 
+@pytest.mark.slow
 def test_lost_answers_and_throttling_are_retried_and_no_event_or_row_is_doubled(run_target, monkeypatch):
     """Truncated answers come after the sandbox applied the request: the retry sends it again, and
     unique_id keeps the event single. 5xx, resets and 429 bursts are retried."""
