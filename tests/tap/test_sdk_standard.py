@@ -26,8 +26,6 @@ from tests.tap.fake_klaviyo import (
     ts,
 )
 
-pytestmark = pytest.mark.slow  # a module fixture runs for seconds (pyproject: markers)
-
 
 def populated(mocker: requests_mock.Mocker) -> FakeKlaviyo:
     fake = FakeKlaviyo(mocker, page_cap=3)
