@@ -86,7 +86,8 @@ class Store:
         return self.ds.now + (time.monotonic() - self._t0) + self.skipped
 
     def advance(self, seconds: float) -> None:
-        """Move the clock forward (a test's way to let minutes pass: import jobs finish, tokens age)."""
+        """Move the data clock forward (a test's way to let minutes pass: import jobs progress and finish).
+        OAuth tokens age by `oauth.clock`, which a test sets itself."""
         self.skipped += seconds
 
     def _bump(self):
