@@ -7,6 +7,8 @@ import re
 from typing import cast
 from urllib.parse import quote
 
+from klaviyo_core import endpoints as core_endpoints
+
 from . import bulk, filters, gen_catalog, gen_content, reports
 from .endpoints import ENDPOINTS, METRICS_PAGE
 from .query import Query, decode_cursor, encode_cursor, query_hash
@@ -96,8 +98,9 @@ def page_size(req: Request) -> int:
 def parse_filter(req: Request) -> list:
     ep, text = req.ep, req.q.get("filter")
     if text is None:
-        if ep.filter_required:
-            raise bad_request(CHANNEL_REQUIRED, parameter="filter")
+        if ep.filter_required:  # the spec marks `filter` required for campaigns and coupon codes
+            required = COUPON_FILTER_REQUIRED if ep.op == "get_coupon_codes" else CHANNEL_REQUIRED
+            raise bad_request(required, parameter="filter")
         return hide_archived(ep.op, [])
     try:
         conds = filters.validate(filters.parse(text), ep.filters, ep.rtype)
@@ -409,79 +412,67 @@ def get_job_errors(req: Request):
     return paged(req, src, [], None, View(req))
 
 
-ID = r"(?P<id>[^/]+)"
+# The operations the sandbox serves and their handlers; method and path come from the plugins' generated
+# endpoint table (klaviyo_core/endpoints.json), so a path is written nowhere by hand.
+HANDLERS = [
+    ("get_accounts", get_accounts),
+    ("get_campaigns", collection("campaigns")),
+    ("get_events", collection("events")),
+    ("get_flows", collection("flows")),
+    ("get_lists", collection("lists")),
+    ("create_list", create_list),
+    ("get_list", get_list),
+    ("delete_list", delete_list),
+    ("get_metrics", collection("metrics")),
+    ("get_profiles", collection("profiles")),
+    ("get_reviews", collection("reviews")),
+    ("get_segments", collection("segments")),
+    ("get_profiles_for_list", members("list", False)),
+    ("get_profile_ids_for_list", members("list", True)),
+    ("add_profiles_to_list", change_members(True)),
+    ("remove_profiles_from_list", change_members(False)),
+    ("get_profiles_for_segment", members("segment", False)),
+    ("get_profile_ids_for_segment", members("segment", True)),
+    ("get_bulk_import_profiles_jobs", get_jobs),
+    ("bulk_import_profiles", create_job),
+    ("get_bulk_import_profiles_job", get_job),
+    ("get_errors_for_bulk_import_profiles_job", get_job_errors),
+    ("get_flow_action_messages", flow_action_messages),
+    ("get_templates", content("templates")),
+    ("get_tags", content("tags")),
+    ("get_tag_groups", content("tag-groups")),
+    ("get_catalog_items", content("catalog-items")),
+    ("get_catalog_variants", content("catalog-variants")),
+    ("get_catalog_categories", content("catalog-categories")),
+    ("get_coupons", content("coupons")),
+    ("get_coupon_codes", content("coupon-codes")),
+    ("get_forms", content("forms")),
+    ("get_images", content("images")),
+    ("bulk_subscribe_profiles", bulk.subscribe),
+    ("bulk_unsubscribe_profiles", bulk.unsubscribe),
+    ("bulk_suppress_profiles", bulk.suppression("bulk_suppress_profiles")),
+    ("get_bulk_suppress_profiles_job", bulk.get_suppression_job("profile-suppression-bulk-create-job")),
+    ("bulk_unsuppress_profiles", bulk.suppression("bulk_unsuppress_profiles")),
+    ("get_bulk_unsuppress_profiles_job", bulk.get_suppression_job("profile-suppression-bulk-delete-job")),
+    ("bulk_create_events", bulk.create_events),
+    ("query_campaign_values", reports.report("query_campaign_values")),
+    ("query_flow_values", reports.report("query_flow_values")),
+    ("query_flow_series", reports.report("query_flow_series")),
+    ("query_form_series", reports.report("query_form_series")),
+    ("query_segment_series", reports.report("query_segment_series")),
+    ("query_metric_aggregates", reports.metric_aggregates),
+]
+
+
+def path_pattern(path: str) -> str:
+    """A spec path as a regular expression: its one parameter ({id}, {job_id}) captured as ``id``."""
+    return re.sub(r"\\\{[^}]+\\\}", "(?P<id>[^/]+)", re.escape(path))
+
+
 ROUTES = [
-    ("GET", r"/api/accounts", "get_accounts", get_accounts),
-    ("GET", r"/api/campaigns", "get_campaigns", collection("campaigns")),
-    ("GET", r"/api/events", "get_events", collection("events")),
-    ("GET", r"/api/flows", "get_flows", collection("flows")),
-    ("GET", r"/api/lists", "get_lists", collection("lists")),
-    ("POST", r"/api/lists", "create_list", create_list),
-    ("GET", rf"/api/lists/{ID}", "get_list", get_list),
-    ("DELETE", rf"/api/lists/{ID}", "delete_list", delete_list),
-    ("GET", r"/api/metrics", "get_metrics", collection("metrics")),
-    ("GET", r"/api/profiles", "get_profiles", collection("profiles")),
-    ("GET", r"/api/reviews", "get_reviews", collection("reviews")),
-    ("GET", r"/api/segments", "get_segments", collection("segments")),
-    ("GET", rf"/api/lists/{ID}/profiles", "get_profiles_for_list", members("list", False)),
-    ("GET", rf"/api/lists/{ID}/relationships/profiles", "get_profile_ids_for_list", members("list", True)),
-    ("POST", rf"/api/lists/{ID}/relationships/profiles", "add_profiles_to_list", change_members(True)),
-    ("DELETE", rf"/api/lists/{ID}/relationships/profiles", "remove_profiles_from_list", change_members(False)),
-    ("GET", rf"/api/segments/{ID}/profiles", "get_profiles_for_segment", members("segment", False)),
-    ("GET", rf"/api/segments/{ID}/relationships/profiles", "get_profile_ids_for_segment", members("segment", True)),
-    ("GET", r"/api/profile-bulk-import-jobs", "get_bulk_import_profiles_jobs", get_jobs),
-    ("POST", r"/api/profile-bulk-import-jobs", "bulk_import_profiles", create_job),
-    ("GET", rf"/api/profile-bulk-import-jobs/{ID}", "get_bulk_import_profiles_job", get_job),
-    (
-        "GET",
-        rf"/api/profile-bulk-import-jobs/{ID}/import-errors",
-        "get_errors_for_bulk_import_profiles_job",
-        get_job_errors,
-    ),
-    ("GET", rf"/api/flow-actions/{ID}/flow-messages", "get_flow_action_messages", flow_action_messages),
-    ("GET", r"/api/templates", "get_templates", content("templates")),
-    ("GET", r"/api/tags", "get_tags", content("tags")),
-    ("GET", r"/api/tag-groups", "get_tag_groups", content("tag-groups")),
-    ("GET", r"/api/catalog-items", "get_catalog_items", content("catalog-items")),
-    ("GET", r"/api/catalog-variants", "get_catalog_variants", content("catalog-variants")),
-    ("GET", r"/api/catalog-categories", "get_catalog_categories", content("catalog-categories")),
-    ("GET", r"/api/coupons", "get_coupons", content("coupons")),
-    ("GET", r"/api/coupon-codes", "get_coupon_codes", content("coupon-codes")),
-    ("GET", r"/api/forms", "get_forms", content("forms")),
-    ("GET", r"/api/images", "get_images", content("images")),
-    ("POST", r"/api/profile-subscription-bulk-create-jobs", "bulk_subscribe_profiles", bulk.subscribe),
-    ("POST", r"/api/profile-subscription-bulk-delete-jobs", "bulk_unsubscribe_profiles", bulk.unsubscribe),
-    (
-        "POST",
-        r"/api/profile-suppression-bulk-create-jobs",
-        "bulk_suppress_profiles",
-        bulk.suppression("bulk_suppress_profiles"),
-    ),
-    (
-        "GET",
-        rf"/api/profile-suppression-bulk-create-jobs/{ID}",
-        "get_bulk_suppress_profiles_job",
-        bulk.get_suppression_job("profile-suppression-bulk-create-job"),
-    ),
-    (
-        "POST",
-        r"/api/profile-suppression-bulk-delete-jobs",
-        "bulk_unsuppress_profiles",
-        bulk.suppression("bulk_unsuppress_profiles"),
-    ),
-    (
-        "GET",
-        rf"/api/profile-suppression-bulk-delete-jobs/{ID}",
-        "get_bulk_unsuppress_profiles_job",
-        bulk.get_suppression_job("profile-suppression-bulk-delete-job"),
-    ),
-    ("POST", r"/api/event-bulk-create-jobs", "bulk_create_events", bulk.create_events),
-    ("POST", r"/api/campaign-values-reports", "query_campaign_values", reports.report("query_campaign_values")),
-    ("POST", r"/api/flow-values-reports", "query_flow_values", reports.report("query_flow_values")),
-    ("POST", r"/api/flow-series-reports", "query_flow_series", reports.report("query_flow_series")),
-    ("POST", r"/api/form-series-reports", "query_form_series", reports.report("query_form_series")),
-    ("POST", r"/api/segment-series-reports", "query_segment_series", reports.report("query_segment_series")),
-    ("POST", r"/api/metric-aggregates", "query_metric_aggregates", reports.metric_aggregates),
+    (endpoint.method, path_pattern(endpoint.path), op, fn)
+    for op, fn in HANDLERS
+    for endpoint in [core_endpoints.endpoint(op)]
 ]
 COMPILED = [(m, re.compile(p + "$"), op, fn) for m, p, op, fn in ROUTES]
 

@@ -42,6 +42,10 @@ class SandboxConfig:
     accounts: int = 1  # Klaviyo accounts behind the one token endpoint (account k has seed + k)
     # Keys that hold only some scopes: {key: ("profiles:read", ...)} (see scopes.py).
     key_scopes: dict = field(default_factory=dict)
+    # Keep every /api/* and /oauth/* request (method, path, query, headers, body) for a test to read
+    # (`Sandbox.requests`); off for the demo and benchmarks, whose request counts are unbounded.
+    record_requests: bool = False
+    token_prefix: str = ""  # starts every OAuth code and token issued (tests scan their output for it)
 
     def __post_init__(self):
         if isinstance(self.faults, str):

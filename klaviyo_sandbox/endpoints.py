@@ -1,15 +1,23 @@
-"""Per-operation facts copied from Klaviyo's OpenAPI spec (revision 2026-07-15).
+"""Per-operation facts the sandbox serves by, read from what the plugins generate from Klaviyo's spec.
 
-Copied rather than loaded at runtime so the sandbox works without the spec file.
-Sources: `x-klaviyo-ratelimit`, `x-klaviyo-filters`, the `page[size]`, `sort`,
-`include` and `additional-fields[...]` parameter schemas of each operation.
+Rate limits and scopes come from ``klaviyo_core/endpoints.json`` (the plugins' own table, made by
+``scripts/generate_from_spec.py``); filters (``x-klaviyo-filters``), sorts, includes, additional
+fields, page sizes and the resource type from the trimmed spec the repository holds
+(``spec/klaviyo-openapi-trimmed.json``). Nothing is copied by hand: a spec update changes the
+sandbox with the plugins.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
-DT4 = ("greater-or-equal", "greater-than", "less-or-equal", "less-than")
+from klaviyo_core import endpoints as core_endpoints
+
+SPEC = Path(__file__).resolve().parent.parent / "spec" / "klaviyo-openapi-trimmed.json"
+HTTP_METHODS = ("get", "post", "patch", "put", "delete")
 
 
 @dataclass(frozen=True)
@@ -36,407 +44,129 @@ class Endpoint:
     filter_required: bool = False
 
 
-def S(*ops, t="string", enum=()):  # noqa: N802 - short names keep the endpoint table readable
-    return FieldSpec(single=ops, type=t, enum=enum)
+def _operations(spec: dict) -> dict[str, dict]:
+    return {
+        op["operationId"]: op
+        for item in spec["paths"].values()
+        for method, op in item.items()
+        if method in HTTP_METHODS and isinstance(op, dict)
+    }
 
 
-def L(single=(), lst=("any", "equals"), t="string", enum=()):  # noqa: N802 - as S
-    return FieldSpec(single=single, list=lst, type=t, enum=enum)
+def _resolve(spec: dict, schema: dict) -> dict:
+    """A schema with its $ref followed and the parts of an ``allOf`` merged (properties joined)."""
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    if "allOf" in schema:
+        merged: dict = {"properties": {}}
+        for part in schema["allOf"]:
+            part = _resolve(spec, part)
+            merged["properties"] = {**part.get("properties", {}), **merged["properties"]}
+        return merged
+    return schema
 
 
-CAMPAIGN_STATUS = (
-    "Scheduled",
-    "Sent",
-    "Draft",
-    "Cancelled",
-    "Adding Recipients",
-    "Sending",
-    "Variations Sent",
-    "Sending Segments",
-    "Cancelled: Smart Sending",
-    "Preparing to send",
-    "Cancelled: Account Disabled",
-    "Cancelled: No Recipients",
-    "Preparing to schedule",
-    "Cancelled: Internal Error",
-    "Queued without Recipients",
-    "Cancelled: Billing Limit",
-    "Cancelled: Misconfigured",
-    "Unknown",
-)
-TRIGGER_TYPES = ("Metric", "Added to List", "Unconfigured", "Date Based", "Price Drop", "Low Inventory")
-COUPON_CODE_STATUS = ("ASSIGNED_TO_PROFILE", "DELETING", "PROCESSING", "UNASSIGNED", "USED", "VERSION_NOT_ACTIVE")
-MEMBER_FILTERS = {
-    "email": L(),
-    "phone_number": L(),
-    "push_token": L(),
-    "_kx": S("equals"),
-    "joined_group_at": S(*DT4, t="datetime"),
-}
-PROFILE_ADDITIONAL = ("subscriptions", "predictive_analytics")
-MEMBER_SORTS = ("joined_group_at",)
+def _param_enum(op: dict, name: str) -> tuple:
+    """The values a query parameter's schema enumerates (array items or a plain enum), in spec order."""
+    for param in op.get("parameters", []):
+        if param.get("name") == name:
+            schema = param.get("schema", {})
+            return tuple(schema.get("items", schema).get("enum", ()))
+    return ()
 
-ENDPOINTS = {
-    e.op: e
-    for e in [
-        Endpoint("get_accounts", "account", 1, 15),
-        Endpoint(
-            "get_campaigns",
-            "campaign",
-            10,
-            150,
-            page=(100, 1, 100),
-            filter_required=True,
-            filters={
-                "id": FieldSpec(list=("any",)),
-                "messages.channel": S("equals", enum=("email", "sms", "mobile_push")),
-                "name": S("contains"),
-                "status": L(single=("equals",), enum=CAMPAIGN_STATUS),
-                "archived": S("equals", t="boolean"),
-                "created_at": S(*DT4, t="datetime"),
-                "scheduled_at": S(*DT4, t="datetime"),
-                "updated_at": S(*DT4, t="datetime"),
-            },
-            sorts=("created_at", "id", "name", "scheduled_at", "updated_at"),
-            includes=("campaign-messages", "tags"),
-        ),
-        Endpoint(
-            "get_events",
-            "event",
-            350,
-            3500,
-            page=(200, 1, 1000),
-            filters={
-                "metric_id": FieldSpec(single=("equals",), list=("equals",)),
-                "profile_id": S("equals"),
-                "profile": FieldSpec(none=("has",)),
-                "metric": FieldSpec(none=("has",)),
-                "datetime": S(*DT4, t="datetime"),
-                "timestamp": S(*DT4, t="number"),
-            },
-            sorts=("datetime", "timestamp"),
-            includes=("attributions", "metric", "profile"),
-        ),
-        Endpoint(
-            "get_flows",
-            "flow",
-            3,
-            60,
-            page=(50, 1, 50),
-            filters={
-                "id": FieldSpec(list=("any",)),
-                "name": S("contains", "ends-with", "equals", "starts-with"),
-                "status": S("equals"),
-                "archived": S("equals", t="boolean"),
-                "created": S("equals", *DT4, t="datetime"),
-                "updated": S("equals", *DT4, t="datetime"),
-                "trigger_type": S("equals", enum=TRIGGER_TYPES),
-            },
-            sorts=("created", "id", "name", "status", "trigger_type", "updated"),
-            includes=("flow-actions", "tags"),
-        ),
-        Endpoint(
-            "get_lists",
-            "list",
-            75,
-            750,
-            page=(10, 1, 10),
-            filters={
-                "name": L(),
-                "id": L(single=("equals",)),
-                "created": S("greater-than", t="datetime"),
-                "updated": S("greater-than", t="datetime"),
-            },
-            sorts=("created", "id", "name", "updated"),
-            includes=("flow-triggers", "tags"),
-        ),
-        Endpoint("get_list", "list", 75, 750, includes=("flow-triggers", "tags"), additional=("profile_count",)),
-        Endpoint("create_list", "list", 10, 150, daily=150),
-        Endpoint("delete_list", "list", 10, 150),
-        Endpoint(
-            "get_metrics",
-            "metric",
-            10,
-            150,
-            filters={"integration.name": S("equals"), "integration.category": S("equals")},
-            includes=("flow-triggers",),
-        ),
-        Endpoint(
-            "get_profiles",
-            "profile",
-            75,
-            750,
-            page=(20, 1, 100),
-            filters={
-                "id": L(single=("equals",)),
-                "email": L(single=("equals",)),
-                "phone_number": L(single=("equals",)),
-                "external_id": L(single=("equals",)),
-                "_kx": S("equals"),
-                "created": S("greater-than", "less-than", t="datetime"),
-                "updated": S("greater-than", "less-than", t="datetime"),
-                "subscriptions.email.marketing.list_suppressions.reason": S("equals"),
-                "subscriptions.email.marketing.list_suppressions.timestamp": S(*DT4, t="datetime"),
-                "subscriptions.email.marketing.list_suppressions.list_id": S("equals"),
-                "subscriptions.email.marketing.suppression.reason": S("equals"),
-                "subscriptions.email.marketing.suppression.timestamp": S(*DT4, t="datetime"),
-            },
-            sorts=(
-                "created",
-                "email",
-                "id",
-                "subscriptions.email.marketing.list_suppressions.timestamp",
-                "subscriptions.email.marketing.suppression.timestamp",
-                "updated",
-            ),
-            includes=("conversations", "push-tokens"),
-            additional=PROFILE_ADDITIONAL,
-        ),
-        Endpoint(
-            "get_reviews",
-            "review",
-            10,
-            150,
-            page=(20, 1, 100),
-            filters={
-                "created": S("greater-or-equal", "less-or-equal", t="datetime"),
-                "rating": L(single=("equals", "greater-or-equal", "less-or-equal"), t="integer"),
-                "id": L(single=("equals",)),
-                "item.id": L(single=("equals",)),
-                "content": S("contains"),
-                "status": S("equals", enum=("published", "unpublished", "rejected", "featured", "pending", "all")),
-                "review_type": S("equals", enum=("question", "review", "rating", "store")),
-                "verified": S("equals", t="boolean"),
-            },
-            sorts=("created", "rating", "updated"),
-            includes=("events",),
-        ),
-        Endpoint(
-            "get_segments",
-            "segment",
-            75,
-            750,
-            page=(10, 1, 10),
-            filters={
-                "name": L(),
-                "id": L(single=("equals",)),
-                "created": S("greater-than", t="datetime"),
-                "updated": S("greater-than", t="datetime"),
-                "is_active": L(single=("equals",), t="boolean"),
-                "is_starred": S("equals", t="boolean"),
-            },
-            sorts=("created", "id", "name", "updated"),
-            includes=("flow-triggers", "tags"),
-        ),
-        Endpoint(
-            "get_profiles_for_list",
-            "profile",
-            75,
-            750,
-            page=(20, 1, 100),
-            filters=MEMBER_FILTERS,
-            sorts=MEMBER_SORTS,
-            additional=PROFILE_ADDITIONAL,
-        ),
-        Endpoint(
-            "get_profile_ids_for_list",
-            "profile",
-            75,
-            750,
-            page=(20, 1, 100),
-            filters=MEMBER_FILTERS,
-            sorts=MEMBER_SORTS,
-        ),
-        Endpoint("add_profiles_to_list", "profile", 10, 150),
-        Endpoint("remove_profiles_from_list", "profile", 10, 150),
-        Endpoint(
-            "get_profiles_for_segment",
-            "profile",
-            75,
-            750,
-            page=(20, 1, 100),
-            filters={"profile_id": L(), **MEMBER_FILTERS},
-            sorts=MEMBER_SORTS,
-            additional=PROFILE_ADDITIONAL,
-        ),
-        Endpoint(
-            "get_profile_ids_for_segment",
-            "profile",
-            75,
-            750,
-            page=(20, 1, 100),
-            filters={"profile_id": L(), **MEMBER_FILTERS},
-            sorts=MEMBER_SORTS,
-        ),
-        Endpoint(
-            "get_bulk_import_profiles_jobs",
-            "profile-bulk-import-job",
-            10,
-            150,
-            page=(20, 1, 100),
-            filters={"status": S("equals", enum=("queued", "processing", "complete"))},
-            sorts=("created_at",),
-            includes=("lists",),
-        ),
-        Endpoint("bulk_import_profiles", "profile-bulk-import-job", 10, 150),
-        Endpoint("get_bulk_import_profiles_job", "profile-bulk-import-job", 10, 150, includes=("lists",)),
-        Endpoint("get_errors_for_bulk_import_profiles_job", "import-error", 10, 150, page=(20, 1, 100)),
-        # The content behind every send (klaviyo_sandbox.gen_content).
-        Endpoint(
-            "get_flow_action_messages",
-            "flow-message",
-            3,
-            60,
-            page=(50, 1, 50),
-            filters={
-                "id": FieldSpec(list=("any",)),
-                "name": S("contains", "ends-with", "equals", "starts-with"),
-                "created": S("equals", *DT4, t="datetime"),
-                "updated": S("equals", *DT4, t="datetime"),
-            },
-            sorts=("created", "id", "name", "updated"),
-        ),
-        Endpoint(
-            "get_templates",
-            "template",
-            75,
-            750,
-            page=(10, 1, 10),
-            filters={
-                "id": L(single=("equals",)),
-                "name": L(single=("contains", "equals")),
-                "created": S("equals", *DT4, t="datetime"),
-                "updated": S("equals", *DT4, t="datetime"),
-            },
-            sorts=("created", "id", "name", "updated"),
-            additional=("definition",),
-        ),
-        Endpoint(
-            "get_tags",
-            "tag",
-            3,
-            60,
-            page=(50, 1, 50),
-            filters={"name": L(single=("contains", "ends-with", "equals", "starts-with"), lst=("equals",))},
-            sorts=("id", "name"),
-            includes=("tag-group",),
-        ),
-        Endpoint(
-            "get_tag_groups",
-            "tag-group",
-            3,
-            60,
-            page=(25, 1, 25),
-            filters={
-                "name": L(single=("contains", "ends-with", "equals", "starts-with"), lst=("equals",)),
-                "exclusive": S("equals", t="boolean"),
-                "default": S("equals", t="boolean"),
-            },
-            sorts=("id", "name"),
-        ),
-        Endpoint(
-            "get_catalog_items",
-            "catalog-item",
-            350,
-            3500,
-            page=(100, 1, 100),
-            filters={
-                "ids": FieldSpec(list=("any",)),
-                "category.id": S("equals"),
-                "title": S("contains"),
-                "published": S("equals", t="boolean"),
-            },
-            sorts=("created",),
-            includes=("variants",),
-        ),
-        Endpoint(
-            "get_catalog_variants",
-            "catalog-variant",
-            350,
-            3500,
-            page=(100, 1, 100),
-            filters={
-                "ids": FieldSpec(list=("any",)),
-                "item.id": S("equals"),
-                "sku": S("equals"),
-                "title": S("contains"),
-                "published": S("equals", t="boolean"),
-            },
-            sorts=("created",),
-        ),
-        Endpoint(
-            "get_catalog_categories",
-            "catalog-category",
-            350,
-            3500,
-            page=(100, 1, 100),
-            filters={"ids": FieldSpec(list=("any",)), "item.id": S("equals"), "name": S("contains")},
-            sorts=("created",),
-        ),
-        Endpoint("get_coupons", "coupon", 75, 750, page=(100, 1, 100)),
-        Endpoint(
-            "get_coupon_codes",
-            "coupon-code",
-            350,
-            3500,
-            page=(100, 1, 100),
-            filters={
-                "expires_at": S(*DT4, t="datetime"),
-                "status": S("equals", enum=COUPON_CODE_STATUS),
-                "coupon.id": L(single=("equals",), lst=("any",)),
-                "profile.id": L(single=("equals",), lst=("any",)),
-            },
-            includes=("coupon",),
-        ),
-        Endpoint(
-            "get_forms",
-            "form",
-            3,
-            60,
-            page=(20, 1, 100),
-            filters={
-                "id": L(single=("equals",), lst=("any",)),
-                "name": L(single=("contains", "equals"), lst=("any",)),
-                "ab_test": S("equals", t="boolean"),
-                "updated_at": S(*DT4, t="datetime"),
-                "created_at": S(*DT4, t="datetime"),
-                "status": S("equals", enum=("draft", "live")),
-            },
-            sorts=("created_at", "updated_at"),
-        ),
-        Endpoint(
-            "get_images",
-            "image",
-            10,
-            150,
-            page=(20, 1, 100),
-            filters={
-                "id": L(single=("equals",), lst=("any",)),
-                "updated_at": S(*DT4, t="datetime"),
-                "format": L(single=("equals",), lst=("any",)),
-                "name": L(single=("contains", "ends-with", "equals", "starts-with"), lst=("any",)),
-                "size": S(*DT4, t="integer"),
-                "hidden": L(single=("equals",), lst=("any",), t="boolean"),
-            },
-            sorts=("format", "id", "name", "size", "updated_at"),
-        ),
-        Endpoint("bulk_subscribe_profiles", "profile-subscription-bulk-create-job", 75, 750),
-        Endpoint("bulk_unsubscribe_profiles", "profile-subscription-bulk-delete-job", 75, 750),
-        Endpoint("bulk_suppress_profiles", "profile-suppression-bulk-create-job", 75, 750),
-        Endpoint("get_bulk_suppress_profiles_job", "profile-suppression-bulk-create-job", 75, 750),
-        Endpoint("bulk_unsuppress_profiles", "profile-suppression-bulk-delete-job", 75, 750),
-        Endpoint("get_bulk_unsuppress_profiles_job", "profile-suppression-bulk-delete-job", 75, 750),
-        Endpoint("bulk_create_events", "event-bulk-create-job", 10, 150),
-        # Reporting API: 1/s, 2/m and 225 a day per operation.
-        Endpoint("query_campaign_values", "campaign-values-report", 1, 2, daily=225),
-        Endpoint("query_flow_values", "flow-values-report", 1, 2, daily=225),
-        Endpoint("query_flow_series", "flow-series-report", 1, 2, daily=225),
-        Endpoint("query_form_series", "form-series-report", 1, 2, daily=225),
-        Endpoint("query_segment_series", "segment-series-report", 1, 2, daily=225),
-        Endpoint("query_metric_aggregates", "metric-aggregate", 3, 60),
-    ]
-}
 
-# Secondary limits quoted in the operation descriptions.
-SLOW_ADDITIONAL = {"predictive_analytics": (10, 150), "profile_count": (1, 15)}
-METRICS_PAGE = 200  # get_metrics takes no page[size]; "returns a maximum of 200 results per page"
+def _param(op: dict, name: str) -> dict | None:
+    return next((p for p in op.get("parameters", []) if p.get("name") == name), None)
+
+
+def _resource_type(spec: dict, op: dict) -> str:
+    """The ``type`` of the primary data: of the success answer, else of the request body (204 writes);
+    "" for an operation without either (delete_list)."""
+    bodies = [r.get("content", {}) for code, r in op.get("responses", {}).items() if code.startswith("2")]
+    bodies.append(op.get("requestBody", {}).get("content", {}))
+    for content in bodies:
+        if not content:
+            continue
+        document = _resolve(spec, next(iter(content.values()))["schema"])
+        data = _resolve(spec, document.get("properties", {}).get("data", {}))
+        data = _resolve(spec, data.get("items", data))
+        kind = _resolve(spec, data.get("properties", {}).get("type", {}))
+        if kind.get("enum"):
+            return kind["enum"][0]
+    return ""
+
+
+def _field_type(value: dict) -> str:
+    if value.get("format") == "date-time":
+        return "datetime"
+    return value.get("type", "string")
+
+
+def _filters(op: dict) -> dict[str, FieldSpec]:
+    out = {}
+    for name, spec in (op.get("x-klaviyo-filters") or {}).items():
+        operators, value = spec.get("operators", {}), spec.get("value", {})
+        out[name] = FieldSpec(
+            single=tuple(operators.get("single", ())),
+            list=tuple(operators.get("list", ())),
+            none=tuple(operators.get("none", ())),
+            type=_field_type(value),
+            enum=tuple(value.get("enum", ())),
+        )
+    return out
+
+
+def _page(op: dict) -> tuple | None:
+    size = _param(op, "page[size]")
+    if size is None:
+        return None
+    schema = size["schema"]
+    return schema["default"], schema.get("minimum", 1), schema["maximum"]
+
+
+def _endpoint(spec: dict, core: core_endpoints.Endpoint, op: dict) -> Endpoint:
+    filter_param = _param(op, "filter")
+    rtype = _resource_type(spec, op)
+    return Endpoint(
+        op=core.operation_id,
+        rtype=rtype,
+        burst=core.burst_per_second,
+        steady=core.steady_per_minute,
+        daily=core.daily or 0,
+        page=_page(op),
+        filters=_filters(op),
+        sorts=tuple(s for s in _param_enum(op, "sort") if not s.startswith("-")),
+        includes=_param_enum(op, "include"),
+        additional=_param_enum(op, f"additional-fields[{rtype}]"),
+        filter_required=bool(filter_param and filter_param.get("required")),
+    )
+
+
+def _secondary_limits(operations: dict[str, dict]) -> dict[str, tuple[int, int]]:
+    """Lower limits the descriptions quote for one additional field (predictive_analytics, profile_count):
+    "Rate limits when using the `additional-fields[profile]=predictive_analytics` parameter ...:
+    Burst: `10/s` Steady: `150/m`"."""
+    quoted = re.compile(r"`additional-fields\[[\w-]+\]=(\w+)` parameter[^:]*:<br>Burst: `(\d+)/s`<br>Steady: `(\d+)/m`")
+    found: dict[str, tuple[int, int]] = {}
+    for op in operations.values():
+        for name, burst, steady in quoted.findall(op.get("description", "")):
+            found[name] = (int(burst), int(steady))
+    return found
+
+
+def _page_without_size(operations: dict[str, dict]) -> int:
+    """get_metrics takes no page[size]; its description says "Returns a maximum of 200 results per page"."""
+    found = re.search(r"maximum of (\d+) results per page", operations["get_metrics"]["description"])
+    if found is None:
+        raise ValueError("get_metrics' description no longer states its page size")
+    return int(found.group(1))
+
+
+def _load() -> tuple[dict[str, Endpoint], dict[str, tuple[int, int]], int]:
+    spec = json.loads(SPEC.read_text(encoding="utf-8"))
+    operations = _operations(spec)
+    table = {op: _endpoint(spec, core, operations[op]) for op, core in core_endpoints.endpoints().items()}
+    return table, _secondary_limits(operations), _page_without_size(operations)
+
+
+ENDPOINTS, SLOW_ADDITIONAL, METRICS_PAGE = _load()

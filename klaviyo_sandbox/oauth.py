@@ -34,14 +34,21 @@ def pkce_challenge(verifier: str) -> str:
 
 class OAuthServer:
     def __init__(
-        self, client_id: str, client_secret: str, token_seconds: int, clock=time.monotonic, accounts: list | None = None
+        self,
+        client_id: str,
+        client_secret: str,
+        token_seconds: int,
+        clock=time.monotonic,
+        accounts: list | None = None,
+        token_prefix: str = "",
     ):
         self.clients = {client_id: client_secret}
         self.accounts = list(accounts or [None])
         self.signed_in = self.accounts[0]  # the account the (simulated) browser approves for
         self.grants = itertools.count(1)
         self.token_seconds = token_seconds
-        self.clock = clock
+        self.clock = clock  # a test may set its own (epoch seconds that move when it says)
+        self.token_prefix = token_prefix  # starts every code and token, for tests that scan output for leaks
         self.lock = threading.Lock()
         self.codes: dict = {}
         self.access: dict = {}  # token -> {client_id, scope, expires}
@@ -71,7 +78,7 @@ class OAuthServer:
         if problem:
             query = {"error": problem[0], "error_description": problem[1]}
         else:
-            code = secrets.token_urlsafe(24)
+            code = self.token_prefix + secrets.token_urlsafe(24)
             with self.lock:
                 self.codes[code] = {
                     "client_id": client_id,
@@ -152,7 +159,7 @@ class OAuthServer:
         return info.get("account") or self.accounts[0]
 
     def _issue(self, client_id: str, scope: str, account, grant):
-        access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        access, refresh = (self.token_prefix + secrets.token_urlsafe(32) for _ in range(2))
         self.access[access] = {
             "client_id": client_id,
             "scope": scope,

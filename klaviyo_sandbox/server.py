@@ -25,6 +25,7 @@ from .jobs import MAX_BODY, JobManager
 from .oauth import OAuthServer
 from .ratelimit import RateLimiter
 from .render import MEDIA_TYPE, ApiError
+from .script import Recorded, Script
 from .store import Store
 from .util import parse_ts
 
@@ -64,12 +65,19 @@ class App:
             self.accounts[other.ds.account_id] = other
         self.limiter = RateLimiter(cfg.rate_limit_scale, cfg.rate_window)
         self.faults = FaultInjector(cfg.seed, cfg.fault_rate, cfg.faults)
-        self.oauth = OAuthServer(cfg.client_id, cfg.client_secret, cfg.token_seconds, accounts=list(self.accounts))
+        self.oauth = OAuthServer(
+            cfg.client_id,
+            cfg.client_secret,
+            cfg.token_seconds,
+            accounts=list(self.accounts),
+            token_prefix=cfg.token_prefix,
+        )
         for store in self.accounts.values():
             store.jobs = JobManager(store, cfg.job_seconds)
             store.bulk = BulkWrites(store, cfg.job_seconds)
             store.oauth = self.oauth
         self.served = threading.local()  # the account the current thread's request was answered from
+        self.script = Script(cfg.record_requests)  # a test's scripted answers and request record
         self.stopping = threading.Event()
 
     # ------------------------------------------------------------ API pipeline
@@ -221,6 +229,16 @@ class App:
         }
 
 
+def scripted_response(answer: tuple) -> Response:
+    """The Response for a test's scripted (status, body[, headers]); body None: a generic error."""
+    status, body, headers = (*answer, {})[:3]
+    if body is None and status >= 400:
+        return error_response(ApiError(status, "error", "A scripted failure.", headers=headers))
+    if body is None or isinstance(body, bytes):
+        return Response(status, body or b"", headers)
+    return Response(status, json.dumps(body).encode(), headers)
+
+
 def valid_revision(value: str | None) -> bool:
     m = REVISION_RE.match(value or "")
     if not m:
@@ -275,6 +293,14 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/__sandbox"):
             self.send(app.handle_admin(method, path, params))
             return
+        recorded, scripted = None, None
+        if path.startswith(("/api/", "/oauth/")):
+            recorded, scripted = app.script.receive(method, path, split.query, body or b"", self.headers)
+        if scripted is not None:
+            resp = scripted_response(scripted)
+            app.store.log_request(method, path, resp.status, None, "scripted")
+            self.send(resp, recorded=recorded)
+            return
         fault, u = (None, 0.0)
         if path.startswith("/api/") or path == "/oauth/token":
             fault, u = app.faults.pick()
@@ -287,7 +313,7 @@ class Handler(BaseHTTPRequestHandler):
         resp, op = self.respond_to(app, method, path, split.query, params, body, fault)
         account = app.served.account
         app.accounts.get(account, app.store).log_request(method, path, resp.status, op, fault, account)
-        self.send(resp, truncate=fault == "truncated")
+        self.send(resp, truncate=fault == "truncated", recorded=recorded)
 
     def respond_to(self, app: App, method, path, raw_query, params, body, fault):
         if body is None:
@@ -335,7 +361,9 @@ class Handler(BaseHTTPRequestHandler):
         data = self.rfile.read(length) if length else b""
         return None if len(data) > MAX_BODY else data
 
-    def send(self, resp: Response, truncate: bool = False):
+    def send(self, resp: Response, truncate: bool = False, recorded: Recorded | None = None):
+        if recorded is not None:
+            recorded.status = resp.status
         try:
             self.send_response(resp.status)
             for k, v in resp.headers.items():
@@ -441,6 +469,15 @@ class Sandbox:
     @property
     def oauth(self) -> OAuthServer:
         return self._running.oauth
+
+    def script(self, method: str, path_pattern: str, answers, when=None) -> None:
+        """Answer the next requests matching ``method`` and ``path_pattern`` with ``answers`` (see script.py)."""
+        self._running.script.add(method, path_pattern, answers, when)
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """Every /api/* and /oauth/* request received, in order (with ``record_requests=True``)."""
+        return self._running.script.requests
 
     @property
     def accounts(self) -> dict[str, Store]:

@@ -55,6 +55,7 @@ class Store:
         self.caches = Caches()
         self.version = 0  # bumped on every mutation; keys the overlay caches
         self._t0 = time.monotonic()
+        self.skipped = 0.0  # seconds tests moved the clock forward (advance)
         self._seq = itertools.count(1)
         self.profile_patch: dict = {}  # generated index -> patched profile record
         self.new_profiles: dict = {}  # id -> profile record created by imports
@@ -81,8 +82,13 @@ class Store:
         """Virtual clock: `--now` plus real time elapsed since start (always after generated data);
         with `--now now`, the real clock."""
         if self.cfg.real_clock:
-            return time.time()
-        return self.ds.now + (time.monotonic() - self._t0)
+            return time.time() + self.skipped
+        return self.ds.now + (time.monotonic() - self._t0) + self.skipped
+
+    def advance(self, seconds: float) -> None:
+        """Move the data clock forward (a test's way to let minutes pass: import jobs progress and finish).
+        OAuth tokens age by `oauth.clock`, which a test sets itself."""
+        self.skipped += seconds
 
     def _bump(self):
         self.version += 1

@@ -24,6 +24,14 @@ import pytest
 from tests.e2e.helpers import NOT_COPIED, ROOT, TIMINGS, MeltanoProject
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here carries the ``e2e`` marker (``-m "not e2e"`` leaves Meltano out)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 def _required() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("E2E_REQUIRED"))
 

@@ -41,6 +41,8 @@ INPUT = (
     '{"type":"RECORD","stream":"people","record":{"email":"ann@example.com"}}\n'
 )
 
+pytestmark = pytest.mark.slow  # a module fixture runs for seconds (pyproject: markers)
+
 # (config, the setting the message names, how the message says to fix it). Shared by tap and target.
 CONNECTION = {
     "api_key missing": ({}, "api_key", "set it to a Klaviyo private API key"),

@@ -71,6 +71,7 @@ def lists_named(box, name: str) -> list[str]:
 # -- 1. rate-limit storms --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("concurrency", [8, 16])
 def test_a_sync_on_a_twentieth_of_the_quota_finishes_with_few_429s(tmp_path, concurrency):
     streams = ("profiles", "list_members", "segment_members")
@@ -158,6 +159,7 @@ def test_the_target_checks_write_scopes_before_creating_the_list(scoped_box, tmp
 # -- 3. concurrent runs ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_three_targets_started_together_with_a_new_list_name_make_one_list(tmp_path):
     with sandbox(SEED, latency_ms=30) as box:
         config = {
@@ -213,6 +215,7 @@ def _quiet():
 # -- 4. odd input ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unknown_message_type_is_logged_and_skipped(tmp_path):
     with sandbox(SEED) as box:
         config = {"api_key": box.api_key, "base_url": box.base_url, "list_name": "Odd input",
@@ -263,6 +266,7 @@ def test_a_start_date_in_the_future_is_warned_about(tmp_path):
 # -- 5. quiet logs stay clean ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_debug_logs_hold_no_email_key_or_token(tmp_path):
     with sandbox(SEED) as box:
         add = {"api_key": box.api_key, "base_url": box.base_url, "list_name": "Debug",
@@ -282,6 +286,7 @@ def test_debug_logs_hold_no_email_key_or_token(tmp_path):
 # -- 6. cheaper resumes ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_state_comes_about_every_page_and_a_resumed_membership_stream_skips_groups_read_in_full(tmp_path):
     with sandbox(SEED) as box:
         config = tap_config(box, discover_custom_fields=False)
@@ -361,6 +366,7 @@ def run_plugin_help(executable: str, workdir) -> str:
     ).stdout
 
 
+@pytest.mark.slow
 def test_a_resume_that_skips_the_last_group_still_clears_the_groups_done(tmp_path):
     with sandbox(SEED) as box:
         config = tap_config(box, discover_custom_fields=False)

@@ -29,6 +29,8 @@ from tests.faults.harness import (
     tap_config,
 )
 
+pytestmark = pytest.mark.slow  # a module fixture runs for seconds (pyproject: markers)
+
 SEED = 21
 CHAINS = 8
 KILLS_PER_CHAIN = 4

@@ -34,6 +34,8 @@ from tests.faults.harness import (
     tap_config,
 )
 
+pytestmark = pytest.mark.slow  # a module fixture runs for seconds (pyproject: markers)
+
 SEED = 21
 #: Per-request fault probability; 429 comes in bursts of three and a timeout costs a
 #: whole read timeout, so those two are rarer to keep the module's wall time down.

@@ -21,6 +21,8 @@ from tap_klaviyo.stream import flatten
 from tests.faults.harness import FIGURES, Output, parse_time, run_tap, sandbox, tap_config
 from tests.faults.proxy import TamperProxy
 
+pytestmark = pytest.mark.slow  # a module fixture runs for seconds (pyproject: markers)
+
 SEED = 61
 ODD = {
     "emoji": "👩‍👩‍👧‍👦 🏳️‍🌈 🇯🇵 👍🏽 ✔︎",

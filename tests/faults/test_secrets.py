@@ -42,6 +42,8 @@ from tests.faults.harness import (
     write_json,
 )
 
+pytestmark = pytest.mark.slow  # a module fixture runs for seconds (pyproject: markers)
+
 INPUT = (
     "\n".join(
         json.dumps(m)

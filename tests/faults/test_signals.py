@@ -108,6 +108,7 @@ def _schema_and_rows(emails: list[str]) -> str:
     return "\n".join(json.dumps(m) for m in [schema, *rows, state]) + "\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_target_drains_what_it_received_then_exits_non_zero(slow_klaviyo, tmp_path, signum) -> None:
     list_name = f"Signal {signum.name}"

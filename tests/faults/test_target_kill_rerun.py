@@ -21,6 +21,8 @@ import pytest
 
 from tests.faults.harness import FIGURES, TARGET, KillableRun, in_parallel, sandbox
 
+pytestmark = pytest.mark.slow  # a module fixture runs for seconds (pyproject: markers)
+
 SEED = 33
 ROWS = 240
 BIG = "x" * 120_000  # over Klaviyo's 100 KB per profile

@@ -20,18 +20,17 @@ import pytest
 from klaviyo_core import oauth, oauth_cli
 from klaviyo_core.client import KlaviyoConnection
 from klaviyo_core.settings import check_connection_settings
-from tests.oauth.conftest import assert_clean, browser_get
-from tests.oauth.fake_klaviyo import CLIENT_ID, CLIENT_SECRET
+from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, assert_clean, browser_get
 
 _SCRIPT = Path(sys.executable).with_name("klaviyo-oauth")  # the console script pyproject declares
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "klaviyo_core.oauth_cli"]
 
 
-def server_flags(fake, tmp_path) -> list[str]:
+def server_flags(klaviyo, tmp_path) -> list[str]:
     return [
         "--client-id", CLIENT_ID,
-        "--token-url", f"{fake.url}/oauth/token",
-        "--authorize-url", f"{fake.url}/oauth/authorize",
+        "--token-url", f"{klaviyo.url}/oauth/token",
+        "--authorize-url", f"{klaviyo.url}/oauth/authorize",
         "--token-file", str(tmp_path / "tokens.json"),
     ]  # fmt: skip
 
@@ -54,13 +53,13 @@ def stored(tmp_path: Path) -> dict:
 # -- web apps: url, then exchange -------------------------------------------------------
 
 
-def test_url_then_exchange(fake, tmp_path):
+def test_url_then_exchange(klaviyo, tmp_path):
     redirect = "http://127.0.0.1:9/callback"
-    made = run(["url", *server_flags(fake, tmp_path), "--for", "tap", "--redirect-uri", redirect], tmp_path)
+    made = run(["url", *server_flags(klaviyo, tmp_path), "--for", "tap", "--redirect-uri", redirect], tmp_path)
     assert made.returncode == 0, made.stderr
     step = json.loads(made.stdout)
     params = query(step["authorize_url"])
-    assert step["authorize_url"].startswith(f"{fake.url}/oauth/authorize?")
+    assert step["authorize_url"].startswith(f"{klaviyo.url}/oauth/authorize?")
     assert params["response_type"] == "code" and params["code_challenge_method"] == "S256"
     digest = hashlib.sha256(step["code_verifier"].encode()).digest()
     assert params["code_challenge"] == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
@@ -69,50 +68,50 @@ def test_url_then_exchange(fake, tmp_path):
 
     _, location = browser_get(step["authorize_url"])
     swapped = run(
-        ["exchange", *server_flags(fake, tmp_path), f"--code={location}", f"--state={step['state']}",
+        ["exchange", *server_flags(klaviyo, tmp_path), f"--code={location}", f"--state={step['state']}",
          f"--verifier={step['code_verifier']}", "--redirect-uri", redirect],
         tmp_path,
     )  # fmt: skip
     assert swapped.returncode == 0, swapped.stderr
     assert str(tmp_path / "tokens.json") in swapped.stdout and '"client_id"' in swapped.stdout
-    assert stored(tmp_path)["refresh_token"] == "canary-refresh-2-XYZ"
+    assert stored(tmp_path)["refresh_token"] == klaviyo.refresh_token(1)
     assert_clean(made.stderr, swapped.stdout, swapped.stderr)
 
 
-def test_exchange_rejects_a_wrong_verifier(fake, tmp_path):
-    step = json.loads(run(["url", *server_flags(fake, tmp_path)], tmp_path).stdout)
+def test_exchange_rejects_a_wrong_verifier(klaviyo, tmp_path):
+    step = json.loads(run(["url", *server_flags(klaviyo, tmp_path)], tmp_path).stdout)
     _, location = browser_get(step["authorize_url"])
     swapped = run(
-        ["exchange", *server_flags(fake, tmp_path), f"--code={query(location)['code']}",
+        ["exchange", *server_flags(klaviyo, tmp_path), f"--code={query(location)['code']}",
          "--verifier", "x" * 64, "--redirect-uri", step["redirect_uri"]],
         tmp_path,
     )  # fmt: skip
     assert swapped.returncode == 1
     assert swapped.stderr.count("\n") == 1 and "invalid_grant: Invalid code_verifier" in swapped.stderr
     assert "klaviyo-oauth url" in swapped.stderr
-    assert not (tmp_path / "tokens.json").exists() and fake.exchange_calls == 0
+    assert not (tmp_path / "tokens.json").exists() and klaviyo.exchange_calls == 0
     assert_clean(swapped.stdout, swapped.stderr)
 
 
-def test_exchange_rejects_a_state_mismatch(fake, tmp_path):
-    step = json.loads(run(["url", *server_flags(fake, tmp_path)], tmp_path).stdout)
+def test_exchange_rejects_a_state_mismatch(klaviyo, tmp_path):
+    step = json.loads(run(["url", *server_flags(klaviyo, tmp_path)], tmp_path).stdout)
     _, location = browser_get(step["authorize_url"])
     swapped = run(
-        ["exchange", *server_flags(fake, tmp_path), f"--code={location}", "--state", "forged",
+        ["exchange", *server_flags(klaviyo, tmp_path), f"--code={location}", "--state", "forged",
          f"--verifier={step['code_verifier']}", "--redirect-uri", step["redirect_uri"]],
         tmp_path,
     )  # fmt: skip
     assert swapped.returncode == 1 and "state does not match" in swapped.stderr
-    assert fake.exchange_calls == 0
+    assert klaviyo.exchange_calls == 0
 
 
 # -- headless: paste the redirect URL on stdin -------------------------------------------
 
 
-def headless(fake, tmp_path, tamper=lambda location: location) -> tuple[int, str, str]:
+def headless(klaviyo, tmp_path, tamper=lambda location: location) -> tuple[int, str, str]:
     """Run ``authorize --headless`` as a user would: read the URL, approve, paste."""
     process = subprocess.Popen(
-        [*CLI, "authorize", "--headless", *server_flags(fake, tmp_path)],
+        [*CLI, "authorize", "--headless", *server_flags(klaviyo, tmp_path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "KLAVIYO_CLIENT_SECRET": CLIENT_SECRET},
     )  # fmt: skip
@@ -127,22 +126,24 @@ def headless(fake, tmp_path, tamper=lambda location: location) -> tuple[int, str
     return process.returncode, out, prompt + err
 
 
-def test_headless_with_pasted_redirect_url(fake, tmp_path):
-    code, out, err = headless(fake, tmp_path)
+def test_headless_with_pasted_redirect_url(klaviyo, tmp_path):
+    code, out, err = headless(klaviyo, tmp_path)
     assert code == 0, err
     assert "Tokens stored in" in out and stored(tmp_path)["client_id"] == CLIENT_ID
     assert_clean(out, err)
 
 
-def test_headless_with_just_the_code(fake, tmp_path):
-    code, _out, err = headless(fake, tmp_path, tamper=lambda location: query(location)["code"])
+def test_headless_with_just_the_code(klaviyo, tmp_path):
+    code, _out, err = headless(klaviyo, tmp_path, tamper=lambda location: query(location)["code"])
     assert code == 0, err
-    assert fake.exchange_calls == 1
+    assert klaviyo.exchange_calls == 1
 
 
-def test_headless_rejects_a_state_mismatch(fake, tmp_path):
-    code, _out, err = headless(fake, tmp_path, tamper=lambda location: re.sub(r"state=[^&]+", "state=forged", location))
-    assert code == 1 and "state does not match" in err and fake.exchange_calls == 0
+def test_headless_rejects_a_state_mismatch(klaviyo, tmp_path):
+    code, _out, err = headless(
+        klaviyo, tmp_path, tamper=lambda location: re.sub(r"state=[^&]+", "state=forged", location)
+    )
+    assert code == 1 and "state does not match" in err and klaviyo.exchange_calls == 0
     assert not (tmp_path / "tokens.json").exists()
 
 
@@ -169,14 +170,14 @@ def browser(monkeypatch):
     return user
 
 
-def desktop(fake, tmp_path, *extra: str) -> int:
+def desktop(klaviyo, tmp_path, *extra: str) -> int:
     return oauth_cli.main(
-        ["authorize", *server_flags(fake, tmp_path), "--redirect-port", "0", "--timeout", "5", *extra]
+        ["authorize", *server_flags(klaviyo, tmp_path), "--redirect-port", "0", "--timeout", "5", *extra]
     )
 
 
-def test_desktop_flow_stores_tokens_usable_by_the_plugins(fake, tmp_path, browser, capsys):
-    config = {**fake.config(tmp_path), "refresh_token": ""}  # the refresh token lives in the file
+def test_desktop_flow_stores_tokens_usable_by_the_plugins(klaviyo, tmp_path, browser, capsys):
+    config = {**klaviyo.config(tmp_path), "refresh_token": ""}  # the refresh token lives in the file
     config.pop("client_secret")
     (tmp_path / "c.json").write_text(json.dumps(config))
     assert (
@@ -191,11 +192,11 @@ def test_desktop_flow_stores_tokens_usable_by_the_plugins(fake, tmp_path, browse
 
     plugin_config = {**config, "client_secret": CLIENT_SECRET}
     check_connection_settings(plugin_config)
-    assert KlaviyoConnection(plugin_config).get("/api/accounts")["data"][0]["id"] == "ACC123"
+    assert KlaviyoConnection(plugin_config).get("/api/accounts")["data"][0]["id"] == klaviyo.account_id
 
 
-def test_desktop_print_refresh_token_only_when_asked(fake, tmp_path, browser, capsys):
-    assert desktop(fake, tmp_path, "--print-refresh-token") == 0
+def test_desktop_print_refresh_token_only_when_asked(klaviyo, tmp_path, browser, capsys):
+    assert desktop(klaviyo, tmp_path, "--print-refresh-token") == 0
     out = capsys.readouterr().out
     assert f"refresh_token: {stored(tmp_path)['refresh_token']}" in out
 
@@ -208,46 +209,46 @@ def test_desktop_print_refresh_token_only_when_asked(fake, tmp_path, browser, ca
     ],
     ids=["forged", "missing"],
 )
-def test_desktop_rejects_a_state_mismatch(fake, tmp_path, browser, capsys, tamper):
+def test_desktop_rejects_a_state_mismatch(klaviyo, tmp_path, browser, capsys, tamper):
     browser.tamper = tamper
-    assert desktop(fake, tmp_path) == 1
+    assert desktop(klaviyo, tmp_path) == 1
     err = capsys.readouterr().err
-    assert "state does not match" in err and fake.exchange_calls == 0
+    assert "state does not match" in err and klaviyo.exchange_calls == 0
     assert not (tmp_path / "tokens.json").exists()
 
 
-def test_desktop_access_denied(fake, tmp_path, browser, capsys):
-    fake.deny = True
-    assert desktop(fake, tmp_path) == 1
+def test_desktop_access_denied(klaviyo, tmp_path, browser, capsys):
+    klaviyo.deny_consent()
+    assert desktop(klaviyo, tmp_path) == 1
     assert "Access was denied in the browser (access_denied)" in capsys.readouterr().err
 
 
-def test_desktop_timeout(fake, tmp_path, monkeypatch, capsys):
+def test_desktop_timeout(klaviyo, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(oauth_cli.webbrowser, "open", lambda url: True)  # the user never answers
     monkeypatch.setenv("KLAVIYO_CLIENT_SECRET", CLIENT_SECRET)
-    assert desktop(fake, tmp_path, "--timeout", "0.2") == 1
+    assert desktop(klaviyo, tmp_path, "--timeout", "0.2") == 1
     assert "No answer from the browser within 0.2 s" in capsys.readouterr().err
 
 
-def test_missing_client_secret_is_a_clear_error(fake, tmp_path, capsys, monkeypatch):
+def test_missing_client_secret_is_a_clear_error(klaviyo, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO())  # not a terminal: no prompt
-    assert desktop(fake, tmp_path) == 1
+    assert desktop(klaviyo, tmp_path) == 1
     assert "No client secret: set KLAVIYO_CLIENT_SECRET" in capsys.readouterr().err
 
 
 # -- refresh --------------------------------------------------------------------------------
 
 
-def test_refresh_command_stores_the_rotated_token(fake, tmp_path):
-    config = fake.config(tmp_path)
+def test_refresh_command_stores_the_rotated_token(klaviyo, tmp_path):
+    config = klaviyo.config(tmp_path)
     (tmp_path / "c.json").write_text(json.dumps(config))
     done = run(["refresh", "--config", str(tmp_path / "c.json")], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "refresh token rotated" in done.stdout and str(tmp_path / "tokens.json") in done.stdout
-    assert stored(tmp_path)["refresh_token"] == "canary-refresh-1-XYZ"
+    assert stored(tmp_path)["refresh_token"] == klaviyo.refresh_token(1)
     assert_clean(done.stdout, done.stderr)
 
-    fake.refuse_refresh_with = "invalid_grant"
+    klaviyo.refuse_refresh_with = "invalid_grant"
     failed = run(["refresh", "--config", str(tmp_path / "c.json")], tmp_path)
     assert failed.returncode == 1 and "klaviyo-oauth authorize --client-id" in failed.stderr
     assert_clean(failed.stdout, failed.stderr)
@@ -292,26 +293,26 @@ def test_url_scopes_and_client_id_from_env(flags, scope, monkeypatch, capsys):
     assert params["redirect_uri"] == "http://127.0.0.1:8400/callback"
 
 
-def test_reauthorising_with_the_printed_command_revives_the_same_config(fake, tmp_path, browser, capsys):
+def test_reauthorising_with_the_printed_command_revives_the_same_config(klaviyo, tmp_path, browser, capsys):
     """invalid_grant names the exact command; after it, the unchanged config runs again."""
     import shlex
 
     from klaviyo_core.errors import KlaviyoError
     from klaviyo_core.oauth import seed_fingerprint
 
-    config = {**fake.config(tmp_path), "token_file": ""}  # the default file, keyed by the refresh token
-    assert KlaviyoConnection(config).get("/api/accounts")["data"][0]["id"] == "ACC123"
-    fake.refuse_refresh_with = "invalid_grant"
-    fake.expire_access_tokens()
+    config = {**klaviyo.config(tmp_path), "token_file": ""}  # the default file, keyed by the refresh token
+    assert KlaviyoConnection(config).get("/api/accounts")["data"][0]["id"] == klaviyo.account_id
+    klaviyo.refuse_refresh_with = "invalid_grant"
+    klaviyo.expire_access_tokens()
     with pytest.raises(KlaviyoError) as caught:
         KlaviyoConnection(config).get("/api/accounts")
     command = re.search(r"Re-authorise with: klaviyo-oauth (authorize .*?) \(client secret", str(caught.value))
-    fake.refuse_refresh_with = None
+    klaviyo.refuse_refresh_with = None
 
     assert oauth_cli.main([*shlex.split(command.group(1)), "--redirect-port", "0", "--timeout", "5"]) == 0
-    assert "Authorised account ACC123" in capsys.readouterr().out
+    assert f"Authorised account {klaviyo.account_id}" in capsys.readouterr().out
 
-    fake.expire_access_tokens()
-    assert KlaviyoConnection(config).get("/api/accounts")["data"][0]["id"] == "ACC123"
+    klaviyo.expire_access_tokens()
+    assert KlaviyoConnection(config).get("/api/accounts")["data"][0]["id"] == klaviyo.account_id
     path = re.search(r"--token-file (\S+)", command.group(1)).group(1)
     assert seed_fingerprint(config["refresh_token"]) in json.loads(Path(path).read_text())["seeds"]

@@ -25,23 +25,23 @@ def run_tap(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_connection_check_succeeds_with_a_bearer_token(fake, tmp_path):
-    done = run_tap(fake.config(tmp_path), tmp_path)
+def test_connection_check_succeeds_with_a_bearer_token(klaviyo, tmp_path):
+    done = run_tap(klaviyo.config(tmp_path), tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "Connected to Klaviyo account ACC123" in done.stderr
+    assert f"Connected to Klaviyo account {klaviyo.account_id}" in done.stderr
     # the token file is bound to its account once (GET /api/accounts), then the check itself (the account,
     # then one scope probe per stream scope): all with the one refreshed token
-    assert fake.refresh_calls == 1 and set(fake.bearer_tokens_seen) == {"canary-access-1-XYZ"}
+    assert klaviyo.refresh_calls == 1 and set(klaviyo.bearer_tokens_seen) == {klaviyo.access_token(1)}
     stream_scopes = scopes_of(stream_type.operation_id for stream_type in STREAM_TYPES)
-    assert len(fake.bearer_tokens_seen) == 2 + len(stream_scopes) == 17
-    assert json.loads((tmp_path / "tokens.json").read_text())["account_id"] == "ACC123"
-    assert json.loads((tmp_path / "tokens.json").read_text())["refresh_token"] == "canary-refresh-1-XYZ"
+    assert len(klaviyo.bearer_tokens_seen) == 2 + len(stream_scopes) == 17
+    assert json.loads((tmp_path / "tokens.json").read_text())["account_id"] == klaviyo.account_id
+    assert json.loads((tmp_path / "tokens.json").read_text())["refresh_token"] == klaviyo.refresh_token(1)
     assert_clean(done.stdout, done.stderr)
 
 
-def test_connection_check_with_a_revoked_grant_fails_in_one_line(fake, tmp_path):
-    fake.refuse_refresh_with = "invalid_grant"
-    done = run_tap(fake.config(tmp_path), tmp_path)
+def test_connection_check_with_a_revoked_grant_fails_in_one_line(klaviyo, tmp_path):
+    klaviyo.refuse_refresh_with = "invalid_grant"
+    done = run_tap(klaviyo.config(tmp_path), tmp_path)
     assert done.returncode == 1
     assert "Re-authorise with: klaviyo-oauth authorize --client-id" in done.stderr
     assert "Traceback" not in done.stderr

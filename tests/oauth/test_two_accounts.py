@@ -122,6 +122,7 @@ def presented(box: Sandbox) -> Counter:
     return Counter(e["account"] for store in box.accounts.values() for e in store.request_log if e["account"])
 
 
+@pytest.mark.slow
 def test_two_accounts_one_endpoint_never_cross(agency):
     box, work = agency
     account_a, account_b = list(box.accounts)

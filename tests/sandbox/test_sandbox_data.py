@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+import pytest
+
 from klaviyo_sandbox import Sandbox, SandboxConfig
 from klaviyo_sandbox.query import Query
 from klaviyo_sandbox.store import Store
@@ -58,6 +60,7 @@ def _traced(scale):
     return used, store.ds.n_events
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_scale():
     small, n_small = _traced(1)
     big, n_big = _traced(10)

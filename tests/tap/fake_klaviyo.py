@@ -1,8 +1,11 @@
-"""A small in-memory Klaviyo behind requests-mock, for the tap's unit tests.
+"""The one in-process mock: collections of chosen records behind requests-mock, for the tap's unit tests.
 
-It serves JSON:API collections with cursor pagination (``links.next`` carries
-every original parameter), applies the timestamp filters and sorts the tap
-uses, and keeps every request for assertions.
+Everything else talks to the loopback sandbox (docs/testing.md); this mock stays because the tap's unit
+tests serve records of exactly the shapes they choose (custom fields, odd types, included resources),
+which the sandbox's generated data cannot. It serves JSON:API collections with cursor pagination
+(``links.next`` carries every original parameter), filters with the sandbox's filter language (parsed
+and checked against the spec's allowed fields and operators, a 400 otherwise, as Klaviyo answers),
+hides archived campaigns and flows as the sandbox does, sorts, and keeps every request for assertions.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests_mock
 
+from klaviyo_core import endpoints
+from klaviyo_sandbox import filters
+from klaviyo_sandbox.api import hide_archived
+from klaviyo_sandbox.endpoints import ENDPOINTS
+
 BASE_URL = "https://a.klaviyo.com"
-_CONDITION = re.compile(r"([a-z-]+)\(([\w.]+)(?:,(\[[^\]]*\]|\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^,()]+))?\)")
 
 
 def ts(day: int, hour: int = 0, second: int = 0) -> str:
@@ -25,38 +32,27 @@ def ts(day: int, hour: int = 0, second: int = 0) -> str:
     return dt.datetime(2024, 1, day, hour, 0, second, tzinfo=dt.timezone.utc).isoformat()
 
 
-def _value(raw: str | None) -> t.Any:
-    if raw is None:
-        return None
-    if raw[0] in "\"'[":
-        return json.loads(raw.replace("'", '"'))
-    if raw in ("true", "false"):
-        return raw == "true"
-    try:
-        return dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return raw
+def _field(resource: dict, name: str) -> t.Any:
+    """The value a filter on ``name`` reads: an attribute, a related id (``coupon.id``), or the channel."""
+    if name == "messages.channel":
+        return resource.get("_channel")
+    related, _, key = name.rpartition(".")
+    if key == "id" and related in (resource.get("relationships") or {}):
+        return (resource["relationships"][related].get("data") or {}).get("id")
+    return (resource.get("attributes") or {}).get(name)
 
 
-def _matches(resource: dict, op: str, field: str, value: t.Any) -> bool:
-    if field == "messages.channel":
-        return resource.get("_channel") == value
-    if field.endswith(".id") and field[:-3] in (resource.get("relationships") or {}):  # e.g. coupon.id
-        raw = (resource["relationships"][field[:-3]].get("data") or {}).get("id")
-        return raw == value if op == "equals" else raw in value
-    raw = (resource.get("attributes") or {}).get(field)
-    if raw is None:
-        return False
-    if isinstance(value, dt.datetime):
-        raw = dt.datetime.fromisoformat(raw)
-    return {
-        "equals": lambda: raw == value,
-        "any": lambda: raw in value,
-        "greater-than": lambda: raw > value,
-        "greater-or-equal": lambda: raw >= value,
-        "less-than": lambda: raw < value,
-        "less-or-equal": lambda: raw <= value,
-    }[op]()
+def _predicates(path: str, text: str) -> list[tuple[str, t.Callable[[t.Any], bool]]]:
+    """(field, test) for each condition of ``filter``, validated as Klaviyo validates it (FilterError)."""
+    found = endpoints.match("GET", path)
+    if found is None:
+        return []
+    endpoint = ENDPOINTS[found.operation_id]
+    conditions = filters.validate(filters.parse(text), endpoint.filters, endpoint.rtype) if text else []
+    return [
+        (c.field, filters.compile_cond(c, endpoint.filters[c.field].type == "datetime", fold_case=False))
+        for c in hide_archived(found.operation_id, conditions)
+    ]
 
 
 #: A scope probe: one item of a collection (see klaviyo_core.scopes).
@@ -119,7 +115,11 @@ class FakeKlaviyo:
             )
         path = urlsplit(request.url).path
         params = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
-        items = self._select(self.collections.get(path, []), params)
+        try:
+            items = self._select(self.collections.get(path, []), path, params)
+        except filters.FilterError as exc:
+            context.status_code = 400
+            return {"errors": [{"id": "x", "code": "invalid", "title": "Invalid input.", "detail": str(exc)}]}
         size = int(params.get("page[size]", 20))
         if self.page_cap:
             size = min(size, self.page_cap)
@@ -134,13 +134,9 @@ class FakeKlaviyo:
         return {"data": page, "links": links}
 
     @staticmethod
-    def _select(items: list[dict], params: dict[str, str]) -> list[dict]:
-        conditions = _CONDITION.findall(params.get("filter", ""))
-        if items and items[0]["type"] in ("campaign", "flow") and not any(c[1] == "archived" for c in conditions):
-            conditions.append(("equals", "archived", "false"))  # Klaviyo hides archived ones unless asked
-        for op, field, raw in conditions:
-            value = _value(raw or None)
-            items = [r for r in items if _matches(r, op, field, value)]
+    def _select(items: list[dict], path: str, params: dict[str, str]) -> list[dict]:
+        for name, test in _predicates(path, params.get("filter", "")):
+            items = [r for r in items if test(_field(r, name))]
         sort = params.get("sort")
         if sort:
             key = sort.lstrip("-")

@@ -100,6 +100,7 @@ def test_archived_campaigns_and_flows_are_read_by_default_and_not_with_the_setti
     assert len(bookmarks(default.state, "campaigns")) == 6
 
 
+@pytest.mark.slow
 def test_incremental_reruns_read_what_changed_in_each_pass_once_and_lose_nothing(box, tmp_path):
     catalog = catalog_of(box, tmp_path)
     first = sync(box, tmp_path, catalog)

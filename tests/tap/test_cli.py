@@ -87,6 +87,7 @@ def test_a_wrong_key_fails_the_connection_test_in_one_line_without_leaking_it(tm
     assert key not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_a_full_sync_through_the_cli_emits_records_and_final_state(tmp_path, sandbox):
     config = {"api_key": sandbox.api_key, "base_url": sandbox.base_url}
     result = run_cli("tap-klaviyo", config=config, tmp_path=tmp_path)

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import BIN, cli_catalog, run_cli
 from tests.tap.test_content_streams import CONTENT, INCREMENTAL
 
+pytestmark = pytest.mark.slow  # a module fixture runs for seconds (pyproject: markers)
+
 #: Where each run is killed: after this many records of the stream (inside its parent's loop).
 KILL_POINTS = [("flow_messages", 5), ("coupon_codes", 150), ("campaign_messages", 3)]
 

@@ -139,6 +139,7 @@ def full(box):
     return result, [url for _, url in seen]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", CONTENT)
 def test_a_full_sync_reads_every_record_once_and_each_fits_the_schema(box, full, stream):
     result, _ = full
@@ -148,6 +149,7 @@ def test_a_full_sync_reads_every_record_once_and_each_fits_the_schema(box, full,
     assert ids, "the demo account has records of every stream"
 
 
+@pytest.mark.slow
 def test_children_carry_their_parents_ids(box, full):
     result, _ = full
     ds = box.store.ds
@@ -166,6 +168,7 @@ def test_children_carry_their_parents_ids(box, full):
     assert tags and any(r.get("campaign_ids") for r in result.records("tags"))
 
 
+@pytest.mark.slow
 def test_requests_use_includes_the_largest_pages_and_only_the_children_that_exist(box, full):
     _, urls = full
     per_operation = collections.Counter(operation(url) for url in urls)
@@ -198,6 +201,7 @@ def test_requests_use_includes_the_largest_pages_and_only_the_children_that_exis
         assert params.get("page[size]") == str(endpoints.page_size_max(op)), url
 
 
+@pytest.mark.slow
 def test_several_pages_are_followed(box, full):
     _, urls = full
     per_operation = collections.Counter(operation(url) for url in urls if not first_page(url))

@@ -15,6 +15,8 @@ import pytest
 from klaviyo_sandbox import Sandbox, SandboxConfig
 from tests.tap.test_reports import END, records, sync
 
+pytestmark = pytest.mark.slow  # a module fixture runs for seconds (pyproject: markers)
+
 CONTENT = ("campaign_messages", "flow_actions", "flow_messages", "forms")
 REPORTS = ("campaign_values_report", "flow_values_report", "flow_series_report", "form_series_report")
 SEND_CHANNEL = {"email": "email", "sms": "sms", "mobile_push": "push-notification"}

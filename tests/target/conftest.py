@@ -1,4 +1,4 @@
-"""Run target-klaviyo's real CLI entry point in-process against the loopback fake Klaviyo."""
+"""Run target-klaviyo's real CLI entry point in-process against the loopback Klaviyo (klaviyo_sandbox)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,24 @@ from pathlib import Path
 
 import pytest
 
+from klaviyo_sandbox import Sandbox
 from target_klaviyo.target import cli
-from tests.target.fake_klaviyo import API_KEY, FakeKlaviyo
+from tests.klaviyo import Account, sandbox_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture
-def fake() -> t.Iterator[FakeKlaviyo]:
-    klaviyo = FakeKlaviyo()
-    server = klaviyo.serve()
-    yield klaviyo
-    server.shutdown()
-    server.server_close()
+def job_seconds() -> float:
+    """How long the account's import jobs take; 0: done at once. A test parametrizes it to watch one run."""
+    return 0.0
+
+
+@pytest.fixture
+def klaviyo(job_seconds: float) -> t.Iterator[Account]:
+    """A fresh loopback Klaviyo account for each test."""
+    with Sandbox(sandbox_config(job_seconds=job_seconds)) as box:
+        yield Account(box)
 
 
 @dataclass
@@ -54,7 +59,7 @@ def singer_lines(stream: str, rows: t.Iterable[dict], properties: dict, *, state
 
 @pytest.fixture
 def run_target(
-    fake: FakeKlaviyo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog
+    klaviyo: Account, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog
 ) -> t.Callable[..., Run]:
     """``run_target(config, fixture_name_or_text)``: ``target-klaviyo --config c.json --input f.singer``."""
     monkeypatch.chdir(tmp_path)  # the default rejects file lands in the test's folder
@@ -64,7 +69,7 @@ def run_target(
     def run(config: dict, singer: str) -> Run:
         n = next(counter)
         config_path = tmp_path / f"config{n}.json"
-        config_path.write_text(json.dumps({"api_key": API_KEY, "base_url": fake.base_url, **config}))
+        config_path.write_text(json.dumps({"api_key": klaviyo.api_key, "base_url": klaviyo.base_url, **config}))
         fixture = FIXTURES / singer
         if not singer.endswith(".singer") or not fixture.exists():
             fixture = tmp_path / f"input{n}.singer"

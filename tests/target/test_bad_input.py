@@ -11,8 +11,8 @@ from target_klaviyo.privacy import private_logger
 from tests.target.conftest import singer_lines
 
 
-def test_a_stream_without_the_email_column_fails_before_any_request(fake, run_target):
-    list_id = fake.add_list("VIP")
+def test_a_stream_without_the_email_column_fails_before_any_request(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
 
     run = run_target({"list_id": list_id}, "missing_column.singer")
 
@@ -21,28 +21,28 @@ def test_a_stream_without_the_email_column_fails_before_any_request(fake, run_ta
         "Stream 'customers' has no `email` column (it has `Email`): operation add needs it "
         "(or `phone_number`, `external_id` or `profile_id`). Rename the column or map it with stream_maps."
     ) in run.log
-    assert not fake.requests
+    assert not klaviyo.requests
     assert run.states == []
 
 
-def test_a_stream_map_can_supply_the_missing_column(fake, run_target):
-    list_id = fake.add_list("VIP")
+def test_a_stream_map_can_supply_the_missing_column(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
     config = {"list_id": list_id, "stream_maps": {"customers": {"email": "Email", "Email": None}}}
 
     run = run_target(config, "missing_column.singer")
 
     assert run.exit_code == 0
-    assert fake.member_emails(list_id) == {"ann@example.com"}
+    assert klaviyo.member_emails(list_id) == {"ann@example.com"}
 
 
-def test_invalid_rows_go_to_the_rejects_file_with_reasons_and_the_valid_rows_are_written(fake, run_target):
-    list_id = fake.add_list("VIP")
+def test_invalid_rows_go_to_the_rejects_file_with_reasons_and_the_valid_rows_are_written(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
 
     run = run_target({"list_id": list_id}, "invalid_rows.singer")
 
     assert run.exit_code == 0
-    assert fake.member_emails(list_id) == {"good@example.com"}
-    sent = fake.calls("POST", "/api/profile-bulk-import-jobs")[0].body["data"]["attributes"]["profiles"]["data"]
+    assert klaviyo.member_emails(list_id) == {"good@example.com"}
+    sent = klaviyo.calls("POST", "/api/profile-bulk-import-jobs")[0].body["data"]["attributes"]["profiles"]["data"]
     assert sent[0]["attributes"]["phone_number"] == "+442079460958"
     rejects = run.rejects()
     assert [(r["row"].get("email"), r["reason"]) for r in rejects] == [
@@ -63,8 +63,8 @@ def test_invalid_rows_go_to_the_rejects_file_with_reasons_and_the_valid_rows_are
     assert run.states == [{"leads": "done"}]
 
 
-def test_rejected_rows_fail_the_run_only_with_fail_on_rejects(fake, run_target):
-    list_id = fake.add_list("VIP")
+def test_rejected_rows_fail_the_run_only_with_fail_on_rejects(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
 
     lenient = run_target({"list_id": list_id}, "invalid_rows.singer")
     (lenient.workdir / "out").mkdir()
@@ -77,13 +77,13 @@ def test_rejected_rows_fail_the_run_only_with_fail_on_rejects(fake, run_target):
     rejects_path = strict.workdir / "out" / "rejects.jsonl"
     assert f"7 rows were rejected and fail_on_rejects is on: see {rejects_path} for rows and reasons." in strict.log
     assert len(strict.rejects("out/rejects.jsonl")) == 7
-    assert fake.member_emails(list_id) == {"good@example.com"}  # the good row was still written
+    assert klaviyo.member_emails(list_id) == {"good@example.com"}  # the good row was still written
     assert strict.states == [{"leads": "done"}]
 
 
-def test_emails_never_appear_in_the_log(fake, run_target):
-    list_id = fake.add_list("VIP")
-    fake.add_profile("ann@example.com", list_id)
+def test_emails_never_appear_in_the_log(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
+    klaviyo.add_profile("ann@example.com", list_id)
 
     logs = [
         run_target({"list_id": list_id}, "invalid_rows.singer").log,
@@ -93,18 +93,18 @@ def test_emails_never_appear_in_the_log(fake, run_target):
 
     for log in logs:
         assert "@example.com" not in log
-        assert "pk_test" not in log
+        assert klaviyo.api_key not in log
 
 
-def test_a_date_the_sdk_cannot_parse_is_passed_through_as_text(fake, run_target):
-    list_id = fake.add_list("VIP")
+def test_a_date_the_sdk_cannot_parse_is_passed_through_as_text(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
     properties = {"email": {"type": "string"}, "renewal": {"type": ["string", "null"], "format": "date-time"}}
     text = singer_lines("people", [{"email": "ann@example.com", "renewal": "sometime in May"}], properties)
 
     run = run_target({"list_id": list_id}, text)
 
     assert run.exit_code == 0
-    sent = fake.calls("POST", "/api/profile-bulk-import-jobs")[0].body["data"]["attributes"]["profiles"]["data"]
+    sent = klaviyo.calls("POST", "/api/profile-bulk-import-jobs")[0].body["data"]["attributes"]["profiles"]["data"]
     assert sent[0]["attributes"]["properties"] == {"renewal": "sometime in May"}
 
 
@@ -123,16 +123,16 @@ def test_a_date_the_sdk_cannot_parse_is_passed_through_as_text(fake, run_target)
         ({"list_id": "X", "rejects_file": "no/such/dir/r.jsonl"}, "Setting rejects_file: folder"),
     ],
 )
-def test_bad_settings_are_one_clear_line_before_anything_is_sent(fake, run_target, config, message):
+def test_bad_settings_are_one_clear_line_before_anything_is_sent(klaviyo, run_target, config, message):
     run = run_target(config, "add_customers.singer")
 
     assert run.exit_code == 1
     assert message in run.log
-    assert not fake.requests
+    assert not klaviyo.requests
 
 
-def test_records_are_written_as_json_even_when_the_row_has_decimals(fake, run_target):
-    list_id = fake.add_list("VIP")
+def test_records_are_written_as_json_even_when_the_row_has_decimals(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
     schema = '{"properties":{"email":{"type":"string"},"spend":{"type":"number"}}}'
     text = '{"type":"SCHEMA","stream":"s","schema":' + schema + ',"key_properties":[]}\n'
     text += '{"type":"RECORD","stream":"s","record":{"email":"ann@example.com","spend":12.50}}\n'
@@ -141,15 +141,15 @@ def test_records_are_written_as_json_even_when_the_row_has_decimals(fake, run_ta
     run = run_target({"list_id": list_id}, text)
 
     assert run.exit_code == 0
-    sent = fake.calls("POST", "/api/profile-bulk-import-jobs")[0].body["data"]["attributes"]["profiles"]["data"]
+    sent = klaviyo.calls("POST", "/api/profile-bulk-import-jobs")[0].body["data"]["attributes"]["profiles"]["data"]
     assert [p["attributes"]["properties"]["spend"] for p in sent] == [12.5, 3]
     assert json.dumps(sent)  # plain JSON all the way
 
 
-def test_a_failed_email_lookup_does_not_put_the_emails_in_the_error(fake, run_target):
-    list_id = fake.add_list("VIP")
+def test_a_failed_email_lookup_does_not_put_the_emails_in_the_error(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
     detail = 'Invalid filter any(email,["Ann@Example.com"])'
-    fake.script("GET", "/api/profiles", 400, body={"errors": [{"code": "invalid", "detail": detail}]})
+    klaviyo.script("GET", "/api/profiles", 400, body={"errors": [{"code": "invalid", "detail": detail}]})
 
     run = run_target({"list_id": list_id, "operation": "remove"}, "remove_by_email.singer")
 

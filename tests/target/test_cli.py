@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
+from klaviyo_sandbox.config import DEFAULT_API_KEY
 from tests.target.conftest import FIXTURES
-from tests.target.fake_klaviyo import API_KEY
 
-EXECUTABLE = shutil.which("target-klaviyo", path=str(Path(sys.executable).parent))
-pytestmark = pytest.mark.skipif(EXECUTABLE is None, reason="target-klaviyo is not installed in this environment")
+EXECUTABLE = str(Path(sys.executable).parent / "target-klaviyo")  # the venv's console script: never skipped
 
 
 def run_cli(tmp_path: Path, config: dict, fixture: str) -> subprocess.CompletedProcess:
     config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps({"api_key": API_KEY, **config}))
+    config_path.write_text(json.dumps({"api_key": DEFAULT_API_KEY, **config}))
     with (FIXTURES / fixture).open() as stdin:
         return subprocess.run(
             [EXECUTABLE, "--config", str(config_path)],
@@ -32,33 +28,33 @@ def run_cli(tmp_path: Path, config: dict, fixture: str) -> subprocess.CompletedP
         )
 
 
-def test_the_console_script_adds_rows_from_stdin_and_prints_state(fake, tmp_path):
-    list_id = fake.add_list("VIP")
+def test_the_console_script_adds_rows_from_stdin_and_prints_state(klaviyo, tmp_path):
+    list_id = klaviyo.add_list("VIP")
 
-    result = run_cli(tmp_path, {"list_id": list_id, "base_url": fake.base_url}, "add_customers.singer")
+    result = run_cli(tmp_path, {"list_id": list_id, "base_url": klaviyo.base_url}, "add_customers.singer")
 
     assert result.returncode == 0, result.stderr
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
         {"bookmarks": {"customers": {"replication_key_value": "2026-01-01"}}}
     ]
-    assert fake.member_emails(list_id) == {"ann@example.com", "o'brien@example.com"}
+    assert klaviyo.member_emails(list_id) == {"ann@example.com", "o'brien@example.com"}
 
 
-def test_a_missing_column_ends_the_process_with_one_line_and_no_traceback(fake, tmp_path):
-    list_id = fake.add_list("VIP")
+def test_a_missing_column_ends_the_process_with_one_line_and_no_traceback(klaviyo, tmp_path):
+    list_id = klaviyo.add_list("VIP")
 
-    result = run_cli(tmp_path, {"list_id": list_id, "base_url": fake.base_url}, "missing_column.singer")
+    result = run_cli(tmp_path, {"list_id": list_id, "base_url": klaviyo.base_url}, "missing_column.singer")
 
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "Stream 'customers' has no `email` column (it has `Email`)" in errors[0]
     assert "Traceback" not in result.stderr
-    assert not fake.requests
+    assert not klaviyo.requests
 
 
-def test_fail_on_rejects_ends_the_process_non_zero_naming_the_rejects_file(fake, tmp_path):
-    list_id = fake.add_list("VIP")
-    config = {"list_id": list_id, "base_url": fake.base_url, "fail_on_rejects": True}
+def test_fail_on_rejects_ends_the_process_non_zero_naming_the_rejects_file(klaviyo, tmp_path):
+    list_id = klaviyo.add_list("VIP")
+    config = {"list_id": list_id, "base_url": klaviyo.base_url, "fail_on_rejects": True}
 
     result = run_cli(tmp_path, config, "invalid_rows.singer")
 

@@ -11,23 +11,31 @@ from concurrent.futures import ThreadPoolExecutor
 
 from klaviyo_core.errors import KlaviyoAPIError
 from target_klaviyo.membership import find_profile_ids, remove_from_list
-from tests.target.conftest import singer_lines
+from tests.target.conftest import FIXTURES, singer_lines
 
 LIST_WRITE = "/api/lists/{}/relationships/profiles"
 
 
-def test_remove_by_profile_id_deletes_the_relationship_and_rejects_an_empty_id(fake, run_target):
-    list_id = fake.add_list("VIP")
-    for name in ("ANN", "BOB", "CAT"):
-        fake.add_profile(f"{name.lower()}@example.com", list_id, profile_id=f"P{name}")
+def by_id(klaviyo) -> tuple[str, dict[str, str], str]:
+    """remove_by_id.singer with the ids Klaviyo gave ann, bob and cat (PANN, PBOB, PCAT in the file)."""
+    list_id = klaviyo.add_list("VIP")
+    ids = {f"P{name}": klaviyo.add_profile(f"{name.lower()}@example.com", list_id) for name in ("ANN", "BOB", "CAT")}
+    text = (FIXTURES / "remove_by_id.singer").read_text()
+    for placeholder, profile_id in ids.items():
+        text = text.replace(f'"{placeholder}"', f'"{profile_id}"')
+    return list_id, ids, text
 
-    run = run_target({"list_id": list_id, "operation": "remove"}, "remove_by_id.singer")
+
+def test_remove_by_profile_id_deletes_the_relationship_and_rejects_an_empty_id(klaviyo, run_target):
+    list_id, ids, text = by_id(klaviyo)
+
+    run = run_target({"list_id": list_id, "operation": "remove"}, text)
 
     assert run.exit_code == 0
-    (delete,) = fake.writes
+    (delete,) = klaviyo.writes
     assert (delete.method, delete.path) == ("DELETE", LIST_WRITE.format(list_id))
-    assert delete.body == {"data": [{"type": "profile", "id": "PANN"}, {"type": "profile", "id": "PBOB"}]}
-    assert fake.members[list_id] == {"PCAT"}
+    assert delete.body == {"data": [{"type": "profile", "id": ids["PANN"]}, {"type": "profile", "id": ids["PBOB"]}]}
+    assert klaviyo.members(list_id) == {ids["PCAT"]}
     assert run.rejects() == [
         {"stream": "churned", "row": {"profile_id": "", "reason": "no id"}, "reason": "profile_id is empty or missing"}
     ]
@@ -35,107 +43,105 @@ def test_remove_by_profile_id_deletes_the_relationship_and_rejects_an_empty_id(f
     assert run.states == [{"churned": 3}]
 
 
-def test_remove_by_email_looks_ids_up_case_insensitively_and_rejects_unknown_emails(fake, run_target):
-    list_id = fake.add_list("VIP")
-    ann = fake.add_profile("ann@example.com", list_id)
-    obrien = fake.add_profile("O'Brien@example.com", list_id)
-    keep = fake.add_profile("keep@example.com", list_id)
+def test_remove_by_email_looks_ids_up_case_insensitively_and_rejects_unknown_emails(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
+    ann = klaviyo.add_profile("ann@example.com", list_id)
+    obrien = klaviyo.add_profile("O'Brien@example.com", list_id)
+    keep = klaviyo.add_profile("keep@example.com", list_id)
 
     run = run_target({"list_id": list_id, "operation": "remove"}, "remove_by_email.singer")
 
     assert run.exit_code == 0
-    (lookup,) = fake.calls("GET", "/api/profiles")
+    (lookup,) = klaviyo.calls("GET", "/api/profiles")
     assert lookup.query == {
         "filter": 'any(email,["Ann@Example.com","o\'brien@example.com","nobody@example.com"])',
         "fields[profile]": "email",
         "page[size]": "100",
     }
-    (delete,) = fake.writes
+    (delete,) = klaviyo.writes
     assert {item["id"] for item in delete.body["data"]} == {ann, obrien}
-    assert fake.members[list_id] == {keep}
+    assert klaviyo.members(list_id) == {keep}
     assert run.rejects() == [
         {"stream": "churned", "row": {"email": "nobody@example.com"}, "reason": "no Klaviyo profile has this email"}
     ]
     assert "3 rows received, 2 sent, 1 rejected (no profile with this email: 1)" in run.log
 
 
-def test_emails_are_looked_up_100_at_a_time_and_ids_removed_1000_at_a_time(fake, run_target):
-    list_id = fake.add_list("VIP")
+def test_emails_are_looked_up_100_at_a_time_and_ids_removed_1000_at_a_time(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
     for i in range(250):
-        fake.add_profile(f"e{i}@example.com", list_id)
-    ids = [fake.add_profile(f"i{i}@example.com", list_id) for i in range(2_100)]
+        klaviyo.add_profile(f"e{i}@example.com", list_id)
+    ids = [klaviyo.add_profile(f"i{i}@example.com", list_id) for i in range(2_100)]
     rows = [{"email": f"e{i}@example.com"} for i in range(250)] + [{"profile_id": pid} for pid in ids]
     properties = {"email": {"type": ["string", "null"]}, "profile_id": {"type": ["string", "null"]}}
 
     run = run_target({"list_id": list_id, "operation": "remove"}, singer_lines("gone", rows, properties))
 
     assert run.exit_code == 0
-    lookups = fake.calls("GET", "/api/profiles")
+    lookups = klaviyo.calls("GET", "/api/profiles")
     # (sent concurrently: in any order)
     assert sorted(r.query["filter"].count("@") for r in lookups) == [50, 100, 100]
-    deletes = fake.calls("DELETE")
+    deletes = klaviyo.calls("DELETE")
     assert sorted(len(r.body["data"]) for r in deletes) == [350, 1000, 1000]
-    assert fake.members[list_id] == set()
+    assert klaviyo.members(list_id) == set()
 
 
-def test_an_id_klaviyo_does_not_know_is_rejected_and_the_other_ids_are_removed(fake, run_target):
-    list_id = fake.add_list("VIP")
-    ids = [fake.add_profile(f"p{i}@example.com", list_id) for i in range(7)]
+def test_an_id_klaviyo_does_not_know_is_rejected_and_the_other_ids_are_removed(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
+    ids = [klaviyo.add_profile(f"p{i}@example.com", list_id) for i in range(7)]
     rows = [{"profile_id": pid} for pid in [*ids[:3], "PGONE", *ids[3:]]]
     text = singer_lines("gone", rows, {"profile_id": {"type": "string"}})
 
     run = run_target({"list_id": list_id, "operation": "remove"}, text)
 
     assert run.exit_code == 0
-    assert fake.members[list_id] == set()
+    assert klaviyo.members(list_id) == set()
     (reject,) = run.rejects()
     assert reject["row"] == {"profile_id": "PGONE"}
     assert "failed with 400" in reject["reason"] and "Profile 'PGONE' does not exist" in reject["reason"]
     assert "8 rows received, 7 sent, 1 rejected (profile_id refused by Klaviyo: 1)" in run.log
-    assert len(fake.calls("DELETE")) <= 1 + 2 * 3  # halving, not one call per id
+    assert len(klaviyo.calls("DELETE")) <= 1 + 2 * 3  # halving, not one call per id
 
 
-def test_removing_never_touches_consent(fake, run_target):
-    list_id = fake.add_list("VIP")
-    fake.add_profile("ann@example.com", list_id)
+def test_removing_never_touches_consent(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
+    klaviyo.add_profile("ann@example.com", list_id)
 
     run_target({"list_id": list_id, "operation": "remove"}, "remove_by_email.singer")
 
-    assert {(r.method, r.path) for r in fake.writes} == {("DELETE", LIST_WRITE.format(list_id))}
-    assert not [r for r in fake.requests if "subscription" in r.path]
+    assert {(r.method, r.path) for r in klaviyo.writes} == {("DELETE", LIST_WRITE.format(list_id))}
+    assert not [r for r in klaviyo.requests if "subscription" in r.path]
 
 
-def test_running_the_same_removal_twice_leaves_the_same_membership(fake, run_target):
-    list_id = fake.add_list("VIP")
-    for name in ("ANN", "BOB", "CAT"):
-        fake.add_profile(f"{name.lower()}@example.com", list_id, profile_id=f"P{name}")
+def test_running_the_same_removal_twice_leaves_the_same_membership(klaviyo, run_target):
+    list_id, ids, text = by_id(klaviyo)
 
-    first = run_target({"list_id": list_id, "operation": "remove"}, "remove_by_id.singer")
-    second = run_target({"list_id": list_id, "operation": "remove"}, "remove_by_id.singer")
+    first = run_target({"list_id": list_id, "operation": "remove"}, text)
+    second = run_target({"list_id": list_id, "operation": "remove"}, text)
 
     assert first.exit_code == second.exit_code == 0
-    assert fake.members[list_id] == {"PCAT"}
+    assert klaviyo.members(list_id) == {ids["PCAT"]}
 
 
-def test_a_remove_stream_needs_a_profile_id_or_an_email_column(fake, run_target):
-    list_id = fake.add_list("VIP")
+def test_a_remove_stream_needs_a_profile_id_or_an_email_column(klaviyo, run_target):
+    list_id = klaviyo.add_list("VIP")
     text = singer_lines("gone", [{"customer": "ann"}], {"customer": {"type": "string"}})
 
     run = run_target({"list_id": list_id, "operation": "remove"}, text)
 
     assert run.exit_code == 1
     assert "Stream 'gone' has no `profile_id` column: operation remove needs it (or an `email` column)" in run.log
-    assert not fake.requests
+    assert not klaviyo.requests
 
 
-def test_remove_never_creates_a_missing_list_even_with_create_list_if_missing_on(fake, run_target):
+def test_remove_never_creates_a_missing_list_even_with_create_list_if_missing_on(klaviyo, run_target):
     run = run_target(
         {"list_name": "Churned", "operation": "remove", "create_list_if_missing": True}, "remove_by_email.singer"
     )
 
     assert run.exit_code == 1
     assert "no Klaviyo list is named 'Churned'" in run.log and "never creates a list" in run.log
-    assert not fake.writes
+    assert not klaviyo.writes
     assert run.states == []
 
 

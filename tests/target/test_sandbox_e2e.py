@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+import klaviyo_sandbox as sandbox
 import target_klaviyo.jobs as jobs
 from tests.target.conftest import singer_lines
-
-sandbox = pytest.importorskip("klaviyo_sandbox")
 
 PROPERTIES = {
     "email": {"type": "string"},

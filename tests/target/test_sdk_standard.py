@@ -1,4 +1,4 @@
-"""The Singer SDK's standard target tests, against the fake Klaviyo.
+"""The Singer SDK's standard target tests, against the loopback Klaviyo (klaviyo_sandbox).
 
 The SDK's sample streams have no ``email`` column, so a wildcard stream map gives
 every stream one, exactly as a user would map their own column. The tests are
@@ -32,8 +32,8 @@ from singer_sdk.testing.target_tests import (
     TargetSpecialCharsInAttributes,
 )
 
+from klaviyo_sandbox.config import DEFAULT_API_KEY as API_KEY
 from target_klaviyo.target import TargetKlaviyo
-from tests.target.fake_klaviyo import API_KEY
 
 STANDARD_TESTS = SingerTestSuite(
     kind="target",
@@ -78,9 +78,9 @@ _StandardTargetTests = get_target_test_class(
 
 
 class TestTargetKlaviyoStandard(_StandardTargetTests):  # type: ignore[misc, valid-type]
-    """Each standard test runs against a fresh fake account, in its own folder."""
+    """Each standard test runs against a fresh sandbox account, in its own folder."""
 
     @pytest.fixture
-    def runner(self, fake, tmp_path, monkeypatch) -> TargetTestRunner:
+    def runner(self, klaviyo, tmp_path, monkeypatch) -> TargetTestRunner:
         monkeypatch.chdir(tmp_path)
-        return TargetTestRunner(TargetKlaviyo, config={**BASE_CONFIG, "base_url": fake.base_url})
+        return TargetTestRunner(TargetKlaviyo, config={**BASE_CONFIG, "base_url": klaviyo.base_url})
