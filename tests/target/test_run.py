@@ -6,7 +6,9 @@ from __future__ import annotations
 import requests_mock
 
 from target_klaviyo.target import TargetKlaviyo
-from tests.target.fake_klaviyo import API_KEY
+from tests.klaviyo import Account
+
+API_KEY = "pk_" + "0" * 34  # never sent: the first test allows no request
 
 SCHEMA = {"type": "object", "properties": {"email": {"type": "string"}}}
 
@@ -20,20 +22,21 @@ def test_building_a_sink_sends_no_request(tmp_path):
     assert sink.run is target.run
 
 
-def test_the_list_is_created_by_the_first_batch_through_the_runs_connection(fake, tmp_path, monkeypatch):
+def test_the_list_is_created_by_the_first_batch_through_the_runs_connection(klaviyo: Account, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    target = TargetKlaviyo(config={"api_key": API_KEY, "base_url": fake.base_url, "list_name": "Newsletter"})
+    config = {"api_key": klaviyo.api_key, "base_url": klaviyo.base_url, "list_name": "Weekly digest"}
+    target = TargetKlaviyo(config=config)
     sink = target.get_sink("customers", schema=SCHEMA, key_properties=[])
-    assert fake.calls("GET", "/api/lists") == [] and fake.calls("POST", "/api/lists") == []
+    assert klaviyo.calls("GET", "/api/lists") == [] and klaviyo.calls("POST", "/api/lists") == []
 
     context = sink.start_drain()
     sink.process_record({"email": "a@example.com"}, context)
     sink.process_batch(context)
     target.run.finish()
 
-    assert len(fake.calls("POST", "/api/lists")) == 1
+    assert len(klaviyo.calls("POST", "/api/lists")) == 1
     used = {stats["endpoint"]: stats["requests"] for stats in target.connection.stats()}
     # The scope probe (an invalid POST /api/lists) and the create both count on the run's limiter.
     assert used.get("create_list") == 2, used
     assert sink.list_id == target.run.list_id()  # resolved once for the whole run
-    assert len(fake.calls("POST", "/api/lists")) == 1
+    assert len(klaviyo.calls("POST", "/api/lists")) == 1
