@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from typing_extensions import override
 
+from klaviyo_core import dates
 from target_klaviyo.profiles import (
     ID_COLUMNS,
     IDENTIFIERS,
@@ -143,19 +144,16 @@ def row_channels(row: dict, found: dict[str, str], configured: tuple[str, ...] |
 
 
 def parse_time(value: t.Any, column: str) -> dt.datetime:
-    """An aware datetime from text or a datetime; a time without an offset is taken as UTC."""
-    if isinstance(value, dt.datetime):
-        moment = value
-    elif isinstance(value, dt.date):
-        moment = dt.datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        try:
-            moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise RowRejected(f"invalid {column}", f"{column} is not an ISO 8601 date-time") from None
-    else:
+    """An aware datetime (UTC) from text, a date or a datetime; a time without an offset is taken as UTC."""
+    if not isinstance(value, str | dt.date):
         raise RowRejected(f"invalid {column}", f"{column} must be a date-time text, not {type(value).__name__}")
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    try:
+        moment = dates.parse(value.isoformat() if isinstance(value, dt.date) else value)
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise RowRejected(f"invalid {column}", f"{column} is not an ISO 8601 date-time")
+    return moment
 
 
 def iso(moment: dt.datetime) -> str:
