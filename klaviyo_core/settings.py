@@ -299,6 +299,8 @@ def config_error_line(message: str, properties: t.Mapping[str, t.Any]) -> str:
         return message
     if " does not match '" in message:  # the regex itself would only confuse: show the value
         return f"Setting {name} must be {expectation(name, spec)} (not {message.split(' does not match ')[0]})."
+    if " is not one of [" in message:  # the choices are in the expectation already
+        return f"Setting {name} must be {expectation(name, spec)} (not {message.split(' is not one of [')[0]})."
     return f"Setting {name} must be {expectation(name, spec)}: {message}"
 
 

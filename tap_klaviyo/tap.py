@@ -108,7 +108,7 @@ TAP_SETTINGS = th.PropertiesList(
     ),
     th.Property(
         "row_scan_depth",
-        th.IntegerType,
+        th.IntegerType(minimum=0),
         default=DEFAULT_ROW_SCAN_DEPTH,
         title="Row scan depth",
         description=(
@@ -139,7 +139,7 @@ TAP_SETTINGS = th.PropertiesList(
     ),
     th.Property(
         "report_daily_request_budget",
-        th.IntegerType,
+        th.IntegerType(minimum=1, maximum=225),
         default=reports.DEFAULT_DAILY_BUDGET,
         title="Report requests per day",
         description=(
@@ -150,7 +150,7 @@ TAP_SETTINGS = th.PropertiesList(
     ),
     th.Property(
         "report_values_window_days",
-        th.IntegerType,
+        th.IntegerType(minimum=1, maximum=365),
         default=reports.DEFAULT_VALUES_WINDOW_DAYS,
         title="Values report window (days)",
         description=(
@@ -168,7 +168,7 @@ TAP_SETTINGS = th.PropertiesList(
     ),
     th.Property(
         "report_lookback_intervals",
-        th.IntegerType,
+        th.IntegerType(minimum=0, maximum=1000),
         default=reports.DEFAULT_LOOKBACK_INTERVALS,
         title="Report lookback (intervals)",
         description=(
@@ -184,7 +184,7 @@ TAP_SETTINGS = th.PropertiesList(
     ),
     th.Property(
         "metric_aggregates_by",
-        th.ArrayType(th.StringType),
+        th.ArrayType(th.StringType(allowed_values=reports.report_options()["metric_aggregates_by"])),
         title="Metric aggregates: dimensions",
         description=(
             "Klaviyo `by` dimensions of metric_aggregates (e.g. `$attributed_message`, `Campaign Name`); "
@@ -276,36 +276,6 @@ class TapKlaviyo(CompatTap):
         check_connection_settings(self.config)
         self._check_dates()
         _ = self.events_lookback  # a bad duration fails here, before any request
-        depth = self.config.get("row_scan_depth", DEFAULT_ROW_SCAN_DEPTH)
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise config_error(
-                "Setting row_scan_depth must be a whole number of records, 0 or more (0 scans every record)."
-            )
-        self._check_report_settings()
-
-    def _check_report_settings(self) -> None:
-        options = reports.report_options()
-        for key, low, high in (
-            ("report_daily_request_budget", 1, 225),
-            ("report_values_window_days", 1, 365),
-            ("report_lookback_intervals", 0, 1000),
-        ):
-            value = self.config.get(key)
-            whole = isinstance(value, int) and not isinstance(value, bool)
-            if value is not None and not (whole and low <= value <= high):
-                raise config_error(f"Setting {key} must be a whole number from {low} to {high}.")
-        interval = self.config.get("report_interval")
-        if interval is not None and interval not in options["series_intervals"]:
-            raise config_error(
-                f"Setting report_interval must be one of {', '.join(options['series_intervals'])}, not {interval!r}."
-            )
-        by = self.config.get("metric_aggregates_by") or []
-        unknown = [name for name in by if name not in options["metric_aggregates_by"]]
-        if unknown:
-            raise config_error(
-                f"Setting metric_aggregates_by has unknown dimensions {', '.join(map(repr, unknown))}: use Klaviyo's "
-                f"names, e.g. $attributed_message, $flow, Campaign Name (see docs/reports.md)."
-            )
 
     @cached_property
     def events_lookback(self) -> dt.timedelta:

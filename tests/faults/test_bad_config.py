@@ -128,6 +128,17 @@ TAP_ONLY = {
         "move it later",
     ),
     "row_scan_depth negative": ({"api_key": KEY, "row_scan_depth": -1}, "row_scan_depth", "0 or more"),
+    "report budget over Klaviyo's daily limit": (
+        {"api_key": KEY, "report_daily_request_budget": 500},
+        "report_daily_request_budget",
+        "from 1 to 225",
+    ),
+    "report_interval unknown": ({"api_key": KEY, "report_interval": "yearly"}, "report_interval", "(not 'yearly')"),
+    "metric_aggregates_by unknown dimension": (
+        {"api_key": KEY, "metric_aggregates_by": ["Campaign Name", "Nope"]},
+        "metric_aggregates_by",
+        "(not 'Nope')",
+    ),
     "include_predictive_analytics text": (
         {"api_key": KEY, "include_predictive_analytics": "yes"},
         "include_predictive_analytics",
@@ -155,12 +166,12 @@ TARGET_ONLY = {
     "operation unknown": (
         {"api_key": KEY, "list_id": "X", "operation": "delete"},
         "operation",
-        "is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track']",
+        "one of add, remove, upsert, subscribe, unsubscribe, suppress, unsuppress, track (exactly, lower case) (not 'delete')",
     ),
     "operation wrong case": (
         {"api_key": KEY, "list_id": "X", "operation": "Add"},
         "operation",
-        "is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', 'unsuppress', 'track']",
+        "(exactly, lower case) (not 'Add')",
     ),
     "wait_timeout_seconds too low": (
         {"api_key": KEY, "list_id": "X", "wait_timeout_seconds": 10},

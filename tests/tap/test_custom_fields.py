@@ -249,8 +249,9 @@ def test_row_scan_depth_limits_the_records_read_and_the_requests_made(
 
 
 def test_a_negative_row_scan_depth_is_a_config_error():
-    with pytest.raises(ConfigValidationError, match="row_scan_depth"):
+    with pytest.raises(ConfigValidationError) as failed:
         TapKlaviyo(config={**CONFIG, **ON, "row_scan_depth": -1}, setup_mapper=False)
+    assert "-1 is less than the minimum of 0 in config['row_scan_depth']" in " ".join(failed.value.errors)
 
 
 def test_each_source_is_scanned_once_per_tap_instance(fake):
