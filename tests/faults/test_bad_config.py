@@ -166,7 +166,8 @@ TARGET_ONLY = {
     "operation unknown": (
         {"api_key": KEY, "list_id": "X", "operation": "delete"},
         "operation",
-        "one of add, remove, upsert, subscribe, unsubscribe, suppress, unsuppress, track (exactly, lower case) (not 'delete')",
+        "one of add, remove, upsert, subscribe, unsubscribe, suppress, unsuppress, track (exactly, lower case) "
+        "(not 'delete')",
     ),
     "operation wrong case": (
         {"api_key": KEY, "list_id": "X", "operation": "Add"},
