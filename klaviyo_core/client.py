@@ -15,6 +15,7 @@ limiters and credentials are shared under their own locks.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import socket
@@ -101,7 +102,7 @@ class KlaviyoConnection:
         """This thread's session (keep-alive connections are per thread)."""
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = new_session()
         return session
 
     def stats(self) -> list[dict[str, t.Any]]:
@@ -303,6 +304,20 @@ class KlaviyoConnection:
             if not next_url:
                 return
             document = self.get(next_url)
+
+
+def new_session() -> requests.Session:
+    """A session that trusts ``REQUESTS_CA_BUNDLE`` (or ``CURL_CA_BUNDLE``) as ``requests.get`` does.
+
+    ``Session.send``, which the connection and the SDK call, skips requests' reading of the
+    environment (only ``Session.request`` does it): without this the CA of a proxy that
+    intercepts TLS (or of a test server) was never trusted. Verification stays on.
+    """
+    session = requests.Session()
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    return session
 
 
 #: Answers are read in chunks of this size. ``Response.content`` reads 10 KB at a time:

@@ -197,6 +197,11 @@ class KlaviyoStream(RESTStream):
         return self.connection.timeout
 
     @override
+    @property
+    def requests_session(self) -> requests.Session:
+        return self.connection.session  # this thread's; trusts REQUESTS_CA_BUNDLE
+
+    @override
     def request_decorator(self, func: t.Callable) -> t.Callable:
         return self.connection.wrap(func)
 
