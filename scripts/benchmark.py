@@ -313,6 +313,25 @@ def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str
     }  # fmt: skip
 
 
+def bench_discovery(args: argparse.Namespace, work: Path) -> dict:
+    """``--discover`` with the tap's defaults (``row_scan_depth`` 1000): wall and CPU of the process."""
+    with Sandbox(scale=args.discovery_scale, **sandbox_options(args)) as sandbox:
+        config_path = work / "config-discovery.json"
+        config_path.write_text(json.dumps({"api_key": sandbox.api_key, "base_url": sandbox.base_url}))
+        log_path = work / "tap-discovery.log"
+        before = sandbox.counters()
+        with open(os.devnull, "wb") as sink, open(log_path, "w") as log:
+            wall, cpu, rss_kb, code = run([*TAP, "--config", str(config_path), "--discover"], stdout=sink, stderr=log)
+        after = sandbox.counters()
+    if code:
+        raise SystemExit(f"discovery failed (exit {code}); see {log_path}")
+    requests = sum(after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("op:"))
+    return {
+        "mode": "discovery", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "requests": requests,
+        "latency_ms": args.latency_ms, "peak_rss_mb": round(rss_kb / 1024, 1), "log": str(log_path),
+    }  # fmt: skip
+
+
 def bench_full_sync(scale: float, args: argparse.Namespace, work: Path) -> dict:
     """Every stream in one sync (discovery included): requests, 429s and whether it finished.
 
@@ -412,6 +431,12 @@ def main() -> int:
         choices=("py-spy", "cprofile"),
         help="run each sync under a profiler (files in the work dir; py-spy: every thread, summary printed)",
     )
+    parser.add_argument(
+        "--discovery",
+        action="store_true",
+        help="time --discover (default settings) against a sandbox of --discovery-scale",
+    )
+    parser.add_argument("--discovery-scale", type=float, default=1.0)
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
@@ -454,6 +479,14 @@ def main() -> int:
                 f"latency {target['latency_ms']:g} ms, max_concurrency {target['max_concurrency']})",
                 flush=True,
             )
+    if args.discovery:
+        found = bench_discovery(args, work)
+        result["discovery"] = found
+        print(
+            f"\ndiscovery at {found['latency_ms']:g} ms latency: {found['wall_s']} s wall, {found['cpu_s']} s CPU, "
+            f"{found['requests']} requests, peak RSS {found['peak_rss_mb']} MB",
+            flush=True,
+        )
     if args.full_sync:
         full = bench_full_sync(args.full_sync, args, work)
         result["full_sync"] = full
