@@ -262,21 +262,27 @@ class KlaviyoConnection:
 
     # -- direct use (target, connection checks) -------------------------------------
 
-    def _send_once(self, request: requests.PreparedRequest) -> requests.Response:
+    def _send_once(
+        self, request: requests.PreparedRequest, decode: t.Callable[[requests.Response], t.Any] | None = None
+    ) -> requests.Response:
         self.auth(request)  # re-applied on every try: credentials may have been renewed
         response = self.session.send(request, timeout=self.timeout, stream=True)
         read_body(response)
         endpoint = endpoints.match(request.method or "GET", urlsplit(request.url or "").path)
         raise_for_response(response, required_scopes=endpoint.scopes if endpoint else ())
-        decode_document(response)
+        (decode or decode_document)(response)  # a body that is no JSON document is retried
         return response
 
-    def send(self, request: requests.PreparedRequest) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, decode: t.Callable[[requests.Response], t.Any] | None = None
+    ) -> requests.Response:
         """Send a prepared request with pacing, retries and re-auth; safe from any thread.
 
-        The answer's JSON:API document is parsed once (``json_document`` returns it).
+        The answer's JSON:API document is parsed once (``json_document`` returns it), by
+        ``decode`` when given (it caches its result on the response and raises as
+        ``decode_document`` does on a body that is not a JSON document).
         """
-        return self._send(request)
+        return self._send(request, decode) if decode else self._send(request)
 
     def request(
         self,

@@ -29,6 +29,7 @@ from klaviyo_core.client import decode_document
 from klaviyo_core.errors import raise_for_response
 from klaviyo_core.settings import DEFAULT_MAX_CONCURRENCY
 from tap_klaviyo.concurrency import Page, ParallelReader, Progress, Slice, tune_gc
+from tap_klaviyo.records import fetch_records
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -588,14 +589,12 @@ class KlaviyoStream(RESTStream):
             request = requests.Request(http.method, http.url, params=http.encode_params(), headers=http.headers)
         else:
             request = requests.Request("GET", next_url, headers=self.http_headers)
-        document = decode_document(self.connection.send(request.prepare()))
-        data = document.get("data") or []
-        records = [self.to_record(resource) for resource in data]
+        records, next_url = fetch_records(self.connection, request.prepare(), self.to_record)  # JSON until read
         key = self._sort_key_seconds
         return Page(
-            records=records,
-            next_url=(document.get("links") or {}).get("next"),
-            full=len(data) >= (endpoints.page_size_max(self.operation_id) or 1),
+            records=records,  # type: ignore[arg-type]  # a Sequence: read once, in order, like the list it was
+            next_url=next_url,
+            full=len(records) >= (endpoints.page_size_max(self.operation_id) or 1),
             first=key(records[0]) if records else None,
             last=key(records[-1]) if records else None,
         )
