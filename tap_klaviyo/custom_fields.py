@@ -366,7 +366,7 @@ def conform_custom_fields(row: dict, field: str, conformer: Conformer) -> dict:
     unmapped: dict | None
     if value is None:
         typed, unmapped = None, None
-    elif isinstance(value, Mapping):
+    elif type(value) is dict or isinstance(value, Mapping):  # a dict skips the ABC check
         typed, unmapped = conformer(value)
     else:
         typed, unmapped = None, {NOT_AN_OBJECT_KEY: value}
