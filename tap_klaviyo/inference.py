@@ -39,6 +39,7 @@ Limits (protect loaders): see :data:`MAX_DEPTH` and :data:`MAX_FIELDS_PER_OBJECT
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import re
@@ -86,6 +87,7 @@ _DATETIME_RE = re.compile(
 # --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)  # a sync checks the same days over and over
 def _valid_date(y: str, m: str, d: str) -> bool:
     try:
         datetime.date(int(y), int(m), int(d))
