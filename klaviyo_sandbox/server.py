@@ -249,7 +249,7 @@ class Handler(BaseHTTPRequestHandler):
         # is routine for a server: no traceback on stderr, as Klaviyo would not show one either.
         try:
             super().handle()
-        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        except (ConnectionResetError, BrokenPipeError, TimeoutError, ssl.SSLError):  # SSLError: a refused handshake
             self.close_connection = True
 
     def do_GET(self):
