@@ -260,14 +260,15 @@ class _WindowedScan:
         for index, chain in enumerate(chains):
             if count >= self.depth:
                 break
-            if chain.next_url and index == len(chains) - 1:
+            needs_more = bool(chain.next_url) and count + len(chain.resources) < self.depth
+            if needs_more and index == len(chains) - 1:
                 windows = self._split(chain, count)
                 if windows:
                     chains += windows
                     pending += windows
                     break
             count += len(chain.resources)
-            if chain.next_url:
+            if needs_more:
                 pending.append(chain)
         return pending
 
