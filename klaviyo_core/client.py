@@ -15,6 +15,7 @@ limiters and credentials are shared under their own locks.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import socket
@@ -104,7 +105,7 @@ class KlaviyoConnection:
         """This thread's session (keep-alive connections are per thread)."""
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = new_session()
         return session
 
     def stats(self) -> list[dict[str, t.Any]]:
@@ -264,21 +265,27 @@ class KlaviyoConnection:
 
     # -- direct use (target, connection checks) -------------------------------------
 
-    def _send_once(self, request: requests.PreparedRequest) -> requests.Response:
+    def _send_once(
+        self, request: requests.PreparedRequest, decode: t.Callable[[requests.Response], t.Any] | None = None
+    ) -> requests.Response:
         self.auth(request)  # re-applied on every try: credentials may have been renewed
         response = self.session.send(request, timeout=self.timeout, stream=True)
         read_body(response)
         endpoint = endpoints.match(request.method or "GET", urlsplit(request.url or "").path)
         raise_for_response(response, required_scopes=endpoint.scopes if endpoint else ())
-        decode_document(response)
+        (decode or decode_document)(response)  # a body that is no JSON document is retried
         return response
 
-    def send(self, request: requests.PreparedRequest) -> requests.Response:
+    def send(
+        self, request: requests.PreparedRequest, decode: t.Callable[[requests.Response], t.Any] | None = None
+    ) -> requests.Response:
         """Send a prepared request with pacing, retries and re-auth; safe from any thread.
 
-        The answer's JSON:API document is parsed once (``json_document`` returns it).
+        The answer's JSON:API document is parsed once (``json_document`` returns it), by
+        ``decode`` when given (it caches its result on the response and raises as
+        ``decode_document`` does on a body that is not a JSON document).
         """
-        return self._send(request)
+        return self._send(request, decode) if decode else self._send(request)
 
     def request(
         self,
@@ -306,6 +313,20 @@ class KlaviyoConnection:
             if not next_url:
                 return
             document = self.get(next_url)
+
+
+def new_session() -> requests.Session:
+    """A session that trusts ``REQUESTS_CA_BUNDLE`` (or ``CURL_CA_BUNDLE``) as ``requests.get`` does.
+
+    ``Session.send``, which the connection and the SDK call, skips requests' reading of the
+    environment (only ``Session.request`` does it): without this the CA of a proxy that
+    intercepts TLS (or of a test server) was never trusted. Verification stays on.
+    """
+    session = requests.Session()
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    return session
 
 
 def decode_document(response: requests.Response) -> dict:

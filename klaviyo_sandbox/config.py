@@ -16,6 +16,8 @@ DEFAULT_NOW = "2026-07-15T12:00:00+00:00"
 # Pipelines that compare the sandbox's timestamps with their own clock (the tap caps its events bookmark
 # at the run's start) need it; a fixed `now` plus elapsed time lags the real clock.
 REAL_CLOCK = "now"
+#: ``data``: the standard generated data, or properties shaped like real integrations' (realistic.py).
+DATA_KINDS = ("standard", "realistic")
 FAULT_KINDS = ("500", "502", "503", "504", "reset", "timeout", "slow", "html", "truncated", "429")
 
 
@@ -46,6 +48,12 @@ class SandboxConfig:
     # (`Sandbox.requests`); off for the demo and benchmarks, whose request counts are unbounded.
     record_requests: bool = False
     token_prefix: str = ""  # starts every OAuth code and token issued (tests scan their output for it)
+    data: str = "standard"  # one of DATA_KINDS
+    # Serve HTTPS with this certificate and key (PEM files; see server.self_signed_certificate).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Gzip answers when the request's Accept-Encoding allows it, as Klaviyo (behind Cloudflare) does.
+    gzip: bool = False
 
     def __post_init__(self):
         if isinstance(self.faults, str):
@@ -59,6 +67,10 @@ class SandboxConfig:
             raise ValueError("accounts must be >= 1")
         if self.scale <= 0:
             raise ValueError("scale must be > 0")
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"data must be one of {', '.join(DATA_KINDS)}, not {self.data!r}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
         if self.rate_window not in ("fixed", "sliding"):
             raise ValueError("rate_window must be 'fixed' or 'sliding'")
         if not self.real_clock and parse_ts(self.now) is None:

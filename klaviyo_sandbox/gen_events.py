@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from . import messages
+from . import messages, realistic
 from .util import Rng, iso, uuid_from
 
 PRODUCTS = [
@@ -57,7 +57,9 @@ def _product_view(r: Rng) -> dict:
     }
 
 
-def properties(r: Rng, name: str, i: int) -> dict:
+def properties(r: Rng, name: str, i: int, data: str = "standard") -> dict:
+    if data == "realistic":
+        return realistic.event_properties(r, name, i)
     if "Order" in name:
         return _order(r, i)
     if "Email" in name:
@@ -85,7 +87,7 @@ def payload(ds, k: int, v: int) -> tuple:
 
 def attributed(ds, name: str, r: Rng, v: int) -> dict:
     """An event's properties with the message or form it belongs to, for the Reporting API."""
-    props = properties(r, name, v)
+    props = properties(r, name, v, ds.cfg.data)
     messages.attribute(ds, name, props, v % VARIANTS)  # $message / $attributed_message / form_id
     return props
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from . import realistic
 from .util import Rng, iso, iso_date, salt
 
 # (display name, ASCII form for the email address); unicode and emoji on purpose.
@@ -94,6 +95,8 @@ def _properties(r: Rng, ds, i: int, created: int) -> dict:
         props["Favourite Colour 🎨"] = r.choice(["red", "green", "bleu", "紫"])
     if r.chance(0.05):  # sparse field
         props["referral_code"] = f"REF-{r.int(10000, 99999)}"
+    if ds.cfg.data == "realistic":
+        return realistic.profile_properties(r, props)
     return props
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
+import os
 import re
 import socket
+import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -263,7 +267,7 @@ class Handler(BaseHTTPRequestHandler):
         # is routine for a server: no traceback on stderr, as Klaviyo would not show one either.
         try:
             super().handle()
-        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        except (ConnectionResetError, BrokenPipeError, TimeoutError, ssl.SSLError):  # SSLError: a refused handshake
             self.close_connection = True
 
     def do_GET(self):
@@ -336,7 +340,8 @@ class Handler(BaseHTTPRequestHandler):
             if path.startswith("/oauth/"):
                 return self.oauth(app, method, path, params, body), "oauth"
             host = self.headers.get("Host") or f"{app.cfg.host}:{cast(Server, self.server).server_port}"
-            return app.handle_api(method, path, raw_query, params, self.headers, body, f"http://{host}")
+            scheme = "https" if app.cfg.tls_cert else "http"
+            return app.handle_api(method, path, raw_query, params, self.headers, body, f"{scheme}://{host}")
         except Exception:  # noqa: BLE001 - a sandbox bug must still produce an HTTP answer
             traceback.print_exc(file=sys.stderr)
             return error_response(ApiError(500, "error", "Internal sandbox error.")), None
@@ -364,6 +369,11 @@ class Handler(BaseHTTPRequestHandler):
     def send(self, resp: Response, truncate: bool = False, recorded: Recorded | None = None):
         if recorded is not None:
             recorded.status = resp.status
+        app: App = cast(Server, self.server).app
+        if app.cfg.gzip and len(resp.body) >= GZIP_MIN_BYTES and accepts_gzip(self.headers.get("Accept-Encoding")):
+            resp.body = gzip.compress(resp.body, compresslevel=GZIP_LEVEL, mtime=0)
+            resp.headers["Content-Encoding"] = "gzip"
+            resp.headers["Vary"] = "Accept-Encoding"
         try:
             self.send_response(resp.status)
             for k, v in resp.headers.items():
@@ -397,6 +407,39 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.close()
 
 
+#: Answers smaller than this go uncompressed (as Cloudflare, in front of Klaviyo, does for tiny bodies).
+GZIP_MIN_BYTES = 1024
+#: zlib level: the sandbox shares the CPUs with the client it serves; the client's cost is the same.
+GZIP_LEVEL = 4
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header allows gzip (``gzip`` listed, not with ``q=0``)."""
+    for item in (header or "").split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def self_signed_certificate(directory: str) -> tuple[str, str]:
+    """(cert, key) PEM paths in ``directory``: made with the openssl CLI unless both exist.
+
+    The certificate is its own CA, for ``localhost`` and ``127.0.0.1``: a client trusts it
+    with ``REQUESTS_CA_BUNDLE=<directory>/cert.pem`` (verification stays on).
+    """
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    if not (os.path.exists(cert) and os.path.exists(key)):
+        os.makedirs(directory, exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-keyout", key,
+             "-out", cert, "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-addext", "basicConstraints=critical,CA:TRUE"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return cert, key
+
+
 class Server(ThreadingHTTPServer):
     app: App  # set by Sandbox.start, read by the handlers
     daemon_threads = True
@@ -417,6 +460,11 @@ class Sandbox:
         self.app = App(self.config)
         self.httpd = Server((self.config.host, self.config.port), Handler)
         self.httpd.app = self.app
+        if self.config.tls_cert:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+            # Handshakes happen in the handler threads (first read), not in the accepting one.
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="klaviyo-sandbox", daemon=True
         )
@@ -456,7 +504,8 @@ class Sandbox:
     def base_url(self) -> str:
         host = self.config.host
         host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def api_key(self) -> str:

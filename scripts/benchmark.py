@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,8 @@ STREAMS = {  # stream -> (operation, records per sandbox scale unit)
     "list_members": ("get_profiles_for_list", None),
 }
 TAP = [sys.executable, "-c", "from tap_klaviyo.tap import cli; cli()"]
+#: The tap's entry point as a script (for ``python -m cProfile``).
+TAP_SCRIPT = str(ROOT / "scripts" / "run_tap.py")
 TARGET = [sys.executable, "-c", "from target_klaviyo.target import cli; cli()"]
 
 
@@ -61,12 +64,17 @@ class Sandbox:
         rate_limit_scale: float,
         job_seconds: float = 2.0,
         rate_window: str = "fixed",
+        data: str = "standard",
+        tls: str | None = None,
+        gzip: bool = False,
     ) -> None:
         self.args = [
             sys.executable, "-m", "klaviyo_sandbox", "--port", "0", "--scale", str(scale),
             "--latency-ms", str(latency_ms), "--rate-limit-scale", str(rate_limit_scale),
-            "--job-seconds", str(job_seconds), "--rate-window", rate_window,
+            "--job-seconds", str(job_seconds), "--rate-window", rate_window, "--data", data,
+            *(["--tls", tls] if tls else []), *(["--gzip"] if gzip else []),
         ]  # fmt: skip
+        self.tls = tls
 
     def __enter__(self) -> Sandbox:
         self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -74,6 +82,8 @@ class Sandbox:
         if len(line) != 2:
             raise SystemExit(f"sandbox did not start: {line}")
         self.base_url, self.api_key = line
+        # the sandbox made its certificate before it printed that line
+        self.context = ssl.create_default_context(cafile=str(Path(self.tls) / "cert.pem")) if self.tls else None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -81,11 +91,19 @@ class Sandbox:
         self.proc.wait(10)
 
     def get(self, path: str) -> t.Any:
-        with urllib.request.urlopen(self.base_url + path) as answer:  # the loopback sandbox
+        with urllib.request.urlopen(self.base_url + path, context=self.context) as answer:  # the loopback sandbox
             return json.loads(answer.read())
 
     def counters(self) -> dict[str, int]:
         return self.get("/__sandbox/state")["counters"]
+
+
+def sandbox_options(args: argparse.Namespace) -> dict[str, t.Any]:
+    """The sandbox's options shared by every mode: latency, limits, data, TLS, gzip."""
+    return {
+        "latency_ms": args.latency_ms, "rate_limit_scale": args.rate_limit_scale, "rate_window": args.rate_window,
+        "data": args.data, "tls": args.tls_dir, "gzip": args.gzip,
+    }  # fmt: skip
 
 
 def run(
@@ -98,6 +116,42 @@ def run(
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - start
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode
+
+
+def profiled(command: list[str], how: str | None, stem: Path) -> list[str]:
+    """``command`` run under a profiler (its other figures are then off: profiling costs CPU).
+
+    ``py-spy`` samples every thread (``STEM.txt``: collapsed stacks, see :func:`summarize_stacks`);
+    ``cprofile`` sees the main thread only (``STEM.prof``).
+    """
+    if how == "py-spy":
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        return [spy, "record", "--rate", "200", "--format", "raw", "--output", f"{stem}.txt", "--", *command]
+    if how == "cprofile":
+        return [sys.executable, "-m", "cProfile", "-o", f"{stem}.prof", TAP_SCRIPT, *command[len(TAP) :]]
+    return command
+
+
+def summarize_stacks(path: Path, top: int = 25) -> str:
+    """The functions with the most samples of a py-spy ``--format raw`` file: self and total, in %."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [frame.split(" (")[0] + " (" + frame.rsplit("/", 1)[-1] for frame in stack.split(";")[1:]]
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+    lines = [f"{samples} samples (every thread); self % / total %:"]
+    for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"{100 * count / samples:5.1f} {100 * total[frame] / samples:5.1f}  {frame}")
+    return "\n".join(lines)
 
 
 def steady_rate(log: list[dict], op: str) -> float | None:
@@ -140,9 +194,7 @@ def record_count(log_text: str, stream: str) -> int:
 def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path) -> dict:
     operation = STREAMS[stream][0]
     steady = endpoints.endpoint(operation).steady_per_minute * args.rate_limit_scale  # what the sandbox enforces
-    with Sandbox(
-        scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale, rate_window=args.rate_window
-    ) as sandbox:
+    with Sandbox(scale=scale, **sandbox_options(args)) as sandbox:
         config = {
             "api_key": sandbox.api_key, "base_url": sandbox.base_url,
             "max_concurrency": args.max_concurrency, "discover_custom_fields": args.custom_fields,
@@ -163,15 +215,18 @@ def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path
         log_path = work / f"tap-{stream}-{scale}.log"
         sandbox_cpu = process_cpu_seconds(sandbox.proc.pid)
         load = os.getloadavg()[0]
+        tap = profiled(TAP, args.profile, work / f"tap-{stream}-{scale}")
         with open(os.devnull, "wb") as sink, open(log_path, "w") as log:
             wall, cpu, rss_kb, code = run(
-                [*TAP, "--config", str(config_path), "--catalog", str(catalog_path)], stdout=sink, stderr=log
+                [*tap, "--config", str(config_path), "--catalog", str(catalog_path)], stdout=sink, stderr=log
             )
         sandbox_cpu = process_cpu_seconds(sandbox.proc.pid) - sandbox_cpu
         after = sandbox.counters()
         request_log = sandbox.get("/__sandbox/requests?limit=100000")
     if code:
         raise SystemExit(f"tap failed on {stream} (exit {code}); see {log_path}")
+    if args.profile == "py-spy":
+        print(summarize_stacks(work / f"tap-{stream}-{scale}.txt"), flush=True)
     records = record_count(log_path.read_text(), stream)
     requests = after.get(f"op:{operation}", 0) - before.get(f"op:{operation}", 0)
     throttled = after.get("status:429", 0) - before.get("status:429", 0)
@@ -304,6 +359,25 @@ def bench_target(rows: int, args: argparse.Namespace, work: Path, operation: str
     }  # fmt: skip
 
 
+def bench_discovery(args: argparse.Namespace, work: Path) -> dict:
+    """``--discover`` with the tap's defaults (``row_scan_depth`` 1000): wall and CPU of the process."""
+    with Sandbox(scale=args.discovery_scale, **sandbox_options(args)) as sandbox:
+        config_path = work / "config-discovery.json"
+        config_path.write_text(json.dumps({"api_key": sandbox.api_key, "base_url": sandbox.base_url}))
+        log_path = work / "tap-discovery.log"
+        before = sandbox.counters()
+        with open(os.devnull, "wb") as sink, open(log_path, "w") as log:
+            wall, cpu, rss_kb, code = run([*TAP, "--config", str(config_path), "--discover"], stdout=sink, stderr=log)
+        after = sandbox.counters()
+    if code:
+        raise SystemExit(f"discovery failed (exit {code}); see {log_path}")
+    requests = sum(after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("op:"))
+    return {
+        "mode": "discovery", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "requests": requests,
+        "latency_ms": args.latency_ms, "peak_rss_mb": round(rss_kb / 1024, 1), "log": str(log_path),
+    }  # fmt: skip
+
+
 def bench_full_sync(scale: float, args: argparse.Namespace, work: Path) -> dict:
     """Every stream in one sync (discovery included): requests, 429s and whether it finished.
 
@@ -311,9 +385,7 @@ def bench_full_sync(scale: float, args: argparse.Namespace, work: Path) -> dict:
     account whose quota other integrations mostly use up: the tap paces to the published
     limits and must learn the smaller ones from Klaviyo's answers.
     """
-    with Sandbox(
-        scale=scale, latency_ms=args.latency_ms, rate_limit_scale=args.rate_limit_scale, rate_window=args.rate_window
-    ) as sandbox:
+    with Sandbox(scale=scale, **sandbox_options(args)) as sandbox:
         config = {
             "api_key": sandbox.api_key, "base_url": sandbox.base_url,
             "max_concurrency": args.max_concurrency, "rate_limit_share": args.rate_limit_share,
@@ -366,6 +438,19 @@ def main() -> int:
     )
     parser.add_argument("--max-concurrency", type=int, default=8)
     parser.add_argument(
+        "--data",
+        choices=("standard", "realistic"),
+        default="standard",
+        help="the sandbox's --data (realistic: "
+        "a dozen metrics' property sets, nested line items, types varying between records; typed profile fields)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the sandbox serves HTTPS (self-signed; the tap trusts it: REQUESTS_CA_BUNDLE)",
+    )
+    parser.add_argument("--gzip", action="store_true", help="the sandbox gzips answers (the tap asks for gzip)")
+    parser.add_argument(
         "--custom-fields",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -387,11 +472,26 @@ def main() -> int:
         metavar="SCALE",
         help="also sync every stream at once from a sandbox of this --scale; report 429s",
     )
+    parser.add_argument(
+        "--profile",
+        choices=("py-spy", "cprofile"),
+        help="run each sync under a profiler (files in the work dir; py-spy: every thread, summary printed)",
+    )
+    parser.add_argument(
+        "--discovery",
+        action="store_true",
+        help="time --discover (default settings) against a sandbox of --discovery-scale",
+    )
+    parser.add_argument("--discovery-scale", type=float, default=1.0)
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="klaviyo-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    args.tls_dir = None
+    if args.tls:  # a certificate of this run, trusted by the tap's processes only (verification stays on)
+        args.tls_dir = str(work / "tls")
+        os.environ["REQUESTS_CA_BUNDLE"] = str(Path(args.tls_dir) / "cert.pem")
     print(f"# {' '.join(sys.argv)}  (work files in {work}; {os.cpu_count()} CPUs)", flush=True)
     rows: list[dict] = []
     for stream in [s for s in args.streams.split(",") if s]:
@@ -425,6 +525,14 @@ def main() -> int:
                 f"latency {target['latency_ms']:g} ms, max_concurrency {target['max_concurrency']})",
                 flush=True,
             )
+    if args.discovery:
+        found = bench_discovery(args, work)
+        result["discovery"] = found
+        print(
+            f"\ndiscovery at {found['latency_ms']:g} ms latency: {found['wall_s']} s wall, {found['cpu_s']} s CPU, "
+            f"{found['requests']} requests, peak RSS {found['peak_rss_mb']} MB",
+            flush=True,
+        )
     if args.full_sync:
         full = bench_full_sync(args.full_sync, args, work)
         result["full_sync"] = full

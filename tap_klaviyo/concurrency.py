@@ -97,7 +97,7 @@ def tune_gc() -> None:
 class Page:
     """One answer: its records (converted), where the chain goes next, the key range."""
 
-    records: list[dict]
+    records: t.Sequence[dict]  # read once, in order (a page's records stay JSON until then)
     next_url: str | None
     full: bool  # as many resources as asked for, so more may follow
     first: float | None  # sort key of the first record, epoch seconds

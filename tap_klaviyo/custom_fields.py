@@ -49,12 +49,16 @@ Sync: nothing crashes, nothing is dropped
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import itertools
+import threading
 import typing as t
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
-from klaviyo_core import endpoints
+from klaviyo_core import endpoints, filters
 from klaviyo_core.errors import KlaviyoError
 from tap_klaviyo.inference import Conformer, SchemaInferrer
 
@@ -84,9 +88,16 @@ class CustomFieldSource:
     def unmapped(self) -> str:
         return unmapped_column(self.field)
 
+    @property
+    def time_key(self) -> str:
+        """The timestamp attribute the scan is sorted on (newest first)."""
+        return self.sort.lstrip("-")
+
 
 PROFILE_FIELDS = CustomFieldSource("profiles", "properties", "get_profiles", "profile", "-updated")
 EVENT_FIELDS = CustomFieldSource("events", "event_properties", "get_events", "event", "-datetime")
+#: Requests a scan sends at once (each source's endpoint is paced by the connection as usual).
+SCAN_WORKERS = 16
 
 
 def unmapped_column(field: str) -> str:
@@ -137,19 +148,40 @@ def count_fields(schema: Mapping[str, t.Any]) -> tuple[int, int]:
 
 
 class CustomFieldDiscovery:
-    """Scans each source at most once and keeps the inferred schema."""
+    """Scans each source at most once and keeps the inferred schema.
+
+    :meth:`prefetch` starts scans in the background (discovery starts them while it probes
+    the credentials' scopes); :meth:`schema` waits for one. A scan whose depth is more than
+    a page reads its pages concurrently (see :class:`_WindowedScan`).
+    """
 
     def __init__(self, connection: KlaviyoConnection, row_scan_depth: int, logger: logging.Logger) -> None:
         self.connection = connection
         self.row_scan_depth = row_scan_depth
         self.logger = logger
-        self._schemas: dict[str, dict] = {}
+        self._scans: dict[str, Future[dict]] = {}
+        self._lock = threading.Lock()
+
+    def prefetch(self, sources: t.Iterable[CustomFieldSource]) -> None:
+        """Start scanning ``sources`` now. A scan that fails only fails :meth:`schema` of its
+        source: the scan of a stream the credentials turn out not to read is never asked for."""
+        for source in sources:
+            self._future(source)
 
     def schema(self, source: CustomFieldSource) -> dict:
         """The inferred schema of ``source``'s custom-field object (a fresh copy)."""
-        if source.name not in self._schemas:
-            self._schemas[source.name] = self._scan(source)
-        return copy.deepcopy(self._schemas[source.name])
+        return copy.deepcopy(self._future(source).result())
+
+    def _future(self, source: CustomFieldSource) -> Future[dict]:
+        with self._lock:
+            if source.name not in self._scans:
+                future: Future[dict] = Future()
+                thread = threading.Thread(
+                    target=_run_into, args=(future, self._scan, source), name=f"scan-{source.name}", daemon=True
+                )
+                self._scans[source.name] = future
+                thread.start()
+            return self._scans[source.name]
 
     def _scan(self, source: CustomFieldSource) -> dict:
         depth = self.row_scan_depth
@@ -157,13 +189,17 @@ class CustomFieldDiscovery:
         if depth:
             page_size = min(page_size, depth)
         params = {
-            f"fields[{source.resource_type}]": source.field,
+            f"fields[{source.resource_type}]": f"{source.field},{source.time_key}",
             "sort": source.sort,
             "page[size]": page_size,
         }
         inferrer = SchemaInferrer()
         path = endpoints.endpoint(source.operation_id).path
-        for resource in self.connection.paginate(path, params):
+        if depth > page_size:
+            resources: t.Iterable[dict] = _WindowedScan(self.connection, path, params, source, depth).resources()
+        else:
+            resources = self.connection.paginate(path, params)
+        for resource in resources:
             value = (resource.get("attributes") or {}).get(source.field)
             inferrer.observe(value if isinstance(value, Mapping) else None)
             if depth and inferrer.records_seen >= depth:
@@ -181,6 +217,112 @@ class CustomFieldDiscovery:
             total,
         )
         return schema
+
+
+def _run_into(future: Future[dict], function: t.Callable[[CustomFieldSource], dict], source: CustomFieldSource) -> None:
+    try:
+        future.set_result(function(source))
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the schema
+        future.set_exception(exc)
+
+
+class _WindowedScan:
+    """The ``depth`` most recent records of a source, their pages read concurrently.
+
+    A cursor chain gives one page per round trip: 1,000 profiles at 100 a page took ten in a
+    row. Here the newest page tells how many records a second of the time key holds; the
+    time before it is cut into windows expected to hold half a page each, plus a last window
+    open to the past, and every window's first page is asked for at once. In later rounds,
+    windows that hold more follow their ``links.next`` and the open window, when still
+    needed, is cut the same way from its first page, each only as far as the records before
+    it fall short of ``depth``. Windows partition time at whole seconds (Klaviyo's timestamps
+    have no fraction), so the records are those one chain would give, in its order.
+    """
+
+    def __init__(
+        self, connection: KlaviyoConnection, path: str, params: dict, source: CustomFieldSource, depth: int
+    ) -> None:
+        self.connection, self.path, self.params, self.key, self.depth = connection, path, params, source.time_key, depth
+        self.page_size = int(params["page[size]"])
+
+    def resources(self) -> list[dict]:
+        chains = [_Chain(self.params)]
+        with ThreadPoolExecutor(SCAN_WORKERS, thread_name_prefix="scan-page") as pool:
+            pending = chains
+            while pending:
+                list(pool.map(self._advance, pending))
+                pending = self._next_round(chains)
+        return [resource for chain in chains for resource in chain.resources]
+
+    def _next_round(self, chains: list[_Chain]) -> list[_Chain]:
+        """The chains to read next (splitting the open last one when it is needed)."""
+        pending, count = [], 0
+        for index, chain in enumerate(chains):
+            if count >= self.depth:
+                break
+            needs_more = bool(chain.next_url) and count + len(chain.resources) < self.depth
+            if needs_more and index == len(chains) - 1:
+                windows = self._split(chain, count)
+                if windows:
+                    chains += windows
+                    pending += windows
+                    break
+            count += len(chain.resources)
+            if needs_more:
+                pending.append(chain)
+        return pending
+
+    def _split(self, chain: _Chain, before: int) -> list[_Chain]:
+        """Cut what is older than ``chain``'s first page into windows; keep the page's records
+        newer than its oldest second in ``chain``. Nothing when the page cannot tell (no
+        timestamps, or a page already continued)."""
+        if chain.pages != 1 or len(chain.resources) < self.page_size:
+            return []
+        seconds = [self._seconds(resource) for resource in chain.resources]
+        if None in seconds:
+            return []
+        newest, oldest = t.cast("int", seconds[0]), t.cast("int", seconds[-1])
+        chain.resources = [resource for resource, at in zip(chain.resources, seconds) if t.cast("int", at) > oldest]
+        chain.next_url = None
+        width = max(1, (newest - oldest) // 2)  # a page held newest - oldest seconds: half a page per window
+        needed = -(-(self.depth - before - len(chain.resources)) * 2 // self.page_size)  # half pages, rounded up
+        bounds = [oldest + 1 - width * n for n in range(max(1, min(needed, SCAN_WORKERS - 1)) + 1)]
+        windows = [_Chain(self._filter(upper, lower)) for upper, lower in itertools.pairwise(bounds)]
+        return [*windows, _Chain(self._filter(bounds[-1], None))]  # the rest of the past
+
+    def _advance(self, chain: _Chain) -> None:
+        document = self.connection.get(chain.next_url or self.path, None if chain.next_url else chain.params)
+        chain.resources += document.get("data") or []
+        chain.next_url = (document.get("links") or {}).get("next")
+        chain.pages += 1
+
+    def _filter(self, upper: int, lower: int | None) -> dict:
+        """Params of the window [lower, upper) in whole seconds (Klaviyo: ``greater-than``, ``less-than``)."""
+        conditions = [filters.condition("less-than", self.key, _utc(upper))]
+        if lower is not None:
+            conditions.append(filters.condition("greater-than", self.key, _utc(lower - 1)))
+        return {**self.params, "filter": filters.combine(*conditions)}
+
+    def _seconds(self, resource: dict) -> int | None:
+        value = (resource.get("attributes") or {}).get(self.key)
+        try:
+            return int(dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return None
+
+
+class _Chain:
+    """One window's pages: its first request, then ``links.next``."""
+
+    def __init__(self, params: dict) -> None:
+        self.params = params
+        self.resources: list[dict] = []
+        self.next_url: str | None = None
+        self.pages = 0
+
+
+def _utc(seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
 
 
 class CustomFieldsMixin:
@@ -225,7 +367,7 @@ def conform_custom_fields(row: dict, field: str, conformer: Conformer) -> dict:
     unmapped: dict | None
     if value is None:
         typed, unmapped = None, None
-    elif isinstance(value, Mapping):
+    elif type(value) is dict or isinstance(value, Mapping):  # a dict skips the ABC check
         typed, unmapped = conformer(value)
     else:
         typed, unmapped = None, {NOT_AN_OBJECT_KEY: value}

@@ -39,6 +39,7 @@ Limits (protect loaders): see :data:`MAX_DEPTH` and :data:`MAX_FIELDS_PER_OBJECT
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import re
@@ -86,6 +87,7 @@ _DATETIME_RE = re.compile(
 # --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)  # a sync checks the same days over and over
 def _valid_date(y: str, m: str, d: str) -> bool:
     try:
         datetime.date(int(y), int(m), int(d))
@@ -329,6 +331,8 @@ def _stringify(v: Any) -> str:
     """String form of a value for a string-typed field."""
     if isinstance(v, str):
         return v
+    if type(v) is int:  # the usual misfit: a number in a text field (same text as json.dumps)
+        return int.__repr__(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -412,7 +416,7 @@ class _ObjectConv:
         return typed
 
     def __call__(self, v, path, unmapped):
-        if not isinstance(v, Mapping):
+        if type(v) is not dict and not isinstance(v, Mapping):  # JSON objects are dicts: no ABC check
             return MISS
         return self.run(v, path + ".", unmapped)
 
@@ -429,6 +433,12 @@ class _ArrayConv:
         if not isinstance(v, (list, tuple)):
             return MISS
         passthrough, conv = self.item
+        if passthrough:  # an array of scalars that all fit as they are: kept as is (a copy)
+            for element in v:
+                if type(element) not in passthrough:
+                    break
+            else:
+                return list(v)
         scratch: dict = {}
         out = []
         for element in v:

@@ -261,9 +261,9 @@ class ReportStream(KlaviyoStream):
     # -- answers -----------------------------------------------------------------------
 
     @override
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
+    def page_records(self, response: requests.Response) -> list[dict]:
         attributes = (decode_document(response).get("data") or {}).get("attributes") or {}
-        yield from self.records(attributes)
+        return list(self.records(attributes))
 
     def records(self, attributes: dict) -> t.Iterable[dict]:
         raise NotImplementedError

@@ -25,8 +25,8 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from typing_extensions import override
 
 from klaviyo_core import dates, endpoints, filters
-from klaviyo_core.client import decode_document
 from klaviyo_core.settings import DEFAULT_MAX_CONCURRENCY
+from tap_klaviyo import records
 from tap_klaviyo.concurrency import Page, tune_gc
 from tap_klaviyo.parallel import ParallelPages
 from tap_klaviyo.progress import Progress
@@ -196,30 +196,34 @@ class KlaviyoStream(WindowedStream):
 
     def fetch_page(self, context: Context | None, window: Window, next_url: str | None = None) -> Page:
         """One page (any thread): the window's first when ``next_url`` is None."""
-        return self.decode_page(self.connection.send(self.build_request(context, window, next_url)))
+        request = self.build_request(context, window, next_url)
+        return self.decode_page(self.connection.send(request, decode=records.decode_page))
 
     def decode_page(self, response: requests.Response) -> Page:
         """An answer as records, where its chain goes next, and the sort key range of an ordered page."""
-        document = decode_document(response)
-        records = list(self.parse_response(response))
-        ordered = bool(records) and self.range_key is not None and self.sort == self.range_key
+        page = records.decode_page(response)  # parsed once, cached on the response
+        rows = self.page_records(response)
+        ordered = bool(rows) and self.range_key is not None and self.sort == self.range_key
         ordered = ordered and (self.is_sorted or not self.replication_key)
         key = self.sort_key_seconds
         return Page(
-            records=records,
-            next_url=(document.get("links") or {}).get("next"),
-            full=len(document.get("data") or ()) >= (endpoints.page_size_max(self.operation_id) or 1),
-            first=key(records[0]) if ordered else None,
-            last=key(records[-1]) if ordered else None,
+            records=rows,
+            next_url=page.links.next if page.links else None,
+            full=len(page.data) >= (endpoints.page_size_max(self.operation_id) or 1),
+            first=key(rows[0]) if ordered else None,
+            last=key(rows[-1]) if ordered else None,
         )
+
+    def page_records(self, response: requests.Response) -> t.Sequence[dict]:
+        """The answer's records; a collection's stay JSON until read (:mod:`tap_klaviyo.records`)."""
+        return records.lazy_records(records.decode_page(response), self.to_record)
 
     def sort_key_seconds(self, record: dict) -> float | None:
         return dates.epoch(dates.parse(record.get(self.range_key)))
 
     @override
     def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
-        for resource in decode_document(response).get("data") or []:
-            yield self.to_record(resource)
+        yield from self.page_records(response)
 
     def to_record(self, resource: dict) -> dict:
         return flatten(resource)

@@ -301,9 +301,10 @@ class IncludedMixin:
     def extra_params(self) -> dict[str, str]:
         return {"include": self.include}
 
-    def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
+    def page_records(self, response: requests.Response) -> list[dict]:
         document = decode_document(response)
         included = {(r["type"], r["id"]): r for r in document.get("included") or []}
+        rows = []
         for parent in document.get("data") or []:
             refs = ((parent.get("relationships") or {}).get(self.include) or {}).get("data") or []
             for ref in refs:
@@ -312,7 +313,8 @@ class IncludedMixin:
                     continue  # JSON:API includes every related resource; nothing to emit otherwise
                 record = self.to_record(resource)  # type: ignore[attr-defined]
                 record[self.parent_key] = parent["id"]
-                yield record
+                rows.append(record)
+        return rows
 
 
 class CampaignMessagesStream(IncludedMixin, CampaignsStream):  # type: ignore[override]  # extra_params: a property

@@ -1,0 +1,119 @@
+"""A page's records kept as JSON until they are read: what bounds the tap's memory.
+
+The parallel reader buffers pages fetched ahead of the one being written (a few per
+worker). Decoded into dicts, a page of 1,000 events held ~3.5 MB of Python objects (and a
+page of realistic Shopify orders ~6 MB): the buffer, not the data, made the tap's peak RSS.
+Here a worker only splits the page's ``data`` into one raw JSON span per resource (msgspec
+checks the whole document is well-formed JSON on the way, so a truncated answer is still
+retried), and each record is decoded and flattened when the writing thread reads it: a
+buffered page costs its JSON bytes. The CPU is the same: decoding happened under the GIL in
+the workers too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+import typing as t
+from collections.abc import Sequence
+
+import msgspec
+from typing_extensions import override
+
+from klaviyo_core.client import decode_document
+
+if t.TYPE_CHECKING:
+    import requests
+
+
+#: glibc's mallopt parameter, and the size from which blocks get their own mapping.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+def return_large_blocks_to_the_os() -> bool:
+    """Give every block of 256 KB or more (answers' bodies, pages) its own mapping, freed at once.
+
+    glibc raises its mapping threshold after a large block is freed, up to 32 MB: the
+    answers' bodies (about 1 MB each, in 16 threads' malloc arenas) then came from the
+    arenas, whose freed holes the process kept: a third of the tap's peak RSS. A threshold
+    set once stays fixed. Nothing to do off glibc (macOS, musl).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+return_large_blocks_to_the_os()  # at import: before the first page is read
+
+
+class _Links(msgspec.Struct):
+    next: str | None = None
+
+
+class _Document(msgspec.Struct):
+    """A JSON:API collection answer; its resources left as raw JSON."""
+
+    data: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    links: _Links | None = None
+
+
+_PAGE = msgspec.json.Decoder(_Document)
+_decode = msgspec.json.decode
+
+
+def decode_page(response: requests.Response) -> _Document:
+    """The answer's resources as raw JSON (cached on the response), checked to be well-formed."""
+    cached = response.__dict__.get("_klaviyo_page")
+    if cached is not None:
+        return cached
+    try:
+        page = _PAGE.decode(response.content)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        document = decode_document(response)  # no JSON: raises the usual (retriable) error
+        data = document.get("data")  # JSON of another shape (a report's single resource): no records here
+        data = data if isinstance(data, list) else []
+        next_url = (document.get("links") or {}).get("next")
+        page = _Document([msgspec.Raw(msgspec.json.encode(r)) for r in data], _Links(next_url))
+    response.__dict__["_klaviyo_page"] = page
+    return page
+
+
+class LazyRecords(Sequence[dict]):
+    """A page's records, each decoded and made a record (``to_record``) when read."""
+
+    __slots__ = ("_raw", "_to_record")
+
+    def __init__(self, raw: list[msgspec.Raw], to_record: t.Callable[[dict], dict]) -> None:
+        self._raw = raw
+        self._to_record = to_record
+
+    @override
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @override
+    def __iter__(self) -> t.Iterator[dict]:
+        to_record = self._to_record
+        for raw in self._raw:
+            yield to_record(_decode(raw))
+
+    @t.overload
+    def __getitem__(self, index: int) -> dict: ...
+    @t.overload
+    def __getitem__(self, index: slice) -> list[dict]: ...
+    @override
+    def __getitem__(self, index: int | slice) -> dict | list[dict]:
+        if isinstance(index, slice):
+            return [self._to_record(_decode(raw)) for raw in self._raw[index]]
+        return self._to_record(_decode(self._raw[index]))
+
+
+def lazy_records(page: _Document, to_record: t.Callable[[dict], dict]) -> LazyRecords:
+    """A decoded page's resources as records, each made when read."""
+    return LazyRecords(page.data, to_record)

@@ -1,0 +1,67 @@
+"""Pages kept as JSON until read (tap_klaviyo.records): same records, same errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from klaviyo_core.errors import KlaviyoRetriableError
+from tap_klaviyo.records import LazyRecords, decode_page, return_large_blocks_to_the_os
+from tap_klaviyo.stream import flatten
+
+RESOURCES = [
+    {"type": "event", "id": f"e{i}", "attributes": {"datetime": f"2026-01-0{i}T00:00:00+00:00", "n": i, "x": [1, {}]},
+     "relationships": {"profile": {"data": {"type": "profile", "id": f"p{i}"}}}}
+    for i in range(1, 4)
+]  # fmt: skip
+
+
+def answer(body: bytes) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 200
+    response._content = body
+    response.url = "https://a.klaviyo.com/api/events"
+    return response
+
+
+def test_records_read_from_the_raw_page_are_those_of_the_decoded_document():
+    body = json.dumps({"data": RESOURCES, "links": {"next": "https://next"}, "included": []}).encode()
+    page = decode_page(answer(body))
+    records = LazyRecords(page.data, flatten)
+    assert page.links is not None and page.links.next == "https://next"
+    assert len(records) == 3
+    assert list(records) == [flatten(r) for r in RESOURCES] == list(records)  # read twice: the same
+    assert records[0] == flatten(RESOURCES[0]) and records[-1] == flatten(RESOURCES[-1])
+    assert records[1:] == [flatten(r) for r in RESOURCES[1:]]
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"data": [{"type": "event", "id": "e1"}, {"type": "ev', b"<html>502 Bad Gateway</html>", b"[1, 2]"]
+)
+def test_a_truncated_or_foreign_body_is_retried(body):
+    with pytest.raises(KlaviyoRetriableError):
+        decode_page(answer(body))
+
+
+@pytest.mark.parametrize(
+    ("document", "count", "next_url"),
+    [
+        ({"data": None, "links": None}, 0, None),
+        ({}, 0, None),
+        ({"data": [{"id": "x"}], "links": {"next": None}}, 1, None),
+    ],
+)
+def test_unusual_but_valid_documents(document, count, next_url):
+    page = decode_page(answer(json.dumps(document).encode()))
+    assert len(page.data) == count
+    assert (page.links.next if page.links else None) == next_url
+
+
+def test_large_blocks_go_back_to_the_os_with_glibc():
+    import platform
+    import sys
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert return_large_blocks_to_the_os() is glibc
