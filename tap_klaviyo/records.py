@@ -67,19 +67,29 @@ _PAGE = msgspec.json.Decoder(_Document)
 _decode = msgspec.json.decode
 
 
-def decode_page(response: requests.Response) -> _Document:
+class _Decoded(t.NamedTuple):
+    """An answer msgspec cannot take as raw spans, decoded whole by the stdlib parser instead."""
+
+    data: list[dict]
+    links: _Links | None
+
+
+def decode_page(response: requests.Response) -> _Document | _Decoded:
     """The answer's resources as raw JSON (cached on the response), checked to be well-formed."""
     cached = response.__dict__.get("_klaviyo_page")
     if cached is not None:
         return cached
+    page: _Document | _Decoded
     try:
         page = _PAGE.decode(response.content)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        document = decode_document(response)  # no JSON: raises the usual (retriable) error
-        data = document.get("data")  # JSON of another shape (a report's single resource): no records here
-        data = data if isinstance(data, list) else []
+        # Not JSON (decode_document raises the usual retriable error); JSON msgspec refuses, such
+        # as a lone surrogate escape ("\ud83d") that JSON allows and Klaviyo may send; or another
+        # shape (a report's single resource: no records here).
+        document = decode_document(response)
+        data = document.get("data")
         next_url = (document.get("links") or {}).get("next")
-        page = _Document([msgspec.Raw(msgspec.json.encode(r)) for r in data], _Links(next_url))
+        page = _Decoded(data if isinstance(data, list) else [], _Links(next_url))
     response.__dict__["_klaviyo_page"] = page
     return page
 
@@ -114,6 +124,8 @@ class LazyRecords(Sequence[dict]):
         return self._to_record(_decode(self._raw[index]))
 
 
-def lazy_records(page: _Document, to_record: t.Callable[[dict], dict]) -> LazyRecords:
+def lazy_records(page: _Document | _Decoded, to_record: t.Callable[[dict], dict]) -> t.Sequence[dict]:
     """A decoded page's resources as records, each made when read."""
+    if isinstance(page, _Decoded):
+        return [to_record(resource) for resource in page.data]
     return LazyRecords(page.data, to_record)

@@ -190,8 +190,8 @@ def test_every_request_has_connect_and_read_timeouts_and_the_read_timeout_is_a_s
     assert KlaviyoConnection({"api_key": "pk_x"}).timeout == (10.0, 120.0)
     assert KlaviyoConnection({"api_key": "pk_x", "request_timeout": 7.5}).timeout == (10.0, 7.5)
     tap = TapKlaviyo(config={"api_key": "pk_x", "request_timeout": 3, "discover_custom_fields": False})
-    for stream in tap.streams.values():  # the SDK's request loop sends with the stream's timeout
-        assert stream.timeout == (10.0, 3.0)
+    for stream in tap.streams.values():  # every page is sent through the run's connection
+        assert stream.connection.timeout == (10.0, 3.0)
 
 
 def test_a_hung_server_is_retried_after_the_read_timeout_not_waited_for():

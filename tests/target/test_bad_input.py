@@ -115,8 +115,8 @@ def test_a_date_the_sdk_cannot_parse_is_passed_through_as_text(klaviyo, run_targ
         ({"list_id": "X", "list_name": "Y"}, "Set exactly one of list_id and list_name (both are set)."),
         (
             {"list_id": "X", "operation": "delete"},
-            "'delete' is not one of ['add', 'remove', 'upsert', 'subscribe', 'unsubscribe', 'suppress', "
-            "'unsuppress', 'track'] in config['operation']",
+            "Setting operation must be one of add, remove, upsert, subscribe, unsubscribe, suppress, "
+            "unsuppress, track (exactly, lower case) (not 'delete').",
         ),
         ({"list_id": "X", "wait_timeout_seconds": 299}, "299 is less than the minimum of 300"),
         ({"list_id": "X", "wait_timeout_seconds": 90_000}, "90000 is greater than the maximum of 86400"),
