@@ -121,19 +121,6 @@ def check_input_file(option: str, path: str) -> None:
         raise KlaviyoError(f"{what} {path} must hold a JSON object, not a {type(document).__name__}: {fix}.")
 
 
-def argv_option(option: str, argv: t.Sequence[str] | None = None) -> str | None:
-    """The value given to ``option`` on the command line (``--x value`` or ``--x=value``), else None.
-
-    For CLI callbacks that run before click has parsed the later options.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    for index, arg in enumerate(args):
-        name, sep, value = arg.partition("=")
-        if name == option:
-            return value if sep else (args[index + 1] if index + 1 < len(args) else None)
-    return None
-
-
 class _NoSummary(logging.Filter):
     """Drop the SDK's "Config validation failed" line: the errors before it say what to fix."""
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import typing as t
 from collections.abc import Mapping
 from functools import cached_property
 
+import click
 from singer_sdk import Tap, typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
@@ -15,7 +17,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 from klaviyo_core import dates, endpoints
-from klaviyo_core.cli import argv_option, interrupted, interrupted_exit_code, note_interrupted, run_cli
+from klaviyo_core.cli import interrupted, interrupted_exit_code, note_interrupted, run_cli
 from klaviyo_core.client import KlaviyoConnection
 from klaviyo_core.env_config import with_typed_config
 from klaviyo_core.scopes import missing_scopes_error, probe_scopes, scopes_of
@@ -193,6 +195,9 @@ TAP_SETTINGS = th.PropertiesList(
     ),
 )
 
+
+#: Where ``--test``'s value waits (click's ``Context.meta``) until every option is read.
+TEST_MODE = "tap_klaviyo.test"
 
 _DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
 
@@ -564,27 +569,52 @@ class TapKlaviyo(CompatTap):
     @override
     @classmethod
     def cb_test(cls, ctx: t.Any, param: t.Any, value: str) -> None:
+        """``--test`` is remembered, and run by ``invoke`` once click has read every option.
+
+        click runs an option's callback as it meets the option, so ``--catalog`` written
+        after ``--test`` would not be known yet here.
+        """
+        if value != CliTestOptionValue.Disabled.value:
+            ctx.meta[TEST_MODE] = value
+
+    @override
+    @classmethod
+    def invoke(  # type: ignore[override]  # the SDK's own signature, keyword-only
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: t.Any = None,
+        state: t.IO[str] | None = None,
+        catalog: t.IO[str] | None = None,
+    ) -> None:
+        mode = click.get_current_context().meta.get(TEST_MODE)
+        if mode is None:
+            super().invoke(about=about, about_format=about_format, config=config, state=state, catalog=catalog)
+        else:
+            cls.run_test(mode, config, catalog)
+
+    @classmethod
+    def run_test(cls, mode: str, config: t.Any, catalog: t.IO[str] | None) -> None:
         """``--test`` checks what a sync needs: the credentials, and the read scope of each selected stream.
 
         It syncs no record, and builds the catalog only from ``--catalog`` when given
         (else every stream counts as selected and nothing is discovered). It prints what it
         found; a selected stream the credentials cannot read fails the test.
-        (``--test=schema`` still discovers: it prints every stream's schema.)
+        ``--test=schema`` prints every stream's schema (it discovers).
         """
-        if value != CliTestOptionValue.All.value:
-            super().cb_test(ctx, param, value)
-            return
-        config = ctx.params.get("config")
-        catalog_path = argv_option("--catalog")
+        checks = mode == CliTestOptionValue.All.value
         tap = cls(
             config=config.config if config else None,
-            catalog=catalog_path,
+            catalog=json.load(catalog) if checks and catalog is not None else None,
             parse_env_config=config.parse_env if config else False,
             validate_config=True,
-            setup_mapper=False,
+            setup_mapper=not checks,  # the checks send no record; the schemas go through the stream maps
         )
-        tap.run_connection_test()
-        ctx.exit()
+        if checks:
+            tap.run_connection_test()
+        else:
+            tap.write_schemas()
 
     @override  # type: ignore[misc]  # final in the SDK; one cheap call instead
     def run_connection_test(self) -> bool:

@@ -136,14 +136,23 @@ def test_a_sync_names_every_missing_scope_in_one_line_before_any_record(scoped_b
     assert "Scope profiles:read: MISSING (streams list_members, profiles)" in test.stderr
 
 
-def test_the_connection_test_passes_for_a_key_that_can_read_the_selected_streams(scoped_box, tmp_path):
+@pytest.mark.parametrize("catalog_first", [False, True])
+def test_the_connection_test_passes_for_a_key_that_can_read_the_selected_streams(scoped_box, tmp_path, catalog_first):
     full = discover(tap_config(scoped_box, discover_custom_fields=False), tmp_path / "d")
     catalog = write_json(tmp_path / "catalog.json", select(full, ["events", "lists"]))
     config = {**tap_config(scoped_box), "api_key": LIMITED_KEY}
-    run = run_tap(config, tmp_path / "test", args=["--test", "--catalog", str(catalog)])
+    args = ["--catalog", str(catalog), "--test"] if catalog_first else ["--test", "--catalog", str(catalog)]
+    run = run_tap(config, tmp_path / "test", args=args)
     assert run.code == 0, run.stderr[-2000:]
     assert "Test passed: 2 streams can be synced" in run.stderr
     assert not run.stdout.strip()  # no record is synced
+
+
+def test_test_schema_prints_the_schemas_and_syncs_nothing(scoped_box, tmp_path):
+    run = run_tap(tap_config(scoped_box, discover_custom_fields=False), tmp_path / "schema", args=["--test=schema"])
+    assert run.code == 0, run.stderr[-2000:]
+    assert {m["type"] for m in run.messages} == {"SCHEMA"}
+    assert "events" in {m["stream"] for m in run.messages}
 
 
 def test_the_target_checks_write_scopes_before_creating_the_list(scoped_box, tmp_path):

@@ -113,3 +113,13 @@ def test_the_sdks_own_termination_handler_exits_zero_which_is_why_the_tap_overri
         CompatTap.on_termination_signal(tap, signal.SIGTERM)
     assert stopped.value.code == 0
     assert '"type":"STATE"' in capsys.readouterr().out.replace(" ", "")
+
+
+def test_test_option_and_invoke_are_still_what_the_deferred_test_relies_on():
+    """``--test`` waits for every option (tap.py ``cb_test``/``invoke``): the SDK's command must still
+    call the ``--test`` option's callback through ``cls.cb_test`` and ``invoke`` with these keywords."""
+    assert list(inspect.signature(Tap.invoke).parameters) == ["about", "about_format", "config", "state", "catalog"]
+    command = TapKlaviyo.get_singer_command()
+    (test,) = [option for option in command.params if "--test" in getattr(option, "opts", ())]
+    assert test.callback == TapKlaviyo.cb_test and not test.expose_value
+    assert command.callback == TapKlaviyo.invoke
