@@ -252,6 +252,7 @@ class KlaviyoStream(WindowedStream):
             counter.with_context(context)
             for window, page in self.pages(context):
                 counter.increment()
+                self.time_extracted = dates.utc_now()  # one time_extracted per page (see sdk_compat)
                 progress.add(len(page.records))
                 if self.replication_key and self.is_sorted:
                     progress.at(page.last)

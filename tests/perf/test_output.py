@@ -55,6 +55,33 @@ def test_the_writer_encodes_what_the_sdk_writer_encodes(monkeypatch):
     assert got == expected
 
 
+def test_a_record_written_from_its_parts_is_the_line_of_its_message(monkeypatch):
+    when = dt.datetime(2024, 1, 2, 4, 4, 5, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    plain = {"id": "e1", "event_properties": {"name": "Café ☕"}}
+    surrogate = {"id": "e2", "event_properties": {"bad": "\ud83d"}}  # msgspec refuses it: the SDK's encoder
+    for record in (plain, surrogate):
+        assert_same_lines(monkeypatch, record, when)
+
+
+def assert_same_lines(monkeypatch: pytest.MonkeyPatch, record: dict, when: dt.datetime) -> None:
+    lines = []
+    for write in (
+        lambda w: w.write_message(RecordMessage("events", record, version=7, time_extracted=when)),
+        lambda w: w.write_record("events", record, 7, when),
+        lambda w: w.write_message(RecordMessage("events", record, time_extracted=when)),
+        lambda w: w.write_record("events", record, None, when),
+    ):
+        out = Stdout()
+        monkeypatch.setattr(sys, "stdout", out)
+        writer = KlaviyoMessageWriter()
+        write(writer)
+        writer.flush()
+        lines.append(out.raw_bytes.getvalue())
+    assert lines[0] == lines[1]
+    assert lines[2] == lines[3]
+    assert b"2024-01-02T03:04:05.123456" in lines[1]  # in UTC
+
+
 def test_records_wait_in_the_buffer_and_a_state_takes_them_out_in_order(monkeypatch):
     out = Stdout()
     monkeypatch.setattr(sys, "stdout", out)
