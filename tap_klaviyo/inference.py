@@ -308,6 +308,7 @@ MISS: Any = _Miss()
 """Returned by converters when a value does not fit."""
 
 _NONE = type(None)
+_NOTHING: frozenset = frozenset()
 # A converter maps (value, path, unmapped) to the typed value or MISS.
 _Conv = Callable[[Any, str, dict], Any]
 # A compiled field: (types passed through unchanged, converter for the rest).
@@ -401,26 +402,26 @@ def _to_any(v, path, unmapped):
 class _ObjectConv:
     """Converter for an object schema: fits known keys, reports the rest."""
 
-    __slots__ = ("fields",)
+    __slots__ = ("fields", "passthrough")
 
     def __init__(self, fields: dict[str, _Field]) -> None:
         self.fields = fields
+        #: Per key, the types kept as they are (most values): one look-up per key.
+        self.passthrough = {key: field[0] for key, field in fields.items()}
 
     def run(self, obj: Mapping[str, Any], prefix: str, unmapped: dict) -> dict:
         typed = {}
-        fields = self.fields
+        passthrough = self.passthrough
         for key, value in obj.items():
-            field = fields.get(key)
-            if field is None:
-                _put(unmapped, prefix + key, value)
-            elif type(value) in field[0]:
+            if type(value) in passthrough.get(key, _NOTHING):
                 typed[key] = value
+                continue
+            field = self.fields.get(key)
+            out = MISS if field is None else field[1](value, prefix + key, unmapped)
+            if out is MISS:
+                _put(unmapped, prefix + key, value)
             else:
-                out = field[1](value, prefix + key, unmapped)
-                if out is MISS:
-                    _put(unmapped, prefix + key, value)
-                else:
-                    typed[key] = out
+                typed[key] = out
         return typed
 
     def __call__(self, v, path, unmapped):
