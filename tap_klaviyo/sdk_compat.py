@@ -14,6 +14,8 @@ there, by name, rather than somewhere in a sync. One line per use:
 * ``Stream._write_state_message()``: where the SDK writes a STATE (the deferred bookmark moves first).
 * ``Stream._write_record_message(record)``: a record without stream maps to apply goes to the
   writer's ``write_record`` without a ``RecordMessage`` object (same line, less work per record).
+* ``Stream._tap``: the stream's tap, whose ``message_writer`` gets the records and whose signal
+  handler moves the stream's bookmark.
 * ``PluginBase._handle_termination(signum, frame)``: the SIGINT/SIGTERM handler the SDK
   installs in ``__init__``; overriding it is the only way to exit non-zero after the STATE.
 """
@@ -21,6 +23,7 @@ there, by name, rather than somewhere in a sync. One line per use:
 from __future__ import annotations
 
 import typing as t
+import weakref
 from functools import cached_property
 
 from singer_sdk import RESTStream, Tap
@@ -50,6 +53,10 @@ class CompatStream(RESTStream):
     # the state (see flush_bookmark).
     _pending_bookmark: tuple[dict, Context | None] | None = None
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        _STREAMS.add(self)  # for the signal handler, which must not build the tap's streams
+
     @override
     def _generate_record_messages(self, record: dict) -> t.Generator[RecordMessage, None, None]:
         """The SDK's (0.54), minus two walks through every record that change nothing here.
@@ -76,7 +83,7 @@ class CompatStream(RESTStream):
     def _write_record_message(self, record: dict) -> None:
         """The record as the SDK would write it; without message objects when nothing maps it.
 
-        The writer builds the line ``RecordMessage.to_dict`` would give (tests/tap/test_sdk_compat.py
+        The writer builds the line ``RecordMessage.to_dict`` would give (tests/perf/test_output.py
         compares both): a tenth of the CPU per record went to building, checking and converting
         one message object per record.
         """
@@ -123,6 +130,9 @@ class CompatStream(RESTStream):
             self.flush_bookmark()  # another partition: its own state
         self._pending_bookmark = (latest_record, context)
 
+    def belongs_to(self, tap: Tap) -> bool:
+        return self._tap is tap
+
     def flush_bookmark(self) -> None:
         """Move the bookmark to the last record emitted, if any is pending (before any STATE)."""
         pending = self._pending_bookmark
@@ -148,13 +158,17 @@ class CompatStream(RESTStream):
         return True
 
 
+#: Every stream built, while it lives (weakly held).
+_STREAMS: weakref.WeakSet[CompatStream] = weakref.WeakSet()
+
+
 class CompatTap(Tap):
     """The tap side: the signal handler the SDK installs, routed to ``on_termination_signal``."""
 
     @override
     def _handle_termination(self, signum: int, frame: t.Any) -> None:
-        for stream in self.streams.values():  # the STATE written next covers every record emitted
-            if isinstance(stream, CompatStream):
+        for stream in list(_STREAMS):  # the STATE written next covers every record emitted
+            if stream.belongs_to(self):
                 stream.flush_bookmark()
         self.on_termination_signal(signum)
 

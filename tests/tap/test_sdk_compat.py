@@ -127,6 +127,9 @@ def test_an_unsorted_stream_still_keeps_the_largest_value_seen():
 def test_a_termination_signal_moves_the_bookmark_before_the_state_is_written(monkeypatch):
     tap = TapKlaviyo(config=CONFIG)
     stream = tap.streams["events"]
+    assert vars(stream)["_tap"] is tap  # Stream._tap, set in Stream.__init__
+    other = TapKlaviyo(config=CONFIG).streams["events"]
+    other._increment_stream_state({"id": "e9", "datetime": ts(9)}, context=None)
     stream._increment_stream_state({"id": "e1", "datetime": ts(1)}, context=None)
     assert "replication_key_value" not in stream.get_context_state(None)  # pending until a STATE
     written: list[int] = []
@@ -134,6 +137,7 @@ def test_a_termination_signal_moves_the_bookmark_before_the_state_is_written(mon
     tap._handle_termination(signal.SIGTERM, None)
     assert written == [signal.SIGTERM]
     assert stream.get_context_state(None)["replication_key_value"] == ts(1)
+    assert "replication_key_value" not in other.get_context_state(None)  # another tap's stream: untouched
 
 
 def test_records_skip_message_objects_only_when_nothing_maps_them():
