@@ -94,14 +94,24 @@ def decode_page(response: requests.Response) -> _Document | _Decoded:
     return page
 
 
+def _decode_then(raw: msgspec.Raw, to_record: t.Callable[[dict], dict]) -> dict:
+    return to_record(_decode(raw))
+
+
 class LazyRecords(Sequence[dict]):
     """A page's records, each decoded and made a record (``to_record``) when read."""
 
-    __slots__ = ("_raw", "_to_record")
+    __slots__ = ("_make", "_raw", "_to_record")
 
-    def __init__(self, raw: list[msgspec.Raw], to_record: t.Callable[[dict], dict]) -> None:
+    def __init__(
+        self,
+        raw: list[msgspec.Raw],
+        to_record: t.Callable[[dict], dict],
+        make: t.Callable[[msgspec.Raw, t.Callable[[dict], dict]], dict] = _decode_then,
+    ) -> None:
         self._raw = raw
         self._to_record = to_record
+        self._make = make
 
     @override
     def __len__(self) -> int:
@@ -109,9 +119,13 @@ class LazyRecords(Sequence[dict]):
 
     @override
     def __iter__(self) -> t.Iterator[dict]:
-        to_record = self._to_record
-        for raw in self._raw:
-            yield to_record(_decode(raw))
+        to_record, make = self._to_record, self._make
+        if make is _decode_then:
+            for raw in self._raw:
+                yield to_record(_decode(raw))
+        else:
+            for raw in self._raw:
+                yield make(raw, to_record)
 
     @t.overload
     def __getitem__(self, index: int) -> dict: ...
@@ -120,8 +134,8 @@ class LazyRecords(Sequence[dict]):
     @override
     def __getitem__(self, index: int | slice) -> dict | list[dict]:
         if isinstance(index, slice):
-            return [self._to_record(_decode(raw)) for raw in self._raw[index]]
-        return self._to_record(_decode(self._raw[index]))
+            return [self._make(raw, self._to_record) for raw in self._raw[index]]
+        return self._make(self._raw[index], self._to_record)
 
 
 def lazy_records(page: _Document | _Decoded, to_record: t.Callable[[dict], dict]) -> t.Sequence[dict]:
@@ -129,3 +143,46 @@ def lazy_records(page: _Document | _Decoded, to_record: t.Callable[[dict], dict]
     if isinstance(page, _Decoded):
         return [to_record(resource) for resource in page.data]
     return LazyRecords(page.data, to_record)
+
+
+class _Relationship(msgspec.Struct):
+    data: t.Any = msgspec.UNSET
+
+
+class _Resource(msgspec.Struct):
+    """What a flat record takes from a resource: ``type`` and ``links`` are skipped unread."""
+
+    id: str
+    attributes: dict | None = None
+    relationships: dict[str, _Relationship] | None = None
+
+
+_RESOURCE = msgspec.json.Decoder(_Resource)
+
+
+def flat_records(page: _Document, flatten: t.Callable[[dict], dict]) -> LazyRecords:
+    """Like ``lazy_records(page, flatten)`` with the base ``flatten``, decoded in one pass.
+
+    Decoding the resource into a struct builds no dict for the resource, its ``links`` and
+    its relationships' ``links`` (a tenth of the decoding). A resource of another shape
+    (an id that is not text, a relationship that is not an object) goes through ``flatten``.
+    """
+    return LazyRecords(page.data, flatten, _flat_record)
+
+
+def _flat_record(raw: msgspec.Raw, flatten: t.Callable[[dict], dict]) -> dict:
+    try:
+        resource = _RESOURCE.decode(raw)
+    except msgspec.ValidationError:
+        return flatten(_decode(raw))
+    record = {"id": resource.id, **(resource.attributes or {})}
+    for name, relationship in (resource.relationships or {}).items():
+        data = relationship.data
+        if data is msgspec.UNSET:
+            continue
+        key = name.replace("-", "_")
+        if isinstance(data, list):
+            record[key.removesuffix("s") + "_ids"] = [item["id"] for item in data]
+        else:
+            record[key + "_id"] = data["id"] if data else None
+    return record

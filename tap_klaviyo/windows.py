@@ -157,6 +157,7 @@ class WindowedStream(CompatStream):
         """A tail pass may have moved the bookmark past the run's start: bring it back."""
         if not (self.replication_key and self.is_sorted):
             return
+        self.flush_bookmark()  # the bookmark of the last record emitted, then capped
         state = self.get_context_state(context)
         bookmark = dates.parse(state.get("replication_key_value"))
         cap = self.end_date or self.run_started_at(context)

@@ -21,6 +21,7 @@ the message in progress.
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import sys
 import typing as t
 import weakref
@@ -84,12 +85,34 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
             action, self._after_write = self._after_write, None
             action()
 
-    def _write_message(self, message: Message) -> None:
+    def write_record(self, stream: str, record: dict, version: int | None, time_extracted: dt.datetime) -> None:
+        """The RECORD message of these parts: the line ``write_message(RecordMessage(...))`` writes.
+
+        Without a message object to build, check and convert per record (see
+        ``CompatStream._write_record_message``); one is made only when msgspec cannot write it.
+        """
+        if time_extracted.tzinfo is not dt.timezone.utc:
+            time_extracted = time_extracted.astimezone(dt.timezone.utc)  # what RecordMessage does
+        document: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": record}
+        if version is not None:
+            document["version"] = version
+        document["time_extracted"] = time_extracted
+        self._busy = True
+        try:
+            self._write_message(_Unbuilt(document))
+        finally:
+            self._busy = False
+        if self._after_write is not None:
+            action, self._after_write = self._after_write, None
+            action()
+
+    def _write_message(self, message: Message | _Unbuilt) -> None:
         out = sys.stdout
         raw: t.Any = getattr(out, "buffer", None)
         if msgspec is None or raw is None:  # e.g. stdout captured into a StringIO
-            out.write(self.format_message(message) + "\n")
-            if not isinstance(message, RecordMessage):
+            built = message.built() if isinstance(message, _Unbuilt) else message
+            out.write(self.format_message(built) + "\n")
+            if not isinstance(built, RecordMessage):
                 out.flush()
             return
         if raw is not self._raw:  # stdout was replaced: what is pending belongs to the old one
@@ -101,9 +124,10 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
             self._encoder.encode_into(message.to_dict(), pending, -1)
         except UnicodeEncodeError:  # a lone surrogate ("\ud83d") in Klaviyo's text: msgspec refuses it
             del pending[size:]  # and leaves half-encoded bytes behind
-            pending.extend(super().serialize_message(message).encode("ascii"))  # escapes it, as JSON allows
+            built = message.built() if isinstance(message, _Unbuilt) else message
+            pending.extend(super().serialize_message(built).encode("ascii"))  # escapes it, as JSON allows
         pending.extend(b"\n")
-        if isinstance(message, RecordMessage):
+        if isinstance(message, (RecordMessage, _Unbuilt)):
             if len(pending) >= CHUNK_BYTES:
                 _write_all(raw, pending)
                 pending.clear()
@@ -126,6 +150,22 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
             _write_all(self._raw, self._pending)
             self._pending.clear()
         self._raw.flush()
+
+
+class _Unbuilt:
+    """A RECORD message still in its ``to_dict()`` form; built only for the SDK's encoder."""
+
+    __slots__ = ("document",)
+
+    def __init__(self, document: dict) -> None:
+        self.document = document
+
+    def to_dict(self) -> dict:
+        return self.document
+
+    def built(self) -> RecordMessage:
+        d = self.document
+        return RecordMessage(d["stream"], d["record"], d.get("version"), d["time_extracted"])
 
 
 def _write_all(raw: t.Any, data: bytearray) -> None:

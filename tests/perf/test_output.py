@@ -55,6 +55,33 @@ def test_the_writer_encodes_what_the_sdk_writer_encodes(monkeypatch):
     assert got == expected
 
 
+def test_a_record_written_from_its_parts_is_the_line_of_its_message(monkeypatch):
+    when = dt.datetime(2024, 1, 2, 4, 4, 5, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    plain = {"id": "e1", "event_properties": {"name": "Café ☕"}}
+    surrogate = {"id": "e2", "event_properties": {"bad": "\ud83d"}}  # msgspec refuses it: the SDK's encoder
+    for record in (plain, surrogate):
+        assert_same_lines(monkeypatch, record, when)
+
+
+def assert_same_lines(monkeypatch: pytest.MonkeyPatch, record: dict, when: dt.datetime) -> None:
+    lines = []
+    for write in (
+        lambda w: w.write_message(RecordMessage("events", record, version=7, time_extracted=when)),
+        lambda w: w.write_record("events", record, 7, when),
+        lambda w: w.write_message(RecordMessage("events", record, time_extracted=when)),
+        lambda w: w.write_record("events", record, None, when),
+    ):
+        out = Stdout()
+        monkeypatch.setattr(sys, "stdout", out)
+        writer = KlaviyoMessageWriter()
+        write(writer)
+        writer.flush()
+        lines.append(out.raw_bytes.getvalue())
+    assert lines[0] == lines[1]
+    assert lines[2] == lines[3]
+    assert b"2024-01-02T03:04:05.123456" in lines[1]  # in UTC
+
+
 def test_records_wait_in_the_buffer_and_a_state_takes_them_out_in_order(monkeypatch):
     out = Stdout()
     monkeypatch.setattr(sys, "stdout", out)
@@ -110,3 +137,44 @@ def mocker():
 
     with requests_mock.Mocker() as m:
         yield m
+
+
+def test_a_sync_of_realistic_events_writes_what_the_sdks_plain_path_writes(fake, monkeypatch):
+    """Every fast path of the record loop on, then off: the same messages (the times of the runs aside).
+
+    Off: records decoded then flattened, a RecordMessage per record, the bookmark moved per record.
+    """
+    from singer_sdk import Stream
+
+    from klaviyo_sandbox import gen_events
+    from klaviyo_sandbox.util import Rng
+    from tap_klaviyo import records
+    from tap_klaviyo.sdk_compat import CompatStream
+    from tap_klaviyo.streams import EventsStream
+
+    rng = Rng(11)
+    names = ["Placed Order", "Viewed Product", "Active on Site", "Ordered Product", "Started Checkout"]
+    resources = []
+    for n in range(40):
+        resource = event(f"e{n:02d}", ts(1 + n // 2, hour=n % 24))
+        resource["attributes"]["event_properties"] = gen_events.properties(rng, names[n % 5], n, "realistic")
+        resources.append(resource)
+    fake.add("/api/events", *resources)
+    monkeypatch.setattr(EventsStream, "STATE_MSG_FREQUENCY", 7)
+    fast = run_sync("events", config={"max_concurrency": 1}).messages
+
+    def per_record(self: CompatStream, record: dict, *, context: object = None) -> None:
+        if self.advances_bookmark(record, context):  # type: ignore[arg-type]
+            Stream._increment_stream_state(self, record, context=context)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CompatStream, "writes_records_unmapped", property(lambda self: False))
+    monkeypatch.setattr(CompatStream, "_increment_stream_state", per_record)
+    monkeypatch.setattr(records, "flat_records", records.lazy_records)
+    plain = run_sync("events", config={"max_concurrency": 1}).messages
+    for message in fast + plain:
+        message.pop("time_extracted", None)
+        if message["type"] == "STATE":  # the run's start
+            message["value"]["bookmarks"]["events"].pop("replication_key_signpost", None)
+    assert len([m for m in fast if m["type"] == "RECORD"]) == 40
+    assert sum(bool(m["record"].get("event_properties")) for m in fast if m["type"] == "RECORD") == 40
+    assert fast == plain

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from klaviyo_core.errors import KlaviyoRetriableError
-from tap_klaviyo.records import LazyRecords, decode_page, return_large_blocks_to_the_os
+from tap_klaviyo.records import LazyRecords, decode_page, flat_records, return_large_blocks_to_the_os
 from tap_klaviyo.stream import flatten
 
 RESOURCES = [
@@ -35,6 +35,40 @@ def test_records_read_from_the_raw_page_are_those_of_the_decoded_document():
     assert list(records) == [flatten(r) for r in RESOURCES] == list(records)  # read twice: the same
     assert records[0] == flatten(RESOURCES[0]) and records[-1] == flatten(RESOURCES[-1])
     assert records[1:] == [flatten(r) for r in RESOURCES[1:]]
+
+
+ODD_RESOURCES = [
+    *RESOURCES,
+    {"type": "profile", "id": "p1", "attributes": {"id": "shadowed", "email": "a@b.c"},
+     "relationships": {"lists": {"data": [{"type": "list", "id": "L1"}, {"type": "list", "id": "L2"}]},
+                       "push-tokens": {"data": None}, "metric": {"links": {"self": "x"}},
+                       "odd": "not an object"}},
+    {"type": "event", "id": 7, "attributes": None},
+    {"type": "event", "id": "e9"},
+    {"type": "event", "id": "e10", "attributes": {"n": 1}, "relationships": None, "links": {"self": "x"}},
+]  # fmt: skip
+
+
+def test_records_decoded_in_one_pass_are_those_flatten_makes():
+    body = json.dumps({"data": ODD_RESOURCES}).encode()
+    records = flat_records(decode_page(answer(body)), flatten)
+    assert list(records) == [flatten(r) for r in ODD_RESOURCES]
+    assert records[3] == flatten(ODD_RESOURCES[3]) and records[-2:] == [flatten(r) for r in ODD_RESOURCES[-2:]]
+
+
+def test_realistic_sandbox_events_decoded_in_one_pass_are_those_flatten_makes():
+    from klaviyo_sandbox import gen_events
+    from klaviyo_sandbox.util import Rng
+
+    rng = Rng(7)
+    properties = gen_events.properties
+    resources = [
+        {"type": "event", "id": str(i), "attributes": {"event_properties": properties(rng, name, i, "realistic")},
+         "relationships": {"profile": {"data": {"type": "profile", "id": f"p{i}"}, "links": {"self": "x"}}}}
+        for i, name in enumerate(["Placed Order", "Viewed Product", "Active on Site", "Ordered Product"] * 25)
+    ]  # fmt: skip
+    body = json.dumps({"data": resources}).encode()
+    assert list(flat_records(decode_page(answer(body)), flatten)) == [flatten(r) for r in resources]
 
 
 @pytest.mark.parametrize(

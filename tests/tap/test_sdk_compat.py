@@ -69,23 +69,86 @@ def test_the_fast_record_path_writes_what_the_sdks_path_writes():
     assert ours == sdks
 
 
-def test_increment_stream_state_is_still_called_per_record_with_a_keyword_context(fake, monkeypatch):
+def test_increment_stream_state_is_still_called_per_record_and_state_written_through_two_methods():
     assert _parameters(Stream._increment_stream_state) == [
         ("self", POSITIONAL),
         ("latest_record", POSITIONAL),
         ("context", KEYWORD),
     ]
+    loop = inspect.getsource(Stream._sync_records)
+    assert "self._increment_stream_state(record, context=current_context)" in loop
+    assert "self._write_state_message()" in loop  # every STATE of the loop goes through it
+    assert "self._finalize_state(state)" in loop
+    assert _parameters(Stream._write_state_message) == [("self", POSITIONAL)]
+    assert _parameters(Stream._finalize_state) == [("self", POSITIONAL), ("state", POSITIONAL)]
+    assert _parameters(Stream._write_record_message) == [("self", POSITIONAL), ("record", POSITIONAL)]
+
+
+def test_each_state_holds_the_bookmark_of_the_last_record_written_before_it(fake, monkeypatch):
+    monkeypatch.setattr(EventsStream, "STATE_MSG_FREQUENCY", 2)
+    fake.add("/api/events", *(event(f"e{day}", ts(day)) for day in range(1, 8)))
+    result = run_sync("events", config={"max_concurrency": 1})
+    last = None
+    states = 0
+    for message in result.messages:
+        if message["type"] == "RECORD":
+            last = message["record"]["datetime"]
+        elif message["type"] == "STATE" and last is not None:
+            assert message["value"]["bookmarks"]["events"]["replication_key_value"] == last
+            states += 1
+    assert states >= 4  # after e2, e4, e6 and at the end
+
+
+def test_the_bookmark_moves_to_the_last_record_emitted_if_that_one_may_move_it(fake, monkeypatch):
     seen: list[str] = []
 
     def advances(self: EventsStream, record: dict, context: object) -> bool:  # stands in for WindowedStream's
         seen.append(record["id"])
-        return record["id"] != "e4"  # e4 may not move the bookmark
+        return record["id"] != "e4"  # e4 may not move the bookmark (a lookback re-read)
 
     monkeypatch.setattr(EventsStream, "advances_bookmark", advances)
     fake.add("/api/events", *(event(f"e{day}", ts(day)) for day in (2, 3, 4)))
-    result = run_sync("events", config={"max_concurrency": 1})
-    assert seen == ["e2", "e3", "e4"]  # the SDK calls it for every record, in order
-    assert result.states[-1]["bookmarks"]["events"]["replication_key_value"] == ts(3)
+    result = run_sync("events", config={"max_concurrency": 1, "start_date": ts(1)})
+    assert seen == ["e4"]  # asked once, for the record the STATE would move to
+    assert result.states[-1]["bookmarks"]["events"].get("replication_key_value") != ts(4)
+
+
+def test_an_unsorted_stream_still_keeps_the_largest_value_seen():
+    tap = TapKlaviyo(config=CONFIG)
+    stream = tap.streams["campaigns"]
+    assert not stream.is_sorted
+    context = {"channel": "email"}
+    for day in (3, 5, 4):
+        stream._increment_stream_state({"id": str(day), "updated_at": ts(day)}, context=context)
+    state = stream.get_context_state(context)
+    assert state["progress_markers"]["replication_key_value"] == ts(5)
+
+
+def test_a_termination_signal_moves_the_bookmark_before_the_state_is_written(monkeypatch):
+    tap = TapKlaviyo(config=CONFIG)
+    stream = tap.streams["events"]
+    assert vars(stream)["_tap"] is tap  # Stream._tap, set in Stream.__init__
+    other = TapKlaviyo(config=CONFIG).streams["events"]
+    other._increment_stream_state({"id": "e9", "datetime": ts(9)}, context=None)
+    stream._increment_stream_state({"id": "e1", "datetime": ts(1)}, context=None)
+    assert "replication_key_value" not in stream.get_context_state(None)  # pending until a STATE
+    written: list[int] = []
+    monkeypatch.setattr(TapKlaviyo, "on_termination_signal", lambda self, signum: written.append(signum))
+    tap._handle_termination(signal.SIGTERM, None)
+    assert written == [signal.SIGTERM]
+    assert stream.get_context_state(None)["replication_key_value"] == ts(1)
+    assert "replication_key_value" not in other.get_context_state(None)  # another tap's stream: untouched
+
+
+def test_records_skip_message_objects_only_when_nothing_maps_them():
+    """(tests/perf/test_output.py checks the writer's lines are the SDK's.)"""
+    tap = TapKlaviyo(config=CONFIG)
+    stream = tap.streams["events"]
+    assert stream.writes_records_unmapped
+    mapped = TapKlaviyo(config={**CONFIG, "stream_maps": {"events": {"extra": "1"}}}).streams["events"]
+    assert not mapped.writes_records_unmapped
+    flattened = TapKlaviyo(config={**CONFIG, "flattening_enabled": True, "flattening_max_depth": 1})
+    assert not flattened.streams["events"].writes_records_unmapped
 
 
 def test_handle_termination_is_still_the_handler_the_sdk_installs():
