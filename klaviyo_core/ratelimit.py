@@ -97,10 +97,10 @@ class AdaptivePace:
     #: quota smaller than published costs a few 429s, not one per thread.
     SLOW_START = 4.0
     #: ...or this share of the published burst limit, when larger: an endpoint that admits
-    #: 75 requests a second (profiles) starts with 18 in flight, so a discovery scan's
-    #: first round of windows goes out at once instead of in three round trips, while the
-    #: first flight still leaves three quarters of a second's quota to others on the account.
-    SLOW_START_BURST_SHARE = 0.25
+    #: 75 requests a second (profiles) starts with 22 in flight, so a discovery scan's
+    #: windows go out at once instead of in three round trips, while the first flight
+    #: still leaves 70% of a second's quota to others on the account.
+    SLOW_START_BURST_SHARE = 0.3
     #: In flight beyond this, only the published limits (and max_concurrency) bind.
     UNBOUNDED = 64.0
 

@@ -201,13 +201,13 @@ def test_slow_start_doubles_per_round_trip_until_the_first_429():
     assert limiter.pace.in_flight < 4.5  # now additive: a fraction per success
 
 
-def test_the_first_flight_is_a_quarter_of_a_generous_burst_limit():
+def test_the_first_flight_is_a_share_of_a_generous_burst_limit():
     clock = VirtualClock()
     profiles = EndpointLimiter("get_profiles", 75, 750, clock=clock, sleep=clock.sleep, slow_start=True)
     start = clock()
-    tickets = [profiles.acquire() for _ in range(18)]  # a discovery scan's windows, at once
-    assert clock() == start and profiles.pace.in_flight == 18.0
-    assert not profiles.pace.admits(18)  # the 19th waits for an answer
+    tickets = [profiles.acquire() for _ in range(22)]  # a discovery scan's windows, at once
+    assert clock() == start and profiles.pace.in_flight == 22.0
+    assert not profiles.pace.admits(22)  # the 23rd waits for an answer
     for ticket in tickets:
         profiles.answered(ticket)
     assert EndpointLimiter("op", 10, 150, slow_start=True).pace.in_flight == 4.0  # small limits: 4
