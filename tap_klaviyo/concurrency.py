@@ -63,8 +63,8 @@ from typing_extensions import override
 
 #: A slice aims at this many full pages: enough that its partial last page wastes
 #: little of the rate limit, few enough that the slices ahead of the reader fit the budget
-#: (a slice's pages come one round trip after another: with 4 pages a slice, 16 MB
-#: starved the reader; with 2, 16 MB keeps it as busy as 48 pages did, for a few more requests).
+#: (a slice's pages come one round trip after another: the fewer a slice holds, the fewer
+#: pages must be buffered ahead to keep the reader busy, for a few more partial pages).
 PAGES_PER_SLICE = 2
 #: Split a slice when what remains of it looks larger than this many pages.
 SPLIT_ABOVE_PAGES = 3
@@ -73,9 +73,10 @@ BUFFERED_PAGES_PER_WORKER = 3
 #: ...and in records, whichever is smaller (events pages hold 1,000 records)...
 BUFFERED_RECORDS = 48_000
 #: ...and in bytes of the answers (a page stays raw JSON until read: ~1 MB for 1,000 events,
-#: more for realistic orders). Measured (docs/operations.md): 16 workers keep the reader as
-#: busy with 16 MB as with 48 pages, and the peak RSS falls by the difference.
-BUFFERED_BYTES = 16 * 1024 * 1024
+#: more for realistic orders). Measured (docs/operations.md), 16 workers at 300 ms: 16 MB
+#: kept up on an idle machine but starved the reader when the sandbox answered slowly
+#: (a loaded machine); 32 MB of 2-page slices kept up with the 48 pages of 4-page slices.
+BUFFERED_BYTES = 32 * 1024 * 1024
 #: The slice being read may always run this many pages ahead of the reader.
 HEAD_PAGES = 2
 
