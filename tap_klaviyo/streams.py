@@ -448,8 +448,9 @@ ACTIONS_WITHOUT_MESSAGES = frozenset(
 class FlowMessagesStream(PrefetchedChildMixin, KlaviyoStream):
     """Messages of each flow action that sends one, incremental on ``updated`` per action.
 
-    Klaviyo allows 3 requests a second here: the shared limiter paces them, one
-    action after another. A bookmark per action lets a killed run resume.
+    Klaviyo allows 3 requests a second here: the shared limiter paces them, the next
+    actions' first pages fetched ahead (PrefetchedChildMixin). A bookmark per action
+    lets a killed run resume.
     """
 
     name = "flow_messages"
