@@ -96,13 +96,19 @@ class AdaptivePace:
     #: success adds one (doubling per round trip) until the first 429 or the cap, so a
     #: quota smaller than published costs a few 429s, not one per thread.
     SLOW_START = 4.0
+    #: ...or this share of the published burst limit, when larger: an endpoint that admits
+    #: 75 requests a second (profiles) starts with 22 in flight, so a discovery scan's
+    #: windows go out at once instead of in three round trips, while the first flight
+    #: still leaves 70% of a second's quota to others on the account.
+    SLOW_START_BURST_SHARE = 0.3
     #: In flight beyond this, only the published limits (and max_concurrency) bind.
     UNBOUNDED = 64.0
 
     def __init__(self, burst_per_second: int, *, slow_start: bool = False) -> None:
         self.ceiling = float(burst_per_second)
         self.rate: float | None = None  # requests per second
-        self.in_flight: float | None = self.SLOW_START if slow_start else None  # requests in flight
+        first_flight = max(self.SLOW_START, float(int(burst_per_second * self.SLOW_START_BURST_SHARE)))
+        self.in_flight: float | None = first_flight if slow_start else None  # requests in flight
         self.slow_start = slow_start
 
     def throttled(

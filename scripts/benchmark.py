@@ -403,7 +403,23 @@ def bench_full_sync(scale: float, args: argparse.Namespace, work: Path) -> dict:
         "max_concurrency": args.max_concurrency, "finished": code == 0, "exit_code": code,
         "wall_s": round(wall, 1), "requests": requests, "status_429": throttled,
         "share_429": round(throttled / max(requests, 1), 3), "cpu_s": round(cpu, 1), "log": str(log_path),
+        "stream_seconds": stream_seconds(log_path),
     }  # fmt: skip
+
+
+def stream_seconds(log_path: Path) -> dict[str, float]:
+    """Seconds per stream from the SDK's ``sync_duration`` metrics, longest first.
+
+    A parent's time includes its child streams' (the SDK syncs a parent's children inline).
+    """
+    totals: dict[str, float] = {}
+    for line in log_path.read_text().splitlines():
+        if '"sync_duration"' not in line or "METRIC: " not in line:
+            continue
+        metric = json.loads(line.split("METRIC: ", 1)[1])
+        stream = metric.get("tags", {}).get("stream", "?")
+        totals[stream] = totals.get(stream, 0.0) + float(metric.get("value") or 0.0)
+    return {name: round(value, 1) for name, value in sorted(totals.items(), key=lambda item: -item[1])}
 
 
 def print_stream_table(rows: list[dict]) -> None:
@@ -542,6 +558,8 @@ def main() -> int:
             f"{full['max_concurrency']}): finished={full['finished']} in {full['wall_s']} s; {full['requests']} "
             f"requests, {full['status_429']} answered 429 ({100 * full['share_429']:.1f}%)"
         )
+        slowest = list(full["stream_seconds"].items())[:8]
+        print("  seconds per stream (a parent's include its children's): " + ", ".join(f"{n} {v}" for n, v in slowest))
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

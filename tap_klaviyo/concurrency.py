@@ -30,10 +30,12 @@ Slices are cut adaptively, so nothing about the account needs to be known up fro
   slices after it fill their buffers and stall; slices of a few pages keep every
   worker busy with a buffer of a few pages per worker, whatever the data's skew.
 
-Memory is bounded by a page budget, not by the account's size: a page is fetched
-only while fewer than ``max_buffered_pages`` pages (default: 3 per worker, at most
-:data:`BUFFERED_RECORDS` records) are buffered or in flight, and only for the
-``workers + 2`` slices nearest the reader (the slice being read may always be
+Memory is bounded by a budget, not by the account's size: a page is fetched only
+while fewer than ``max_buffered_pages`` pages (default: 3 per worker, at most
+:data:`BUFFERED_RECORDS` records) are buffered or in flight, and while the buffered
+pages' bytes plus those expected of the pages in flight stay under ``max_buffered_bytes``
+(default :data:`BUFFERED_BYTES`; pages stay raw JSON until read, so a page costs its
+bytes), and only for the ``workers + 2`` slices nearest the reader (the slice being read may always be
 :data:`HEAD_PAGES` pages ahead, so it never starves). Workers always take the
 earliest slice that may fetch, and a slice is only ever fetched by one worker at a
 time (its next page's URL comes from its previous page).
@@ -60,14 +62,21 @@ from dataclasses import dataclass
 from typing_extensions import override
 
 #: A slice aims at this many full pages: enough that its partial last page wastes
-#: little of the rate limit, few enough that several slices per worker fit the budget.
-PAGES_PER_SLICE = 4
+#: little of the rate limit, few enough that the slices ahead of the reader fit the budget
+#: (a slice's pages come one round trip after another: the fewer a slice holds, the fewer
+#: pages must be buffered ahead to keep the reader busy, for a few more partial pages).
+PAGES_PER_SLICE = 2
 #: Split a slice when what remains of it looks larger than this many pages.
-SPLIT_ABOVE_PAGES = 6
+SPLIT_ABOVE_PAGES = 3
 #: Default page budget per worker (buffered plus in flight)...
 BUFFERED_PAGES_PER_WORKER = 3
-#: ...and in records, whichever is smaller (events pages hold 1,000 records, ~1.5 MB).
+#: ...and in records, whichever is smaller (events pages hold 1,000 records)...
 BUFFERED_RECORDS = 48_000
+#: ...and in bytes of the answers (a page stays raw JSON until read: ~1 MB for 1,000 events,
+#: more for realistic orders). Measured (docs/operations.md), 16 workers at 300 ms: 16 MB
+#: kept up on an idle machine but starved the reader when the sandbox answered slowly
+#: (a loaded machine); 32 MB of 2-page slices kept up with the 48 pages of 4-page slices.
+BUFFERED_BYTES = 32 * 1024 * 1024
 #: The slice being read may always run this many pages ahead of the reader.
 HEAD_PAGES = 2
 
@@ -102,6 +111,7 @@ class Page:
     full: bool  # as many resources as asked for, so more may follow
     first: float | None  # sort key of the first record, epoch seconds
     last: float | None  # sort key of the last record
+    size: int = 0  # bytes the page holds while buffered (its answer's body)
 
 
 class Slice:
@@ -153,6 +163,7 @@ class ParallelReader:
         page_size: int,
         horizon: float | None = None,
         max_buffered_pages: int | None = None,
+        max_buffered_bytes: int | None = None,
         name: str = "reader",
         logger: logging.Logger | None = None,
     ) -> None:
@@ -166,6 +177,7 @@ class ParallelReader:
         self.max_buffered_pages = max(
             1, max_buffered_pages or min(BUFFERED_PAGES_PER_WORKER * self.workers, default_budget)
         )
+        self.max_buffered_bytes = max_buffered_bytes or BUFFERED_BYTES
         #: Only this many slices from the one being read may fetch (nearest first).
         self.max_slices_ahead = self.workers + 2
         self.name = name
@@ -173,6 +185,8 @@ class ParallelReader:
         self._cond = threading.Condition()
         self._slices: list[Slice] = []  # not yet handed over, in order; the head is [0]
         self._buffered = 0  # pages fetched, not yet handed over
+        self._buffered_bytes = 0  # their size
+        self._page_bytes = 0  # the largest page seen: what a page in flight is expected to hold
         self._in_flight = 0
         self._idle = 0  # workers waiting for a slice
         self._threads: list[threading.Thread] = []
@@ -181,6 +195,7 @@ class ParallelReader:
         self.pages_fetched = 0
         self.splits = 0
         self.peak_buffered = 0
+        self.peak_buffered_bytes = 0
 
     # -- setup and teardown -----------------------------------------------------------
 
@@ -255,6 +270,7 @@ class ParallelReader:
                     if head.pages:
                         page = head.pages.popleft()
                         self._buffered -= 1
+                        self._buffered_bytes -= page.size
                         self._cond.notify_all()
                         break
                     if head.error is not None:
@@ -288,7 +304,7 @@ class ParallelReader:
 
     def _next_fetchable(self) -> Slice | None:
         """With the lock held: the earliest slice that may fetch a page now, if any."""
-        room = self._buffered + self._in_flight < self.max_buffered_pages
+        room = self._has_room()
         unfinished: set[t.Hashable] = set()  # passes with slices still being fetched
         for index, candidate in enumerate(self._slices):
             if candidate.error is not None:
@@ -303,6 +319,13 @@ class ParallelReader:
                 return candidate
             return None  # later slices would need room too
         return None
+
+    def _has_room(self) -> bool:
+        """With the lock held: may one more page be fetched within the page and byte budgets?"""
+        if self._buffered + self._in_flight >= self.max_buffered_pages:
+            return False
+        expected = self._buffered_bytes + (self._in_flight + 1) * self._page_bytes
+        return expected <= self.max_buffered_bytes
 
     def _work(self) -> None:
         while True:
@@ -334,6 +357,7 @@ class ParallelReader:
                 candidate.claimed = False
                 candidate.requests += 1
                 self.pages_fetched += 1
+                self._page_bytes = max(self._page_bytes, page.size)
                 if not self._closed:
                     self._deliver(candidate, page)
                 self._cond.notify_all()
@@ -355,7 +379,9 @@ class ParallelReader:
         if page.records:
             piece.pages.append(page)
             self._buffered += 1
+            self._buffered_bytes += page.size
             self.peak_buffered = max(self.peak_buffered, self._buffered + self._in_flight)
+            self.peak_buffered_bytes = max(self.peak_buffered_bytes, self._buffered_bytes)
 
     def _maybe_split(self, piece: Slice, page: Page) -> None:
         """With the lock held: cut the rest of ``piece`` into slices when many pages remain."""

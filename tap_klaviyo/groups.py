@@ -158,6 +158,11 @@ class GroupProfilesStream(CustomFieldsMixin, KlaviyoStream):
     custom_source = PROFILE_FIELDS
     primary_keys = ("id",)
     replication_key = None
+    # As list_members: a big group is read as joined_group_at slices in parallel
+    # (tap_klaviyo.parallel), in the same order as one chain.
+    parallel = True
+    slice_key = "joined_group_at"
+    sort = "joined_group_at"
 
     def __init__(self, tap: t.Any, group: Group, schema: dict) -> None:
         self.group = group

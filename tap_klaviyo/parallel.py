@@ -9,11 +9,15 @@ when the stream reads one page at a time.
 
 For a partitioned stream (one partition per list or segment) the plan runs on to the
 partitions after this one, so their pages are fetched while this one is read.
+
+A child stream (flow messages per flow action, coupon codes per coupon) is read one page
+at a time, but the first pages of its next contexts are fetched ahead (:class:`ChildPrefetch`).
 """
 
 from __future__ import annotations
 
 import typing as t
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from klaviyo_core import dates, endpoints
 from tap_klaviyo.concurrency import Page, ParallelReader, Slice
@@ -26,6 +30,8 @@ if t.TYPE_CHECKING:
 
 #: A pass of the parallel reader: (context key, index of the window in that context).
 PassId = tuple[str, int]
+#: ``fetch(context, window, next_url)``: one page (KlaviyoStream.fetch_page).
+FetchPage = t.Callable[["Context | None", Window, "str | None"], Page]
 
 
 class ParallelPages:
@@ -121,3 +127,55 @@ def _slice_window(window: Window, piece: Slice) -> Window:
     lower = window.lower if piece.lower == dates.epoch(window.lower) else dates.from_epoch(piece.lower)
     upper = window.upper if piece.upper == dates.epoch(window.upper) else dates.from_epoch(piece.upper)
     return Window(lower, upper)
+
+
+class ChildPrefetch:
+    """First pages of a child stream's contexts, fetched ahead while the SDK syncs contexts one by one.
+
+    The SDK syncs a parent's child contexts one after another (flow messages: one
+    request per flow action), so a child stream waited a round trip per parent. The
+    parent announces the contexts of the records it is about to hand over
+    (:meth:`expect`, from its own thread, in the order they will be synced); their
+    first pages are fetched by up to ``workers`` threads within the endpoint's limits,
+    and :meth:`first_page` gives one back when the SDK syncs that context. Records,
+    their order and the bookmarks per context are those of the sequential read: only
+    when the request goes out changes. A page not taken (a run stopped early) is dropped.
+    """
+
+    def __init__(self, stream: KlaviyoStream, workers: int, fetch: FetchPage) -> None:
+        self.stream = stream
+        self._fetch = fetch  # the stream's own request for a page (not the one that asks here)
+        self.workers = max(1, workers)
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: dict[str, tuple[Window, Future[Page]]] = {}
+
+    def expect(self, context: Context, window: Window) -> None:
+        """Start fetching the first page of ``context``'s ``window`` (SDK thread).
+
+        ``window`` is the first one the sync of the context will read; when it is not
+        (:meth:`first_page` compares), that sync makes its own request as usual.
+        """
+        key = context_key(context)
+        if key in self._ahead:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self.stream.name}-ahead")
+        self._ahead[key] = (window, self._pool.submit(self._fetch, context, window, None))
+
+    def first_page(self, context: Context | None, window: Window) -> Page | None:
+        """The page fetched ahead for this context and window, if any (waits for it)."""
+        entry = self._ahead.pop(context_key(context), None)
+        if entry is None:
+            return None
+        planned, future = entry
+        if planned != window:
+            future.cancel()
+            return None
+        return future.result()
+
+    def close(self) -> None:
+        """Drop what was not taken: queued requests are cancelled, running ones not waited for."""
+        self._ahead.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

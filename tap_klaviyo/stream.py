@@ -212,6 +212,7 @@ class KlaviyoStream(WindowedStream):
             full=len(page.data) >= (endpoints.page_size_max(self.operation_id) or 1),
             first=key(rows[0]) if ordered else None,
             last=key(rows[-1]) if ordered else None,
+            size=len(response.content),  # the records stay this JSON until read
         )
 
     def page_records(self, response: requests.Response) -> t.Sequence[dict]:

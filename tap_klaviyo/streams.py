@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import typing as t
 from functools import cached_property
@@ -12,13 +13,16 @@ from typing_extensions import override
 from klaviyo_core import dates, filters
 from klaviyo_core.client import decode_document
 from tap_klaviyo.custom_fields import EVENT_FIELDS, PROFILE_FIELDS, CustomFieldsMixin
+from tap_klaviyo.parallel import ChildPrefetch
 from tap_klaviyo.reports import REPORT_STREAM_TYPES
 from tap_klaviyo.stream import KlaviyoStream, profile_fields_params
-from tap_klaviyo.windows import Window
+from tap_klaviyo.windows import WHOLE_RANGE, Window
 
 if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
+
+    from tap_klaviyo.concurrency import Page
 
 CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
 
@@ -27,6 +31,74 @@ def archived_condition(context: Context | None) -> str:
     """Klaviyo leaves archived campaigns and flows out unless the filter asks for them
     (``equals`` is the only operator it allows on ``archived``): each pass says which it reads."""
     return filters.condition("equals", "archived", bool((context or {}).get("archived")))
+
+
+class PrefetchedChildMixin:
+    """A child stream whose contexts' first pages its parent has fetched ahead (:class:`ChildPrefetch`)."""
+
+    @cached_property
+    def prefetch(self) -> ChildPrefetch:
+        stream = t.cast("KlaviyoStream", self)
+        return ChildPrefetch(stream, stream.max_concurrency, fetch=super().fetch_page)  # type: ignore[misc]  # KlaviyoStream's
+
+    def fetch_page(self, context: Context | None, window: Window, next_url: str | None = None) -> Page:
+        if next_url is None:
+            page = self.prefetch.first_page(context, window)
+            if page is not None:
+                return page
+        return super().fetch_page(context, window, next_url)  # type: ignore[misc]  # KlaviyoStream's
+
+    def expect(self, context: Context) -> None:
+        """Fetch the context's first page ahead when its first window is known now.
+
+        The SDK sets where a context starts (its bookmark, else ``start_date``) only when it
+        syncs it: a context with a bookmark of its own is left to that sync; one without
+        starts at ``start_date`` (capped at the run's start, as ``get_starting_timestamp``).
+        The state is only read here: the SDK adds a context's entry when it syncs it.
+        """
+        stream = t.cast("KlaviyoStream", self)
+        if stream.max_concurrency <= 1 or not (stream.selected or stream.has_selected_descendents):
+            return
+        if not stream.replication_key:
+            window = WHOLE_RANGE
+        else:
+            partitions = stream.stream_state.get("partitions") or []
+            if any(p.get("context") == context and p.get("replication_key_value") for p in partitions):
+                return
+            start = dates.parse(stream.config.get("start_date"))
+            window = Window(min(start, stream.run_started_at(context)) if start else None, stream.end_date)
+        self.prefetch.expect(context, window)
+
+
+class PrefetchingParentMixin:
+    """A parent stream that announces its records' child contexts a few records ahead.
+
+    The SDK syncs a record's children before it takes the parent's next record: holding
+    back a few records lets the children's first pages be fetched concurrently, while
+    every record still goes out in order, each followed by its children.
+    """
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict]:
+        stream = t.cast("KlaviyoStream", self)
+        children = [c for c in stream.child_streams if isinstance(c, PrefetchedChildMixin)]
+        if not children or stream.max_concurrency <= 1:
+            yield from super().get_records(context)  # type: ignore[misc]  # KlaviyoStream's
+            return
+        ahead: collections.deque[dict] = collections.deque()
+        try:
+            for record in super().get_records(context):  # type: ignore[misc]
+                for child_context in stream.generate_child_contexts(record, context):
+                    for child in children:
+                        if child_context is not None:
+                            child.expect(child_context)
+                ahead.append(record)
+                if len(ahead) > 2 * stream.max_concurrency:
+                    yield ahead.popleft()
+            while ahead:
+                yield ahead.popleft()
+        finally:
+            for child in children:
+                child.prefetch.close()
 
 
 class CampaignsStream(KlaviyoStream):
@@ -335,7 +407,7 @@ class CampaignMessagesStream(IncludedMixin, CampaignsStream):  # type: ignore[ov
     state_partitioning_keys: t.ClassVar[list[str]] = ["channel"]
 
 
-class FlowActionsStream(IncludedMixin, FlowsStream):  # type: ignore[override]  # extra_params: a property
+class FlowActionsStream(PrefetchingParentMixin, IncludedMixin, FlowsStream):  # type: ignore[override]  # extra_params: a property
     """Flow actions (type, status, settings) via ``include`` on flows: one request per 50 flows.
 
     Full table, derived from the flows stream like campaign messages from campaigns.
@@ -373,11 +445,12 @@ ACTIONS_WITHOUT_MESSAGES = frozenset(
 )
 
 
-class FlowMessagesStream(KlaviyoStream):
+class FlowMessagesStream(PrefetchedChildMixin, KlaviyoStream):
     """Messages of each flow action that sends one, incremental on ``updated`` per action.
 
-    Klaviyo allows 3 requests a second here: the shared limiter paces them, one
-    action after another. A bookmark per action lets a killed run resume.
+    Klaviyo allows 3 requests a second here: the shared limiter paces them, the next
+    actions' first pages fetched ahead (PrefetchedChildMixin). A bookmark per action
+    lets a killed run resume.
     """
 
     name = "flow_messages"
@@ -441,7 +514,7 @@ class CatalogCategoriesStream(KlaviyoStream):
     operation_id = "get_catalog_categories"
 
 
-class CouponsStream(KlaviyoStream):
+class CouponsStream(PrefetchingParentMixin, KlaviyoStream):
     name = "coupons"
     operation_id = "get_coupons"
 
@@ -451,7 +524,7 @@ class CouponsStream(KlaviyoStream):
             yield {"coupon_id": record["id"]}
 
 
-class CouponCodesStream(KlaviyoStream):
+class CouponCodesStream(PrefetchedChildMixin, KlaviyoStream):
     """Codes of each coupon (Klaviyo requires a coupon filter); full table."""
 
     name = "coupon_codes"

@@ -33,17 +33,17 @@ def test_many_groups_are_fetched_concurrently_and_emitted_one_group_at_a_time(bo
     most_groups = [0]
     send = KlaviyoConnection.send
 
-    def tracked(self: KlaviyoConnection, request: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+    def tracked(self: KlaviyoConnection, request: t.Any, **kwargs: t.Any) -> t.Any:
         group = str(request.url).split("/api/lists/")[-1].split("/")[0] if "/profiles" in str(request.url) else None
         if group is None:
-            return send(self, request, *args, **kwargs)
+            return send(self, request, **kwargs)
         with lock:
             in_flight[0] += 1
             peak[0] = max(peak[0], in_flight[0])
             groups_in_flight[0].add(group)
             most_groups[0] = max(most_groups[0], len(groups_in_flight[0]))
         try:
-            return send(self, request, *args, **kwargs)
+            return send(self, request, **kwargs)  # (decode=: the page decoder)
         finally:
             with lock:
                 in_flight[0] -= 1

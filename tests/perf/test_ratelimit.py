@@ -167,7 +167,7 @@ def test_unanswered_requests_sent_earlier_count_against_what_remains():
 
 def test_a_429_halves_the_requests_in_flight_and_paces_below_what_the_window_admitted():
     clock = VirtualClock()
-    limiter = EndpointLimiter("op", 100, 6000, clock=clock, sleep=clock.sleep, slow_start=True)
+    limiter = EndpointLimiter("op", 10, 600, clock=clock, sleep=clock.sleep, slow_start=True)
     tickets = [limiter.acquire() for _ in range(4)]  # slow start: 4 in flight
     assert limiter.pace.in_flight == 4.0
     limiter.throttled_for(1.0)  # burst window ran out after 4 sends in this second
@@ -192,7 +192,7 @@ def test_successes_grow_the_pace_back_until_the_published_limits_bind_again():
 
 
 def test_slow_start_doubles_per_round_trip_until_the_first_429():
-    limiter = EndpointLimiter("op", 100, 6000, slow_start=True)
+    limiter = EndpointLimiter("op", 10, 600, slow_start=True)
     for _ in range(4):
         limiter.succeeded()
     assert limiter.pace.in_flight == 8.0
@@ -201,9 +201,21 @@ def test_slow_start_doubles_per_round_trip_until_the_first_429():
     assert limiter.pace.in_flight < 4.5  # now additive: a fraction per success
 
 
+def test_the_first_flight_is_a_share_of_a_generous_burst_limit():
+    clock = VirtualClock()
+    profiles = EndpointLimiter("get_profiles", 75, 750, clock=clock, sleep=clock.sleep, slow_start=True)
+    start = clock()
+    tickets = [profiles.acquire() for _ in range(22)]  # a discovery scan's windows, at once
+    assert clock() == start and profiles.pace.in_flight == 22.0
+    assert not profiles.pace.admits(22)  # the 23rd waits for an answer
+    for ticket in tickets:
+        profiles.answered(ticket)
+    assert EndpointLimiter("op", 10, 150, slow_start=True).pace.in_flight == 4.0  # small limits: 4
+
+
 def test_requests_wait_for_a_place_in_flight_but_never_forever():
     clock = VirtualClock()
-    limiter = EndpointLimiter("op", 100, 6000, clock=clock, sleep=clock.sleep, slow_start=True)
+    limiter = EndpointLimiter("op", 10, 600, clock=clock, sleep=clock.sleep, slow_start=True)
     for _ in range(4):
         limiter.acquire()  # never answered (a hung request)
     start = clock()

@@ -69,6 +69,7 @@ class Source:
                 full=len(chunk) == self.page_size,
                 first=chunk[0]["k"] if chunk else None,
                 last=chunk[-1]["k"] if chunk else None,
+                size=1000 * len(chunk),  # as if each record were 1 KB of JSON
             )
         finally:
             with self.lock:
@@ -194,6 +195,20 @@ def test_buffered_pages_stay_within_the_budget_however_slow_the_reader():
     assert count == len(source.records)
     assert reader.peak_buffered <= 10 + HEAD_PAGES
     assert peak <= 10 + HEAD_PAGES
+
+
+def test_buffered_bytes_stay_within_the_byte_budget_however_slow_the_reader():
+    source = Source(range(0, 200_000, 4), page_size=50)  # 50 KB a page
+    budget = 200_000  # four pages' worth, though the page budget would allow 24
+    with ParallelReader(source.fetch, key, workers=8, page_size=50, max_buffered_bytes=budget) as reader:
+        reader.add_pass("main", 0.0, 200_000.0)
+        count = 0
+        for page in reader.pages("main"):
+            count += len(page.records)
+            time.sleep(0.001)
+    assert count == len(source.records)
+    assert reader.peak_buffered_bytes <= budget + HEAD_PAGES * 50_000  # the head slice may always run ahead
+    assert reader.max_buffered_pages == 24 and reader.peak_buffered <= 4 + HEAD_PAGES
 
 
 def test_a_budget_of_one_page_cannot_deadlock():

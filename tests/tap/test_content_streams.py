@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import threading
 import time
 import typing as t
 from contextlib import redirect_stdout
@@ -376,3 +377,26 @@ def test_flow_actions_from_an_include_keep_the_flow_of_the_relationship(mocker):
     mocker.get(PROBE, json=no_flows)  # the scope check before the sync takes neither answer
     (record,) = run_sync("flow_actions").records
     assert record["id"] == "A1" and record["flow_id"] == "F1"
+
+
+def test_child_contexts_first_pages_are_fetched_ahead_giving_the_messages_of_a_sequential_sync(box, monkeypatch):
+    """flow_messages (per flow action) and coupon_codes (per coupon): the same RECORD and STATE
+    messages, in the same order, whether each context waits for its own request or not."""
+    names = ("flow_actions", "flow_messages", "coupons", "coupon_codes")
+    one = run(box, names, max_concurrency=1)
+    threads: list[str] = []
+    real_send = requests.Session.send
+
+    def send(session: requests.Session, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:
+        threads.append(threading.current_thread().name)
+        return real_send(session, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", send)
+    eight = run(box, names, max_concurrency=8)
+
+    def singer(result: Run) -> list[tuple]:
+        return [(m["type"], m.get("stream"), m.get("record"), m.get("value")) for m in result.messages]
+
+    assert singer(eight) == singer(one) and eight.records("flow_messages") and eight.records("coupon_codes")
+    assert any(name.startswith("flow_messages-ahead") for name in threads)
+    assert any(name.startswith("coupon_codes-ahead") for name in threads)

@@ -202,7 +202,9 @@ def test_a_list_stream_holds_its_current_members_as_typed_profiles(mocker):
 
     member_requests = [fake.params(i) for i in range(before, len(fake.requests))]
     assert [r.url.split("?")[0] for r in fake.requests[before:]] == ["https://a.klaviyo.com/api/lists/L1/profiles"] * 2
-    assert member_requests[0] == {"additional-fields[profile]": "subscriptions", "page[size]": "100"}
+    assert member_requests[0] == {
+        "additional-fields[profile]": "subscriptions", "page[size]": "100", "sort": "joined_group_at"
+    }  # fmt: skip
     assert "page[cursor]" in member_requests[1]  # links.next followed
     records = {r["id"]: r for r in run.records("list_vip_whales_l1")}
     assert sorted(records) == ["p1", "p2", "p3"]
@@ -361,3 +363,25 @@ def test_group_streams_ask_for_predictive_analytics_only_when_profiles_do(tmp_pa
     assert all(r.get("predictive_analytics") is None for r in seen[False])
     assert all(isinstance(r["predictive_analytics"], dict) for r in seen[True])
     assert sorted(r["id"] for r in seen[True]) == sorted(r["id"] for r in seen[False])
+
+
+def test_a_big_group_is_read_in_parallel_slices_giving_the_records_of_one_chain(mocker):
+    fake = FakeKlaviyo(mocker)
+    seed(fake)
+    fake.collections["/api/lists/L1/profiles"] = []
+    fake.add(
+        "/api/lists/L1/profiles",
+        *(member_profile(f"m{n:04d}", ts(1 + n // 100, n % 24)) for n in range(1500)),
+    )
+    catalog = select(discover(GROUPS_ON), "list_vip_whales_l1")
+    one = sync(catalog, {**GROUPS_ON, "max_concurrency": 1})
+    requests_before = len(fake.requests)
+    eight = sync(catalog, {**GROUPS_ON, "max_concurrency": 8})
+
+    ids = [r["id"] for r in one.records("list_vip_whales_l1")]
+    assert [r["id"] for r in eight.records("list_vip_whales_l1")] == ids
+    assert len(one.records("list_vip_whales_l1")) == 1500
+    later = range(requests_before, len(fake.requests))
+    sliced = [fake.params(i) for i in later if "/lists/L1/" in fake.requests[i].url]
+    assert all(p.get("sort") == "joined_group_at" for p in sliced if "page[cursor]" not in p)
+    assert any("less-than(joined_group_at" in p.get("filter", "") for p in sliced)  # cut into slices
