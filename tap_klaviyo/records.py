@@ -160,13 +160,15 @@ class _Resource(msgspec.Struct):
 _RESOURCE = msgspec.json.Decoder(_Resource)
 
 
-def flat_records(page: _Document, flatten: t.Callable[[dict], dict]) -> LazyRecords:
+def flat_records(page: _Document | _Decoded, flatten: t.Callable[[dict], dict]) -> t.Sequence[dict]:
     """Like ``lazy_records(page, flatten)`` with the base ``flatten``, decoded in one pass.
 
     Decoding the resource into a struct builds no dict for the resource, its ``links`` and
     its relationships' ``links`` (a tenth of the decoding). A resource of another shape
     (an id that is not text, a relationship that is not an object) goes through ``flatten``.
     """
+    if isinstance(page, _Decoded):
+        return lazy_records(page, flatten)
     return LazyRecords(page.data, flatten, _flat_record)
 
 
