@@ -179,12 +179,15 @@ def _flat_record(raw: msgspec.Raw, flatten: t.Callable[[dict], dict]) -> dict:
         return flatten(_decode(raw))
     record = {"id": resource.id, **(resource.attributes or {})}
     for name, relationship in (resource.relationships or {}).items():
-        data = relationship.data
-        if data is msgspec.UNSET:
-            continue
-        key = name.replace("-", "_")
-        if isinstance(data, list):
-            record[key.removesuffix("s") + "_ids"] = [item["id"] for item in data]
-        else:
-            record[key + "_id"] = data["id"] if data else None
+        if relationship.data is not msgspec.UNSET:
+            add_relationship(record, name, relationship.data)
     return record
+
+
+def add_relationship(record: dict, name: str, data: t.Any) -> None:
+    """A relationship's ids as a column: ``<name>_id``, or ``<name without s>_ids`` for a list."""
+    key = name.replace("-", "_")
+    if isinstance(data, list):
+        record[key.removesuffix("s") + "_ids"] = [item["id"] for item in data]
+    else:
+        record[key + "_id"] = data["id"] if data else None

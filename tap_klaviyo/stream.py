@@ -65,13 +65,8 @@ def flatten(resource: dict) -> dict:
     """A JSON:API resource as one flat record: id, attributes, relationship ids."""
     record = {"id": resource["id"], **(resource.get("attributes") or {})}
     for name, relationship in (resource.get("relationships") or {}).items():
-        if not isinstance(relationship, dict) or "data" not in relationship:
-            continue
-        data, key = relationship["data"], name.replace("-", "_")
-        if isinstance(data, list):
-            record[key.removesuffix("s") + "_ids"] = [item["id"] for item in data]
-        else:
-            record[key + "_id"] = data["id"] if data else None
+        if isinstance(relationship, dict) and "data" in relationship:
+            records.add_relationship(record, name, relationship["data"])
     return record
 
 
