@@ -121,12 +121,13 @@ def run(
 def profiled(command: list[str], how: str | None, stem: Path) -> list[str]:
     """``command`` run under a profiler (its other figures are then off: profiling costs CPU).
 
-    ``py-spy`` samples every thread (``STEM.txt``: collapsed stacks, see :func:`summarize_stacks`);
+    ``py-spy`` samples the thread holding the GIL, which is where the tap spends its CPU (``STEM.txt``:
+    collapsed stacks, see :func:`summarize_stacks`);
     ``cprofile`` sees the main thread only (``STEM.prof``).
     """
     if how == "py-spy":
         spy = str(Path(sys.executable).with_name("py-spy"))
-        return [spy, "record", "--rate", "200", "--format", "raw", "--output", f"{stem}.txt", "--", *command]
+        return [spy, "record", "--gil", "--rate", "200", "--format", "raw", "--output", f"{stem}.txt", "--", *command]
     if how == "cprofile":
         return [sys.executable, "-m", "cProfile", "-o", f"{stem}.prof", TAP_SCRIPT, *command[len(TAP) :]]
     return command
@@ -148,7 +149,7 @@ def summarize_stacks(path: Path, top: int = 25) -> str:
             own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             total[frame] = total.get(frame, 0) + count
-    lines = [f"{samples} samples (every thread); self % / total %:"]
+    lines = [f"{samples} samples (the thread holding the GIL); self % / total %:"]
     for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
         lines.append(f"{100 * count / samples:5.1f} {100 * total[frame] / samples:5.1f}  {frame}")
     return "\n".join(lines)
@@ -491,7 +492,7 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         choices=("py-spy", "cprofile"),
-        help="run each sync under a profiler (files in the work dir; py-spy: every thread, summary printed)",
+        help="run each sync under a profiler (files in the work dir; py-spy: the GIL holder, summary printed)",
     )
     parser.add_argument(
         "--discovery",
