@@ -41,6 +41,10 @@ Sync: nothing crashes, nothing is dropped
     custom-field value that is not an object at all is kept there under
     :data:`NOT_AN_OBJECT_KEY`.
 
+    Most records never reach the Conformer: :mod:`tap_klaviyo.typed_decoding` turns the
+    schema into msgspec types and checks the values while the resource is decoded, in C;
+    the Conformer makes the records msgspec refuses (the same record either way).
+
     Conforming happens when the run's schema has the ``_unmapped`` column; a
     catalog made with discovery off (``properties`` a free-form object, no
     ``_unmapped`` column) passes the objects through untouched, as before.
@@ -58,14 +62,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
+import msgspec
+
 from klaviyo_core import endpoints, filters
 from klaviyo_core.errors import KlaviyoError
+from tap_klaviyo import records
 from tap_klaviyo.inference import Conformer, SchemaInferrer
+from tap_klaviyo.stream import flatten
+from tap_klaviyo.typed_decoding import TypedRecords, Unsupported
 
 if t.TYPE_CHECKING:
     import logging
 
-    from singer_sdk.helpers.types import Context
+    import requests
 
     from klaviyo_core.client import KlaviyoConnection
 
@@ -328,13 +337,20 @@ def _utc(seconds: int) -> dt.datetime:
 
 
 class CustomFieldsMixin:
-    """Stream mixin: conform each record's custom-field object to the run's schema.
+    """Stream mixin: each record's custom-field object conformed to the run's schema.
 
     Mixed into streams whose records carry ``custom_source.field``. The run's
     schema is the input catalog's when one was given (``effective_schema``).
+    Records are made conformed: typed while decoded (:mod:`tap_klaviyo.typed_decoding`),
+    or flattened and then conformed by the :class:`Conformer` when msgspec's types refuse
+    the record (the same record either way).
     """
 
     custom_source: t.ClassVar[CustomFieldSource]
+    #: Columns set to these values when Klaviyo leaves them out of a resource.
+    attribute_defaults: t.ClassVar[dict[str, t.Any]] = {}
+    #: Whether records are typed while decoded (off: the Conformer types every record).
+    typed_decoding: t.ClassVar[bool] = True
 
     @cached_property
     def custom_field_conformer(self) -> Conformer | None:
@@ -354,11 +370,37 @@ class CustomFieldsMixin:
                 "Run discovery again, or use JSON schema types only."
             ) from exc
 
-    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        row = super().post_process(row, context)  # type: ignore[misc]
-        if row is not None and self.custom_field_conformer is not None:
-            conform_custom_fields(row, self.custom_source.field, self.custom_field_conformer)
-        return row
+    @cached_property
+    def typed_records(self) -> TypedRecords | None:
+        """The record maker typing custom fields while decoding; None: the Conformer alone."""
+        if self.custom_field_conformer is None or not self.typed_decoding:
+            return None
+        field = self.custom_source.field
+        properties = self.effective_schema["properties"]  # type: ignore[attr-defined]
+        columns = [name for name in properties if name not in ("id", unmapped_column(field))]
+        try:
+            return TypedRecords(columns, field, properties[field], self.attribute_defaults)
+        except Unsupported as exc:
+            self.logger.info("Stream %s: custom fields typed by the Conformer alone (%s).", self.name, exc)  # type: ignore[attr-defined]
+            return None
+
+    def page_records(self, response: requests.Response) -> t.Sequence[dict]:
+        page = records.decode_page(response)
+        typed = self.typed_records
+        if typed is None or isinstance(page, records.Decoded):
+            return records.lazy_records(page, self.to_record)
+        return records.LazyRecords(page.data, self._raw_to_record, typed.record)
+
+    def to_record(self, resource: dict) -> dict:
+        record = flatten(resource)
+        for name, value in self.attribute_defaults.items():
+            record.setdefault(name, value)
+        if self.custom_field_conformer is not None:
+            conform_custom_fields(record, self.custom_source.field, self.custom_field_conformer)
+        return record
+
+    def _raw_to_record(self, raw: msgspec.Raw) -> dict:
+        return self.to_record(msgspec.json.decode(raw))
 
 
 def conform_custom_fields(row: dict, field: str, conformer: Conformer) -> dict:

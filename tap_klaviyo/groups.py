@@ -42,7 +42,7 @@ from typing_extensions import override
 
 from klaviyo_core.errors import KlaviyoAPIError
 from tap_klaviyo.custom_fields import PROFILE_FIELDS, CustomFieldsMixin
-from tap_klaviyo.stream import KlaviyoStream, flatten, profile_fields_params
+from tap_klaviyo.stream import KlaviyoStream, profile_fields_params
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -156,6 +156,7 @@ class GroupProfilesStream(CustomFieldsMixin, KlaviyoStream):
     """The current members of one list or segment, as full profiles with ``joined_group_at``."""
 
     custom_source = PROFILE_FIELDS
+    attribute_defaults: t.ClassVar[dict[str, t.Any]] = {"joined_group_at": None}
     primary_keys = ("id",)
     replication_key = None
     # As list_members: a big group is read as joined_group_at slices in parallel
@@ -177,12 +178,6 @@ class GroupProfilesStream(CustomFieldsMixin, KlaviyoStream):
     @override
     def get_url(self, context: Context | None) -> str:
         return f"{self.url_base}/api/{self.group.kind}s/{quote(self.group.id, safe='')}/profiles"
-
-    @override
-    def to_record(self, resource: dict) -> dict:
-        record = flatten(resource)
-        record.setdefault("joined_group_at", None)
-        return record
 
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:

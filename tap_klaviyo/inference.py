@@ -336,7 +336,7 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _stringify(v: Any) -> str:
+def stringify(v: Any) -> str:
     """String form of a value for a string-typed field."""
     if isinstance(v, str):
         return v
@@ -354,7 +354,7 @@ def _stringify(v: Any) -> str:
 
 
 def _to_string(v, path, unmapped):
-    return MISS if v is None else _stringify(v)
+    return MISS if v is None else stringify(v)
 
 
 def _to_boolean(v, path, unmapped):

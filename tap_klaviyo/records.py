@@ -67,19 +67,19 @@ _PAGE = msgspec.json.Decoder(_Document)
 _decode = msgspec.json.decode
 
 
-class _Decoded(t.NamedTuple):
+class Decoded(t.NamedTuple):
     """An answer msgspec cannot take as raw spans, decoded whole by the stdlib parser instead."""
 
     data: list[dict]
     links: _Links | None
 
 
-def decode_page(response: requests.Response) -> _Document | _Decoded:
+def decode_page(response: requests.Response) -> _Document | Decoded:
     """The answer's resources as raw JSON (cached on the response), checked to be well-formed."""
     cached = response.__dict__.get("_klaviyo_page")
     if cached is not None:
         return cached
-    page: _Document | _Decoded
+    page: _Document | Decoded
     try:
         page = _PAGE.decode(response.content)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -89,7 +89,7 @@ def decode_page(response: requests.Response) -> _Document | _Decoded:
         document = decode_document(response)
         data = document.get("data")
         next_url = (document.get("links") or {}).get("next")
-        page = _Decoded(data if isinstance(data, list) else [], _Links(next_url))
+        page = Decoded(data if isinstance(data, list) else [], _Links(next_url))
     response.__dict__["_klaviyo_page"] = page
     return page
 
@@ -99,15 +99,16 @@ def _decode_then(raw: msgspec.Raw, to_record: t.Callable[[dict], dict]) -> dict:
 
 
 class LazyRecords(Sequence[dict]):
-    """A page's records, each decoded and made a record (``to_record``) when read."""
+    """A page's records, each made when read: ``make(raw, to_record)``, by default
+    ``to_record`` of the decoded resource."""
 
     __slots__ = ("_make", "_raw", "_to_record")
 
     def __init__(
         self,
         raw: list[msgspec.Raw],
-        to_record: t.Callable[[dict], dict],
-        make: t.Callable[[msgspec.Raw, t.Callable[[dict], dict]], dict] = _decode_then,
+        to_record: t.Callable[[t.Any], dict],
+        make: t.Callable[[msgspec.Raw, t.Callable[[t.Any], dict]], dict] = _decode_then,
     ) -> None:
         self._raw = raw
         self._to_record = to_record
@@ -138,9 +139,9 @@ class LazyRecords(Sequence[dict]):
         return self._make(self._raw[index], self._to_record)
 
 
-def lazy_records(page: _Document | _Decoded, to_record: t.Callable[[dict], dict]) -> t.Sequence[dict]:
+def lazy_records(page: _Document | Decoded, to_record: t.Callable[[dict], dict]) -> t.Sequence[dict]:
     """A decoded page's resources as records, each made when read."""
-    if isinstance(page, _Decoded):
+    if isinstance(page, Decoded):
         return [to_record(resource) for resource in page.data]
     return LazyRecords(page.data, to_record)
 
@@ -160,14 +161,14 @@ class _Resource(msgspec.Struct):
 _RESOURCE = msgspec.json.Decoder(_Resource)
 
 
-def flat_records(page: _Document | _Decoded, flatten: t.Callable[[dict], dict]) -> t.Sequence[dict]:
+def flat_records(page: _Document | Decoded, flatten: t.Callable[[dict], dict]) -> t.Sequence[dict]:
     """Like ``lazy_records(page, flatten)`` with the base ``flatten``, decoded in one pass.
 
     Decoding the resource into a struct builds no dict for the resource, its ``links`` and
     its relationships' ``links`` (a tenth of the decoding). A resource of another shape
     (an id that is not text, a relationship that is not an object) goes through ``flatten``.
     """
-    if isinstance(page, _Decoded):
+    if isinstance(page, Decoded):
         return lazy_records(page, flatten)
     return LazyRecords(page.data, flatten, _flat_record)
 

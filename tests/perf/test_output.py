@@ -142,13 +142,15 @@ def mocker():
 def test_a_sync_of_realistic_events_writes_what_the_sdks_plain_path_writes(fake, monkeypatch):
     """Every fast path of the record loop on, then off: the same messages (the times of the runs aside).
 
-    Off: records decoded then flattened, a RecordMessage per record, the bookmark moved per record.
+    Off: records decoded then flattened, custom fields conformed by the Conformer (not typed while
+    decoded), a RecordMessage per record, the bookmark moved per record.
     """
     from singer_sdk import Stream
 
     from klaviyo_sandbox import gen_events
     from klaviyo_sandbox.util import Rng
     from tap_klaviyo import records
+    from tap_klaviyo.custom_fields import CustomFieldsMixin
     from tap_klaviyo.sdk_compat import CompatStream
     from tap_klaviyo.streams import EventsStream
 
@@ -170,6 +172,7 @@ def test_a_sync_of_realistic_events_writes_what_the_sdks_plain_path_writes(fake,
     monkeypatch.setattr(CompatStream, "writes_records_unmapped", property(lambda self: False))
     monkeypatch.setattr(CompatStream, "_increment_stream_state", per_record)
     monkeypatch.setattr(records, "flat_records", records.lazy_records)
+    monkeypatch.setattr(CustomFieldsMixin, "typed_decoding", False)
     plain = run_sync("events", config={"max_concurrency": 1}).messages
     for message in fast + plain:
         message.pop("time_extracted", None)
