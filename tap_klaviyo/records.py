@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 import typing as t
 from collections.abc import Sequence
@@ -187,8 +188,17 @@ def _flat_record(raw: msgspec.Raw, flatten: t.Callable[[dict], dict]) -> dict:
 
 def add_relationship(record: dict, name: str, data: t.Any) -> None:
     """A relationship's ids as a column: ``<name>_id``, or ``<name without s>_ids`` for a list."""
-    key = name.replace("-", "_")
-    if isinstance(data, list):
-        record[key.removesuffix("s") + "_ids"] = [item["id"] for item in data]
+    if type(data) is list:
+        record[_many_column(name)] = [item["id"] for item in data]
     else:
-        record[key + "_id"] = data["id"] if data else None
+        record[_one_column(name)] = data["id"] if data else None
+
+
+@functools.cache  # a stream has a few relationships, and each record carries them all
+def _one_column(name: str) -> str:
+    return name.replace("-", "_") + "_id"
+
+
+@functools.cache
+def _many_column(name: str) -> str:
+    return name.replace("-", "_").removesuffix("s") + "_ids"

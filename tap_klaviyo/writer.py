@@ -51,6 +51,8 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
             self._encoder = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number")
             self._pending = bytearray()
             self._raw: t.Any = None  # the byte stream the pending records go to
+            self._record_key: tuple | None = None  # stream, version, time extracted of _record_ends
+            self._record_ends = (b"", b"")
             atexit.register(_flush_at_exit, weakref.ref(self))
 
     @override
@@ -90,21 +92,57 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
 
         Without a message object to build, check and convert per record (see
         ``CompatStream._write_record_message``); one is made only when msgspec cannot write it.
+        Only the record is encoded per record: what comes before and after it in the line is
+        encoded once per stream, version and time extracted (a page's records share them).
         """
         if time_extracted.tzinfo is not dt.timezone.utc:
             time_extracted = time_extracted.astimezone(dt.timezone.utc)  # what RecordMessage does
-        document: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": record}
-        if version is not None:
-            document["version"] = version
-        document["time_extracted"] = time_extracted
         self._busy = True
         try:
-            self._write_message(_Unbuilt(document))
+            if not self._append_record(stream, record, version, time_extracted):
+                document: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": record}
+                if version is not None:
+                    document["version"] = version
+                document["time_extracted"] = time_extracted
+                self._write_message(_Unbuilt(document))
         finally:
             self._busy = False
         if self._after_write is not None:
             action, self._after_write = self._after_write, None
             action()
+
+    def _append_record(self, stream: str, record: dict, version: int | None, time_extracted: dt.datetime) -> bool:
+        """Append the record's line to the pending bytes; False where :meth:`_write_message` must."""
+        raw = self._raw
+        if msgspec is None or raw is None or getattr(sys.stdout, "buffer", None) is not raw:
+            return False  # the first message, or stdout replaced
+        key = (stream, version, time_extracted)
+        if key != self._record_key:
+            self._record_key, self._record_ends = key, self._line_ends(stream, version, time_extracted)
+        head, tail = self._record_ends
+        pending = self._pending
+        size = len(pending)
+        pending += head
+        try:
+            self._encoder.encode_into(record, pending, -1)
+        except UnicodeEncodeError:  # a lone surrogate: _write_message writes it as the SDK would
+            del pending[size:]
+            return False
+        pending += tail
+        if len(pending) >= CHUNK_BYTES:
+            _write_all(raw, pending)
+            pending.clear()
+        return True
+
+    def _line_ends(self, stream: str, version: int | None, time_extracted: dt.datetime) -> tuple[bytes, bytes]:
+        """The bytes of a RECORD line before and after its record, as the encoder writes them."""
+        document: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": None}
+        if version is not None:
+            document["version"] = version
+        document["time_extracted"] = time_extracted
+        line = self._encoder.encode(document)
+        head, _, tail = line.partition(b'"record":null')
+        return head + b'"record":', tail + b"\n"
 
     def _write_message(self, message: Message | _Unbuilt) -> None:
         out = sys.stdout

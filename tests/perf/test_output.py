@@ -60,25 +60,46 @@ def test_a_record_written_from_its_parts_is_the_line_of_its_message(monkeypatch)
     plain = {"id": "e1", "event_properties": {"name": "Café ☕"}}
     surrogate = {"id": "e2", "event_properties": {"bad": "\ud83d"}}  # msgspec refuses it: the SDK's encoder
     for record in (plain, surrogate):
-        assert_same_lines(monkeypatch, record, when)
+        assert_same_lines(monkeypatch, [("events", record, 7, when)])
+        assert_same_lines(monkeypatch, [("events", record, None, when)])
+    # after the first message: records appended between line ends encoded once per stream,
+    # version and time extracted, which change between records here
+    later = when + dt.timedelta(seconds=1)
+    assert_same_lines(
+        monkeypatch,
+        [
+            ("events", plain, 7, when),
+            ("events", {**plain, "id": "e3"}, 7, when),
+            ("events", surrogate, 7, when),
+            ("events", plain, 7, later),
+            ("events", plain, None, later),
+            ("profiles", plain, None, later),
+            ("events", plain, 8, later.astimezone(dt.timezone.utc)),
+        ],
+        first=SchemaMessage("events", {"type": "object"}, ["id"], []),
+    )
 
 
-def assert_same_lines(monkeypatch: pytest.MonkeyPatch, record: dict, when: dt.datetime) -> None:
+def assert_same_lines(
+    monkeypatch: pytest.MonkeyPatch, records: list[tuple], first: SchemaMessage | None = None
+) -> None:
+    """The bytes written for ``records`` (stream, record, version, time extracted) through
+    ``write_message`` and through ``write_record`` are the same."""
     lines = []
-    for write in (
-        lambda w: w.write_message(RecordMessage("events", record, version=7, time_extracted=when)),
-        lambda w: w.write_record("events", record, 7, when),
-        lambda w: w.write_message(RecordMessage("events", record, time_extracted=when)),
-        lambda w: w.write_record("events", record, None, when),
-    ):
+    for as_parts in (False, True):
         out = Stdout()
         monkeypatch.setattr(sys, "stdout", out)
         writer = KlaviyoMessageWriter()
-        write(writer)
+        if first is not None:
+            writer.write_message(first)
+        for stream, record, version, when in records:
+            if as_parts:
+                writer.write_record(stream, record, version, when)
+            else:
+                writer.write_message(RecordMessage(stream, record, version=version, time_extracted=when))
         writer.flush()
         lines.append(out.raw_bytes.getvalue())
     assert lines[0] == lines[1]
-    assert lines[2] == lines[3]
     assert b"2024-01-02T03:04:05.123456" in lines[1]  # in UTC
 
 
