@@ -378,8 +378,12 @@ class CustomFieldsMixin:
         field = self.custom_source.field
         properties = self.effective_schema["properties"]  # type: ignore[attr-defined]
         columns = [name for name in properties if name not in ("id", unmapped_column(field))]
+        for_writer = self.writes_records_directly  # type: ignore[attr-defined]
+        decoded = {self.replication_key, self.range_key} - {None}  # type: ignore[attr-defined]  # the stream reads them
         try:
-            return TypedRecords(columns, field, properties[field], self.attribute_defaults)
+            return TypedRecords(
+                columns, field, properties[field], self.attribute_defaults, for_writer=for_writer, decoded=decoded
+            )
         except Unsupported as exc:
             self.logger.info("Stream %s: custom fields typed by the Conformer alone (%s).", self.name, exc)  # type: ignore[attr-defined]
             return None

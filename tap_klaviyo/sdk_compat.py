@@ -87,12 +87,18 @@ class CompatStream(RESTStream):
         compares both): a tenth of the CPU per record went to building, checking and converting
         one message object per record.
         """
-        write_record = getattr(self._tap.message_writer, "write_record", None)
-        if write_record is None or not self.writes_records_unmapped:
+        if not self.writes_records_directly:
             super()._write_record_message(record)
             return
-        write_record(self.name, record, self._stream_version, self.time_extracted or dates.utc_now())
+        self._tap.message_writer.write_record(  # type: ignore[attr-defined]  # see writes_records_directly
+            self.name, record, self._stream_version, self.time_extracted or dates.utc_now()
+        )
         self.state_manager.is_flushed = False
+
+    @cached_property
+    def writes_records_directly(self) -> bool:
+        """Records go to the tap's writer as they are, by its ``write_record`` (see above)."""
+        return hasattr(self._tap.message_writer, "write_record") and self.writes_records_unmapped
 
     @cached_property
     def nothing_to_prune(self) -> bool:

@@ -72,8 +72,17 @@ class _Build:
         self.text_fields: dict[str, Path] = {}
         self.names = itertools.count()
 
-    def struct(self, properties: dict[str, t.Any], path: Path, defaults: dict | None = None) -> type:
-        fields, rename, fixups = [], {}, []
+    def struct(
+        self, properties: dict[str, t.Any], path: Path, defaults: dict | None = None, raw_key: str | None = None
+    ) -> type:
+        """A struct of ``properties`` (typed by their schemas), closed to other keys; with
+        ``raw_key``, that key too, kept as raw JSON."""
+        fields: list[tuple[str, t.Any, t.Any]] = []
+        rename: dict[str, str] = {}
+        fixups = []
+        if raw_key is not None:
+            fields.append(("raw", msgspec.Raw | UnsetType, UNSET))
+            rename["raw"] = raw_key
         for key, schema in properties.items():
             name = f"f{next(self.names)}"  # keys need not be identifiers: renamed to them
             rename[name] = key
@@ -86,6 +95,8 @@ class _Build:
 
     def field(self, schema: t.Any, path: Path, in_struct: bool) -> tuple[t.Any, t.Callable[[t.Any], t.Any] | None]:
         """The field's type, and the function that fixes its decoded value when it is loose."""
+        if schema is _RAW:
+            return msgspec.Raw, None
         kinds, nullable = _kinds(schema, path)
         if not kinds:
             return t.Any, None
@@ -172,53 +183,87 @@ class TypedRecords:
     down the slow path, which leaves it out and warns); ``field`` is the custom-field
     attribute, typed by ``custom`` (its object schema); ``defaults`` are columns set when
     Klaviyo leaves them out.
+
+    ``for_writer``: the records go straight to the tap's writer (no stream maps), so their
+    values are left in the forms msgspec writes fastest: each attribute its raw JSON
+    (``Raw``, copied to the output as it came) except the ``decoded`` ones the stream reads
+    (replication and sort keys), and the custom field the struct instance the typed decoder
+    made. Decoding profiles' subscriptions and locations into dicts, and custom fields into
+    structs then dicts, only to encode them again was a third of their CPU.
+    :func:`plain_record` makes such a record plain.
     """
 
-    def __init__(self, attributes: t.Iterable[str], field: str, custom: dict, defaults: dict | None = None) -> None:
-        self.attributes = [name for name in attributes if name != field]
-        self.field, self.custom, self.defaults = field, custom, defaults or {}
+    def __init__(
+        self,
+        attributes: t.Iterable[str],
+        field: str,
+        custom: dict,
+        defaults: dict | None = None,
+        *,
+        for_writer: bool = False,
+        decoded: t.Iterable[str] = (),
+    ) -> None:
+        self.field, self.custom, self.for_writer = field, custom, for_writer
         self.unmapped = f"{field}_unmapped"
         self.loosened: list[Path] = []  # in the order learnt (for the log and tests)
         self.slow = 0  # records made by the slow path
         self._lock = threading.Lock()
+        self._columns = [name for name in attributes if name != field]
+        self._defaults = defaults or {}
+        if for_writer:  # the resource with its attributes raw, then the custom field typed
+            kept = {name: {} if name in decoded else _RAW for name in self._columns}
+            columns = _Build(frozenset()).struct(kept, ("attributes",), self._defaults, raw_key=field)
+            self._resources = _resource_decoder(columns)
+        #: Where the typed decoder's error paths start: the resource, or the custom field.
+        self._root: Path = ("attributes", field) if for_writer else ()
         self._decoder, self._text_fields = self._compile(frozenset())
 
     def _compile(self, loose: frozenset[Path]) -> tuple[msgspec.json.Decoder, dict[str, Path]]:
+        """The typed decoder (of the custom field, or of the whole resource), and its text fields
+        that may loosen."""
         build = _Build(loose)
-        properties: dict[str, t.Any] = {name: {} for name in self.attributes}
+        if self.for_writer:
+            custom, _ = build.field(self.custom, self._root, in_struct=True)
+            return msgspec.json.Decoder(custom), build.text_fields
+        properties: dict[str, t.Any] = {name: {} for name in self._columns}
         properties[self.field] = self.custom
-        attributes = build.struct(properties, ("attributes",), self.defaults)
-        resource = msgspec.defstruct(
-            "Resource",
-            [
-                ("id", str),
-                ("attributes", attributes | None, None),
-                ("relationships", dict[str, _Relationship] | None, None),
-            ],
-        )
-        return msgspec.json.Decoder(resource), build.text_fields
+        return _resource_decoder(build.struct(properties, ("attributes",), self._defaults)), build.text_fields
 
     def record(self, raw: msgspec.Raw, fallback: t.Callable[[msgspec.Raw], dict]) -> dict:
         """The record of ``raw``: typed while decoded, else made by ``fallback``."""
-        decoder: msgspec.json.Decoder | None = self._decoder
-        while decoder is not None:
-            try:
-                resource = decoder.decode(raw)
-                break
-            except msgspec.ValidationError as exc:
-                decoder = self._learn(decoder, str(exc))
-        else:
+        try:
+            resource = self._resources.decode(raw) if self.for_writer else self._typed(raw)
+        except msgspec.ValidationError:
             self.slow += 1
             return fallback(raw)
         record = {"id": resource.id}
         if resource.attributes is not None:
-            record.update(msgspec.to_builtins(resource.attributes))
+            values = msgspec.to_builtins(resource.attributes, builtin_types=(msgspec.Raw,))
+            if self.for_writer and self.field in values:
+                try:
+                    values[self.field] = self._typed(values[self.field])
+                except msgspec.ValidationError:
+                    self.slow += 1
+                    return fallback(raw)
+            record.update(values)
         for name, relationship in (resource.relationships or {}).items():
             if relationship.data is not msgspec.UNSET:
                 add_relationship(record, name, relationship.data)
         if self.field in record:
             record[self.unmapped] = None
         return record
+
+    def _typed(self, data: msgspec.Raw) -> t.Any:
+        """``data`` decoded by the typed decoder, learning loose fields on the way (or raising)."""
+        decoder = self._decoder
+        while True:
+            try:
+                return decoder.decode(data)
+            except msgspec.ValidationError as exc:
+                learnt = self._learn(decoder, str(exc))
+                if learnt is None:
+                    raise
+                decoder = learnt
 
     def _learn(self, tried: msgspec.json.Decoder, message: str) -> msgspec.json.Decoder | None:
         """A decoder with the text field the message names made loose; None when none is to learn."""
@@ -228,12 +273,41 @@ class TypedRecords:
             match = _MISFIT.match(message)
             if match is None or "str" not in match["expected"].split(" | "):
                 return None
-            path = self._text_fields.get(re.sub(r"\[[0-9]+\]", "[]", match["path"]))
+            path = self._text_fields.get(_spelled(self._root) + re.sub(r"\[[0-9]+\]", "[]", match["path"]))
             if path is None or path in self.loosened:
                 return None
             self.loosened.append(path)
             self._decoder, self._text_fields = self._compile(frozenset(self.loosened))
             return self._decoder
+
+
+#: The schema of a column kept as raw JSON (see :meth:`_Build.kind`).
+_RAW = {"x-raw": True}
+
+
+def _resource_decoder(attributes: type) -> msgspec.json.Decoder:
+    resource = msgspec.defstruct(
+        "Resource",
+        [
+            ("id", str),
+            ("attributes", attributes | None, None),
+            ("relationships", dict[str, _Relationship] | None, None),
+        ],
+    )
+    return msgspec.json.Decoder(resource)
+
+
+def plain_record(record: dict) -> dict:
+    """A record made ``for_writer`` with plain values (dicts, lists, text...), as the SDK's writer needs them."""
+    if not any(type(value) is msgspec.Raw or isinstance(value, msgspec.Struct) for value in record.values()):
+        return record
+    return {name: _plain(value) for name, value in record.items()}
+
+
+def _plain(value: t.Any) -> t.Any:
+    if type(value) is msgspec.Raw:
+        return msgspec.json.decode(value)
+    return msgspec.to_builtins(value) if isinstance(value, msgspec.Struct) else value
 
 
 def _spelled(path: Path) -> str:

@@ -29,6 +29,8 @@ import weakref
 from singer_sdk.singerlib.encoding.simple import Message, RecordMessage, SimpleSingerWriter
 from typing_extensions import override
 
+from tap_klaviyo.typed_decoding import plain_record
+
 try:
     import msgspec
     from singer_sdk.contrib.msgspec import enc_hook
@@ -203,7 +205,7 @@ class _Unbuilt:
 
     def built(self) -> RecordMessage:
         d = self.document
-        return RecordMessage(d["stream"], d["record"], d.get("version"), d["time_extracted"])
+        return RecordMessage(d["stream"], plain_record(d["record"]), d.get("version"), d["time_extracted"])
 
 
 def _write_all(raw: t.Any, data: bytearray) -> None:

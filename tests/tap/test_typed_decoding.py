@@ -15,7 +15,7 @@ from klaviyo_sandbox.util import Rng
 from tap_klaviyo.custom_fields import conform_custom_fields
 from tap_klaviyo.inference import Conformer, SchemaInferrer
 from tap_klaviyo.stream import flatten
-from tap_klaviyo.typed_decoding import TypedRecords, Unsupported
+from tap_klaviyo.typed_decoding import TypedRecords, Unsupported, plain_record
 
 METRICS = list(realistic.FAMILIES)
 COLUMNS = ["datetime", "timestamp", "uuid", "event_properties", "metric_id", "profile_id"]
@@ -43,6 +43,11 @@ def both(resources: list[dict], schema: dict) -> tuple[list[dict], list[dict], T
     typed = TypedRecords(COLUMNS, "event_properties", schema)
     raws = [msgspec.Raw(msgspec.json.encode(item)) for item in resources]
     made = [typed.record(raw, lambda raw: slow_record(raw, conformer)) for raw in raws]
+    # for the writer: attributes left raw, custom fields as msgspec structs: the same values once plain
+    kept = TypedRecords(COLUMNS, "event_properties", schema, for_writer=True, decoded={"datetime"})
+    as_structs = [kept.record(raw, lambda raw: slow_record(raw, conformer)) for raw in raws]
+    assert [plain_record(record) for record in as_structs] == made
+    assert [msgspec.json.decode(msgspec.json.encode(record)) for record in as_structs] == made
     return made, [slow_record(raw, conformer) for raw in raws], typed
 
 
@@ -63,6 +68,10 @@ def test_realistic_events_are_the_conformers_records_and_the_decoder_learns_thei
     schema = inferred([event["attributes"]["event_properties"] for event in events[:300]])
     made, expected, typed = both(events, schema)
     assert made == expected
+    kept = TypedRecords(COLUMNS, "event_properties", schema, for_writer=True, decoded={"datetime"})
+    record = kept.record(msgspec.Raw(msgspec.json.encode(events[0])), lambda raw: {})
+    assert isinstance(record["event_properties"], msgspec.Struct)  # what the writer encodes fastest
+    assert type(record["uuid"]) is msgspec.Raw and type(record["datetime"]) is str  # the stream reads datetime
     loosened = {".".join(path[2:]) for path in typed.loosened}
     # numbers (or arrays) sent in fields discovery typed as text: each learnt once, then typed in C
     assert {"Items.[].ProductID", "ShippingRate", "Tags"} <= loosened
