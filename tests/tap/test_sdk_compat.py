@@ -186,3 +186,38 @@ def test_test_option_and_invoke_are_still_what_the_deferred_test_relies_on():
     (test,) = [option for option in command.params if "--test" in getattr(option, "opts", ())]
     assert test.callback == TapKlaviyo.cb_test and not test.expose_value
     assert command.callback == TapKlaviyo.invoke
+
+
+#: sha256 of singer-sdk 0.54.9's ``Stream._sync_records`` source, which CompatStream._sync_records
+#: shortens: an SDK whose loop differs must be re-read before this is updated.
+SYNC_RECORDS_SHA256 = "8928dc7f50e9bf57cc98734b30e3953b0e19007f85fe020a0c80ccdbcf5d329f"
+
+
+def test_the_sdks_record_loop_is_the_one_the_short_loop_was_written_from():
+    import hashlib
+
+    source = inspect.getsource(Stream._sync_records)
+    assert hashlib.sha256(source.encode()).hexdigest() == SYNC_RECORDS_SHA256, "re-read Stream._sync_records"
+    assert _parameters(Stream._sync_records) == [
+        ("self", POSITIONAL),
+        ("context", POSITIONAL),
+        ("write_messages", KEYWORD),
+    ]
+    for internal in ("_get_state_partition_context", "_write_starting_replication_value", "_finalize_state"):
+        assert f"self.{internal}(" in source  # the short loop calls each where the SDK's does
+
+
+def test_the_short_loop_is_used_only_for_streams_written_directly(fake, monkeypatch):
+    fake.add("/api/events", event("e1", ts(1)), event("e2", ts(2)))
+    used = []
+    loop = CompatStream._sync_records
+
+    def spy(self, context=None, *, write_messages=True):
+        used.append((self.name, self.writes_records_directly))
+        yield from loop(self, context, write_messages=write_messages)
+
+    monkeypatch.setattr(CompatStream, "_sync_records", spy)
+    assert [r["id"] for r in run_sync("events").records] == ["e1", "e2"]
+    mapped = run_sync("events", config={"stream_maps": {"events": {"id_copy": "id"}}})
+    assert [r["id_copy"] for r in mapped.records] == ["e1", "e2"]
+    assert used == [("events", True), ("events", False)]  # a map: the SDK's loop
