@@ -27,6 +27,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.utils import resolve_proxies
 
 from klaviyo_core import endpoints
 from klaviyo_core.auth import KlaviyoAuth, auth_from_config
@@ -95,6 +96,7 @@ class KlaviyoConnection:
         self.max_throttled_seconds = max_throttled_seconds
         redact_http_logs()  # urllib3 logs request URLs at DEBUG, and queries may hold emails
         self._local = threading.local()
+        self._proxies: dict[tuple[str, str], dict[str, str]] = {}  # by (scheme, host:port); see _proxies_for
         #: Whether Klaviyo has answered once: before that, no connection means a wrong
         #: host or a network down, and retrying for minutes only delays the message.
         self._answered_once = False
@@ -269,12 +271,30 @@ class KlaviyoConnection:
         self, request: requests.PreparedRequest, decode: t.Callable[[requests.Response], t.Any] | None = None
     ) -> requests.Response:
         self.auth(request)  # re-applied on every try: credentials may have been renewed
-        response = self.session.send(request, timeout=self.timeout, stream=True)
+        session = self.session
+        proxies = self._proxies_for(session, request.url or "")
+        response = session.send(request, timeout=self.timeout, stream=True, proxies=proxies)
         read_body(response)
         endpoint = endpoints.match(request.method or "GET", urlsplit(request.url or "").path)
         raise_for_response(response, required_scopes=endpoint.scopes if endpoint else ())
         (decode or decode_document)(response)  # a body that is no JSON document is retried
         return response
+
+    def _proxies_for(self, session: requests.Session, url: str) -> dict[str, str]:
+        """The proxies ``session.send`` would use for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``...), once per origin.
+
+        ``Session.send`` works them out from the whole environment on every request when
+        not given: a sixth of a request's CPU (~0.3 ms). They depend only on the URL's
+        scheme, host and port, and the environment does not change during a run.
+        """
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        proxies = self._proxies.get(key)
+        if proxies is None:
+            proxies = self._proxies[key] = resolve_proxies(
+                requests.Request("GET", url), dict(session.proxies), session.trust_env
+            )
+        return proxies
 
     def send(
         self, request: requests.PreparedRequest, decode: t.Callable[[requests.Response], t.Any] | None = None

@@ -5,7 +5,7 @@ tests/target/test_sdk_compat.py fails loudly when an upgrade changes any of them
 
 * requests' ``Response._content`` / ``_content_consumed``: ``Response.content`` reads the
   body 10 KB at a time, with no public way to choose the size; ``read_body`` fills it in
-  1 MB reads (half the CPU on large pages), through requests' own "not read yet" marker.
+  one read (half the CPU on large pages), through requests' own "not read yet" marker.
 * singer-sdk's ``"Config validation failed"`` log line (``SingerCommand.invoke``): logged
   after the errors themselves; ``klaviyo_core.cli`` filters it out by its text, as the SDK
   has no option to leave it out and it tells the user nothing the errors did not.
@@ -19,15 +19,17 @@ import requests
 SDK_VERSION = "0.54.9"
 #: The summary line singer-sdk logs after config errors.
 CONFIG_FAILED_SUMMARY = "Config validation failed"
-#: Answers are read in chunks of this size. ``Response.content`` reads 10 KB at a time:
-#: a 1 MB page of events then takes ~100 reads, each releasing and re-taking the GIL
-#: while other threads parse pages, and twice the CPU in requests' read loop.
-READ_CHUNK_BYTES = 1 << 20
+#: Answers are read whole: ``iter_content(None)`` (urllib3's ``read()``). ``Response.content``
+#: reads 10 KB at a time: a 1 MB page of events then took ~100 reads, each releasing and
+#: re-taking the GIL while other threads parse pages, and twice the CPU in requests' read
+#: loop. Reads of a fixed size (1 MB) held each page twice while it was read (a buffer per
+#: read, then the pieces joined): 2 MB per worker reading a 1.06 MB page, 1 MB read whole.
+READ_WHOLE_BODY = None
 
 
 def read_body(response: requests.Response) -> bytes:
-    """``response.content``, read in large chunks (same errors, same connection reuse)."""
+    """``response.content``, read in one go (same errors, same connection reuse)."""
     if response.__dict__.get("_content") is False:  # not read yet (requests' own marker)
-        response._content = b"".join(response.iter_content(READ_CHUNK_BYTES)) or b""  # noqa: SLF001 - see above
+        response._content = b"".join(response.iter_content(READ_WHOLE_BODY)) or b""  # noqa: SLF001 - see above
         response._content_consumed = True  # type: ignore[attr-defined]  # noqa: SLF001 - see above
     return response.content

@@ -98,7 +98,7 @@ def test_requests_marks_an_unread_body_with_content_false():
     assert response._content_consumed is True
 
 
-@pytest.mark.parametrize("body", [b"", b"x" * (3 * core_compat.READ_CHUNK_BYTES + 5)])
+@pytest.mark.parametrize("body", [b"", b"x" * (3 * 2**20 + 5)])
 def test_read_body_reads_empty_and_large_bodies_whole(body):
     response = requests.Response()
     response.raw = io.BytesIO(body)

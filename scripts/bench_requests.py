@@ -1,0 +1,108 @@
+"""CPU the tap spends per HTTP request, against the local sandbox (not a test: nothing is asserted).
+
+    .venv/bin/python scripts/bench_requests.py [--requests 400] [--stream profiles] [--gzip] [--profile]
+
+Starts ``python -m klaviyo_sandbox`` (no rate limits) as a subprocess, builds the tap
+with every stream selected, and fetches ``--requests`` pages of one stream the way its
+reader does (``KlaviyoStream.fetch_page``: the request built, paced, sent, retried on
+failure, its body read and split into raw records), following ``links.next`` and starting
+over at the end. Records are not decoded: that is per-record CPU, not per-request.
+Prints this process's CPU seconds per request (the sandbox's CPU is its own process's).
+``--profile`` samples the run with py-spy (next to this venv's python) and prints the
+functions that took the most of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fetch(config: dict, stream_name: str, count: int) -> tuple[float, float]:
+    """(CPU s, wall s) of ``count`` page fetches of the stream, after one untimed warm-up chain."""
+    from tap_klaviyo.tap import TapKlaviyo  # noqa: PLC0415 - after sys.path is set
+    from tap_klaviyo.windows import WHOLE_RANGE  # noqa: PLC0415
+
+    tap = TapKlaviyo(config=config)
+    stream = tap.streams[stream_name]
+    stream.fetch_page(None, WHOLE_RANGE)  # connections, limiters, caches
+    next_url: str | None = None
+    start_cpu, start_wall = cpu_seconds(), time.monotonic()
+    for _ in range(count):
+        page = stream.fetch_page(None, WHOLE_RANGE, next_url)
+        next_url = page.next_url
+    return cpu_seconds() - start_cpu, time.monotonic() - start_wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--stream", default="profiles")
+    parser.add_argument("--scale", type=float, default=1.0, help="sandbox --scale")
+    parser.add_argument("--gzip", action="store_true", help="the sandbox gzips answers")
+    parser.add_argument("--profile", action="store_true", help="sample with py-spy")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # config JSON: the measured process
+    args = parser.parse_args()
+    if args.child:
+        cpu, wall = fetch(json.loads(args.child), args.stream, args.requests)
+        print(json.dumps({"cpu_s": cpu, "wall_s": wall}))
+        return 0
+    sandbox_args = [sys.executable, "-m", "klaviyo_sandbox", "--port", "0", "--scale", str(args.scale)]
+    sandbox_args += ["--rate-limit-scale", "0", *(["--gzip"] if args.gzip else [])]
+    sandbox = subprocess.Popen(sandbox_args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        base_url, api_key = sandbox.stdout.readline().split()  # type: ignore[union-attr]
+        config = {"api_key": api_key, "base_url": base_url, "discover_custom_fields": False}
+        child = [sys.executable, __file__, "--stream", args.stream, "--requests", str(args.requests)]
+        child += ["--child", json.dumps(config)]
+        if args.profile:
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            out = ROOT / ".bench_requests.txt"
+            child = [spy, "record", "--gil", "--rate", "500", "--format", "raw", "--output", str(out), "--", *child]
+        output = subprocess.run(child, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        result = json.loads(next(line for line in output.splitlines() if line.startswith("{")))  # py-spy prints too
+    finally:
+        sandbox.terminate()
+        sandbox.wait(10)
+    per_request_ms = 1000 * result["cpu_s"] / args.requests
+    print(
+        f"{args.stream}: {args.requests} requests, CPU {result['cpu_s']:.3f} s = {per_request_ms:.2f} ms per request "
+        f"(wall {result['wall_s']:.1f} s)"
+    )
+    if args.profile:
+        print(top_functions(ROOT / ".bench_requests.txt"))
+    return 0
+
+
+def top_functions(path: Path, top: int = 30) -> str:
+    """The functions most samples were in (anywhere in the stack), as a share of the fetches' samples."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        if "fetch_page" not in stack:
+            continue
+        total += int(number)
+        for frame in set(stack.split(";")):
+            name = frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1].split(":")[0].rstrip(")")
+            counts[name] = counts.get(name, 0) + int(number)
+    path.unlink()
+    rows = sorted(counts.items(), key=lambda item: -item[1])[:top]
+    return "\n".join(f"{100 * n / max(total, 1):5.1f}%  {name}" for name, n in rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
