@@ -92,6 +92,9 @@ class KlaviyoStream(WindowedStream):
     #: Read slices of the window in parallel (needs ``sort`` ascending on the slice key,
     #: and filters ``lower_bound_operator``/``less-than`` on it).
     parallel: t.ClassVar[bool] = False
+    #: Whether the tap may fetch this stream's pages ahead, while the streams before it sync
+    #: (:mod:`tap_klaviyo.prefetch`); off where contexts take requests to find.
+    prefetch_ahead: t.ClassVar[bool] = True
 
     @override
     def __init_subclass__(cls, **kwargs: t.Any) -> None:
@@ -192,6 +195,12 @@ class KlaviyoStream(WindowedStream):
     def fetch_page(self, context: Context | None, window: Window, next_url: str | None = None) -> Page:
         """One page (any thread): the window's first when ``next_url`` is None."""
         request = self.build_request(context, window, next_url)
+        prefetch = self.klaviyo_tap.stream_prefetch
+        page = prefetch.take(self, request) if prefetch is not None else None
+        return page if page is not None else self.send_for_page(request)
+
+    def send_for_page(self, request: requests.PreparedRequest) -> Page:
+        """The answer to a request, as a page (any thread)."""
         return self.decode_page(self.connection.send(request, decode=records.decode_page))
 
     def decode_page(self, response: requests.Response) -> Page:
@@ -246,6 +255,9 @@ class KlaviyoStream(WindowedStream):
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         tune_gc()
+        prefetch = self.klaviyo_tap.stream_prefetch
+        if prefetch is not None and self.parent_stream_type is None:
+            prefetch.reached(self)  # the streams after this one are fetched ahead meanwhile
         progress = self._progress_for(context)
         with self.get_http_request_counter() as counter:
             counter.with_context(context)

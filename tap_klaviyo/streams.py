@@ -290,6 +290,7 @@ class _MembersStream(KlaviyoStream):
     parallel = True
     slice_key = "joined_group_at"
     sort = "joined_group_at"
+    prefetch_ahead = False  # its contexts (the groups) take requests to find: its own reader reads ahead
 
     @override
     @cached_property
@@ -461,12 +462,12 @@ class FlowMessagesStream(PrefetchedChildMixin, KlaviyoStream):
     sort = "updated"
 
     @override
-    def windows(self, context: Context | None) -> list[Window]:
+    def windows_from(self, start: dt.datetime | None, context: Context | None) -> list[Window]:
         """One pass per action, no tail pass: a second request per action would halve the pace.
 
         (A future-dated ``updated`` is still emitted; the bookmark is capped at the run's start.)
         """
-        return [Window(self.get_starting_timestamp(context), self.end_date)]
+        return [Window(start, self.end_date)]
 
     @override
     def get_url(self, context: Context | None) -> str:
