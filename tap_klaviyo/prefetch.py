@@ -48,6 +48,10 @@ if t.TYPE_CHECKING:
 
 #: Answers buffered ahead (plus those expected in flight), in bytes of their JSON.
 PREFETCH_BYTES = 16 * 1024 * 1024
+#: What the parallel reader of a stream started ahead may hold until the SDK reads it...
+READER_AHEAD_BYTES = 8 * 1024 * 1024
+#: ...for this many streams at most (list and segment members, one ``list_<name>`` after another).
+READERS_AHEAD = 2
 
 #: A request as the prefetch and the stream both see it: stream, method, URL, body.
 RequestKey = tuple[str, str, str, t.Any]
@@ -121,11 +125,13 @@ class StreamPrefetch:
         self._flying: dict[str, int] = {}  # requests in flight per endpoint
         self._idle = 0
         self._threads: list[threading.Thread] = []
+        self._readers_ahead: list[KlaviyoStream] = []  # streams whose own reader was started ahead
         # Counters for logs and tests.
         self.requests = 0
         self.taken = 0
         self.dropped = 0
         self.peak_bytes = 0
+        self.readers_started = 0
 
     # -- the SDK's thread ---------------------------------------------------------------
 
@@ -134,7 +140,8 @@ class StreamPrefetch:
         position = self._order.get(stream.name)
         if position is None or position <= self._position:
             return  # another context of the stream being synced
-        self._position = position
+        with self._cond:
+            self._position = position
         if not self._planned:
             self._planned = True
             # This stream's too: a request it makes first takes its chain over (see take).
@@ -155,6 +162,7 @@ class StreamPrefetch:
                     self._next[chain.key] = chain
             self._chains = [chain for chain in self._chains if not chain.done]
             self._wake_or_spawn()
+        self._start_readers_ahead(position)
 
     def close(self) -> None:
         """Stop: queued requests are not sent, answers are dropped, requests in flight not waited for."""
@@ -165,6 +173,9 @@ class StreamPrefetch:
             self._answers.clear()
             self._bytes = 0
             self._cond.notify_all()
+            readers, self._readers_ahead = self._readers_ahead, []
+        for stream in readers:  # read by now, or never to be
+            stream.stop_reading()
         if self.requests:
             self.logger.info(
                 "Prefetch: %d requests made ahead, %d answers used, %d dropped, peak %.1f MB buffered",
@@ -243,6 +254,29 @@ class StreamPrefetch:
         self._chains[position:position] = planned
         for each in planned:
             self._next[t.cast("RequestKey", each.key)] = each
+
+    # -- streams that read ahead themselves -------------------------------------------------
+
+    def _start_readers_ahead(self, position: int) -> None:
+        """Start the parallel readers of the next streams that read their groups themselves (members)."""
+        upcoming = [stream for stream in self.streams[position + 1 :] if starts_reader_ahead(stream)]
+        for stream in upcoming[:READERS_AHEAD]:
+            if stream not in self._readers_ahead:
+                self._readers_ahead.append(stream)
+                name = f"prefetch-{stream.name}"
+                threading.Thread(target=self._start_reader, args=(stream,), name=name, daemon=True).start()
+
+    def _start_reader(self, stream: KlaviyoStream) -> None:
+        """(Its own thread.) Find the stream's groups, then start its reader on the first it reads."""
+        try:  # the stream's partitions, found once for the run (the SDK uses the same list)
+            contexts = [each for each in stream.partitions or () if not stream.skips_partition(each)]
+        except Exception as exc:  # noqa: BLE001 - the SDK asks again in the stream's turn, and fails there
+            self.logger.debug("Prefetch: the groups of %s were not found ahead (%s)", stream.name, exc)
+            return
+        with self._cond:
+            if contexts and not self._closed and self._position < self._order[stream.name]:
+                stream.start_reading_ahead(contexts[0], READER_AHEAD_BYTES)
+                self.readers_started += 1
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -353,6 +387,13 @@ def prefetchable(stream: KlaviyoStream) -> bool:
     if stream.parent_stream_type or not stream.prefetch_ahead or stream.http_method != "GET":
         return False
     return endpoints.endpoint(stream.operation_id).daily is None
+
+
+def starts_reader_ahead(stream: KlaviyoStream) -> bool:
+    """A stream not prefetched page by page whose own parallel reader may be started ahead (members)."""
+    if stream.prefetch_ahead or stream.replication_key or stream.http_method != "GET":
+        return False
+    return stream.reads_in_parallel and endpoints.endpoint(stream.operation_id).daily is None
 
 
 def _prefetchable_child(child: KlaviyoStream) -> bool:

@@ -290,6 +290,14 @@ class KlaviyoStream(WindowedStream):
                     break
                 next_url = page.next_url  # an empty page with a links.next goes on as well
 
+    def start_reading_ahead(self, context: Context | None, max_bytes: int) -> None:
+        """Start the parallel reader on ``context`` before the SDK syncs this stream (tap_klaviyo.prefetch)."""
+        self._parallel.start_ahead(context, max_bytes)
+
+    def stop_reading(self) -> None:
+        """Stop the parallel reader, if one runs (the sync is over)."""
+        self._parallel.close()
+
     def reads_on(self, context: Context | None) -> bool:
         """Whether to follow ``links.next`` after the page just emitted (a stream may stop early)."""
         return True

@@ -290,7 +290,7 @@ class _MembersStream(KlaviyoStream):
     parallel = True
     slice_key = "joined_group_at"
     sort = "joined_group_at"
-    prefetch_ahead = False  # its contexts (the groups) take requests to find: its own reader reads ahead
+    prefetch_ahead = False  # its contexts (the groups) take requests to find: its own reader is started ahead
 
     @override
     @cached_property
@@ -315,7 +315,10 @@ class _MembersStream(KlaviyoStream):
     def skips_partition(self, context: Context | None) -> bool:
         if not context:
             return False
-        return context.get(self.group_key) in (self.stream_state.get(GROUPS_DONE) or ())
+        # Read without adding the stream's entry to the state (``stream_state`` would): the
+        # prefetch plans the groups while other streams sync (tap_klaviyo.prefetch).
+        stream_state = (self.tap_state.get("bookmarks") or {}).get(self.name) or {}
+        return context.get(self.group_key) in (stream_state.get(GROUPS_DONE) or ())
 
     def _log_resume(self, count: int) -> None:
         if not getattr(self, "_resume_logged", False):

@@ -120,6 +120,7 @@ def test_the_prefetch_served_requests_and_made_no_extra_one(runs) -> None:
     assert prefetch.requests > 20
     assert prefetch.taken == prefetch.requests  # every answer fetched ahead was used
     assert prefetch.dropped == 0
+    assert prefetch.readers_started == 2  # list and segment members: their own readers, started ahead
     assert runs["with"][1] == runs["without"][1]  # the same requests per endpoint
 
 
@@ -251,9 +252,12 @@ def test_planning_writes_nothing_into_the_state(sandbox, catalog) -> None:
     prefetch = prefetch_module.StreamPrefetch(streams, workers=2)
     try:
         planned = [chain for stream in streams for chain in prefetch._plan(stream)]
+        for stream in filter(prefetch_module.starts_reader_ahead, streams):
+            prefetch._start_reader(stream)  # finds the groups and starts reading them
     finally:
         prefetch.close()
     assert planned
+    assert prefetch.readers_started == 2
     assert json.dumps(tap.state, sort_keys=True) == before
 
 
