@@ -33,6 +33,8 @@ if t.TYPE_CHECKING:
 PassId = tuple[str, int]
 #: ``fetch(context, window, next_url)``: one page (KlaviyoStream.fetch_page).
 FetchPage = t.Callable[["Context | None", Window, "str | None"], Page]
+#: The windows a sync of a context reads (KlaviyoStream.windows, or as planned ahead).
+WindowsOf = t.Callable[["Context | None"], list[Window]]
 
 
 class ParallelPages:
@@ -71,18 +73,19 @@ class ParallelPages:
             self._reader.close()
             self._reader = None
 
-    def start_ahead(self, context: Context | None, max_bytes: int) -> None:
+    def start_ahead(self, context: Context | None, max_bytes: int, windows: WindowsOf) -> None:
         """Start reading the context (and the partitions after it) before the SDK comes to it.
 
         For :mod:`tap_klaviyo.prefetch`, from its thread, while the streams before this one
-        sync. The reader is the one the stream would start in its turn, the same requests,
-        but holds at most ``max_bytes`` of pages (however many pages or slices that is)
-        until the SDK reads it; then it gets its usual budgets back.
+        sync; ``windows`` are the ones it planned (the stream's own would write the state).
+        The reader is the one the stream would start in its turn, the same requests, but
+        holds at most ``max_bytes`` of pages (however many pages or slices that is) until
+        the SDK reads it; then it gets its usual budgets back, if its windows are the sync's.
         """
         with self._lock:
             if self._reader is not None and not self._reader.closed:
                 return
-            reader = self._new_reader(context)
+            reader = self._new_reader(context, windows)
             self._budgets_ahead = (reader.max_buffered_pages, reader.max_buffered_bytes, reader.max_slices_ahead)
             reader.max_buffered_bytes = max_bytes
             reader.max_buffered_pages = reader.max_slices_ahead = 1 << 30  # only the bytes bound it
@@ -93,15 +96,21 @@ class ParallelPages:
         reader = self._reader
         if reader is not None and not reader.closed:
             pending = reader.pending_passes()
-            if pending and t.cast("PassId", pending[0])[0] == key:
+            if pending and t.cast("PassId", pending[0])[0] == key and self._read_ahead_fits(key, context):
                 if self._budgets_ahead is not None:  # started ahead: the SDK reads it now
                     reader.max_buffered_pages, reader.max_buffered_bytes, reader.max_slices_ahead = self._budgets_ahead
                     self._budgets_ahead = None
                 return reader
             self.close()
-        return self._new_reader(context)
+        return self._new_reader(context, self.stream.windows)
 
-    def _new_reader(self, context: Context | None) -> ParallelReader:
+    def _read_ahead_fits(self, key: str, context: Context | None) -> bool:
+        """A reader started ahead is used only if the windows it planned are this sync's."""
+        if self._budgets_ahead is None:
+            return True
+        return [window for _, (_, window) in self._passes_of(key)] == self.stream.windows(context)
+
+    def _new_reader(self, context: Context | None, windows: WindowsOf) -> ParallelReader:
         """A reader planned from this context (and the partitions after it); the current one."""
         self._budgets_ahead = None
         stream = self.stream
@@ -117,7 +126,7 @@ class ParallelPages:
         self._passes = {}
         for each in self._contexts_from(context):
             previous = None
-            for index, window in enumerate(stream.windows(each)):
+            for index, window in enumerate(windows(each)):
                 pass_id = (context_key(each), index)
                 self._passes[pass_id] = (each, window)
                 # A tail pass starts when its main pass is fetched (as when reading one page at a time).

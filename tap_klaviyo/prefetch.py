@@ -50,8 +50,8 @@ if t.TYPE_CHECKING:
 PREFETCH_BYTES = 16 * 1024 * 1024
 #: What the parallel reader of a stream started ahead may hold until the SDK reads it...
 READER_AHEAD_BYTES = 8 * 1024 * 1024
-#: ...for this many streams at most (list and segment members, one ``list_<name>`` after another).
-READERS_AHEAD = 2
+#: ...for this many streams at most (events, profiles, list and segment members, ``list_<name>``...).
+READERS_AHEAD = 3
 
 #: A request as the prefetch and the stream both see it: stream, method, URL, body.
 RequestKey = tuple[str, str, str, t.Any]
@@ -72,7 +72,7 @@ class _Chain:
         self.order = order  # the stream's place in the sync
         self.context = context
         self.window = window
-        self.max_pages = None if _reads_whole_chains(stream) else 1
+        self.max_pages = _pages_ahead(stream, window)
         self.pages = 0  # requested so far
         self.done = False  # nothing more to fetch: the end, the stream took over, or dropped
         self.request: requests.PreparedRequest | None = None  # the next one, while not claimed
@@ -178,11 +178,13 @@ class StreamPrefetch:
             stream.stop_reading()
         if self.requests:
             self.logger.info(
-                "Prefetch: %d requests made ahead, %d answers used, %d dropped, peak %.1f MB buffered",
+                "Prefetch: %d requests made ahead, %d answers used, %d dropped, peak %.1f MB buffered; "
+                "%d parallel readers started ahead",
                 self.requests,
                 self.taken,
                 self.dropped,
                 self.peak_bytes / 1e6,
+                self.readers_started,
             )
 
     # -- any thread -------------------------------------------------------------------------
@@ -258,7 +260,7 @@ class StreamPrefetch:
     # -- streams that read ahead themselves -------------------------------------------------
 
     def _start_readers_ahead(self, position: int) -> None:
-        """Start the parallel readers of the next streams that read their groups themselves (members)."""
+        """Start the parallel readers of the next streams that read in parallel (their own budgets)."""
         upcoming = [stream for stream in self.streams[position + 1 :] if starts_reader_ahead(stream)]
         for stream in upcoming[:READERS_AHEAD]:
             if stream not in self._readers_ahead:
@@ -267,15 +269,22 @@ class StreamPrefetch:
                 threading.Thread(target=self._start_reader, args=(stream,), name=name, daemon=True).start()
 
     def _start_reader(self, stream: KlaviyoStream) -> None:
-        """(Its own thread.) Find the stream's groups, then start its reader on the first it reads."""
-        try:  # the stream's partitions, found once for the run (the SDK uses the same list)
-            contexts = [each for each in stream.partitions or () if not stream.skips_partition(each)]
+        """(Its own thread.) Find the stream's contexts, then start its reader on the first it reads."""
+        try:  # the stream's partitions (groups: requests), found once for the run; the SDK uses the same list
+            partitions = stream.partitions
+            contexts = [None] if partitions is None else [c for c in partitions if not stream.skips_partition(c)]
+            if not contexts or planned_windows(stream, contexts[0]) is None:
+                return
         except Exception as exc:  # noqa: BLE001 - the SDK asks again in the stream's turn, and fails there
-            self.logger.debug("Prefetch: the groups of %s were not found ahead (%s)", stream.name, exc)
+            self.logger.debug("Prefetch: %s could not be planned ahead (%s)", stream.name, exc)
             return
         with self._cond:
-            if contexts and not self._closed and self._position < self._order[stream.name]:
-                stream.start_reading_ahead(contexts[0], READER_AHEAD_BYTES)
+            if not self._closed and self._position < self._order[stream.name]:
+
+                def planned(context: Context | None) -> list[Window]:
+                    return planned_windows(stream, context) or []  # none: the SDK's read starts its own reader
+
+                stream.start_reading_ahead(contexts[0], READER_AHEAD_BYTES, planned)
                 self.readers_started += 1
 
     # -- workers ------------------------------------------------------------------------------
@@ -390,10 +399,16 @@ def prefetchable(stream: KlaviyoStream) -> bool:
 
 
 def starts_reader_ahead(stream: KlaviyoStream) -> bool:
-    """A stream not prefetched page by page whose own parallel reader may be started ahead (members)."""
-    if stream.prefetch_ahead or stream.replication_key or stream.http_method != "GET":
+    """A stream read in parallel whose own reader may be started ahead (events, profiles, members...).
+
+    Not an incremental stream of several partitions: only its first context's windows are
+    checked against the sync's when the SDK comes to read it.
+    """
+    if not stream.reads_in_parallel or stream.http_method != "GET" or stream.parent_stream_type:
         return False
-    return stream.reads_in_parallel and endpoints.endpoint(stream.operation_id).daily is None
+    if stream.replication_key and stream.partitions:
+        return False
+    return endpoints.endpoint(stream.operation_id).daily is None
 
 
 def _prefetchable_child(child: KlaviyoStream) -> bool:
@@ -408,11 +423,15 @@ def _in_flight_cap(operation: str) -> int:
     return max(1, endpoints.endpoint(operation).burst_per_second)
 
 
-def _reads_whole_chains(stream: KlaviyoStream) -> bool:
-    """Whether a window's pages are all read as one chain (not stopped early, nor sliced after page 1)."""
-    from tap_klaviyo.stream import KlaviyoStream  # noqa: PLC0415 - stream.py imports this module
+def _pages_ahead(stream: KlaviyoStream, window: Window) -> int | None:
+    """How many pages of a window's chain to fetch ahead (None: all).
 
-    return not stream.reads_in_parallel and type(stream).reads_on is KlaviyoStream.reads_on
+    A parallel reader takes a pass's first page and its ``links.next``, then cuts slices of
+    its own (other requests); a stream that may stop early takes only what it surely reads.
+    """
+    if stream.reads_in_parallel:
+        return 2
+    return None if stream.reads_whole_chain(window) else 1
 
 
 def planned_windows(stream: KlaviyoStream, context: Context | None) -> list[Window] | None:

@@ -290,9 +290,11 @@ class KlaviyoStream(WindowedStream):
                     break
                 next_url = page.next_url  # an empty page with a links.next goes on as well
 
-    def start_reading_ahead(self, context: Context | None, max_bytes: int) -> None:
+    def start_reading_ahead(
+        self, context: Context | None, max_bytes: int, windows: t.Callable[[Context | None], list[Window]]
+    ) -> None:
         """Start the parallel reader on ``context`` before the SDK syncs this stream (tap_klaviyo.prefetch)."""
-        self._parallel.start_ahead(context, max_bytes)
+        self._parallel.start_ahead(context, max_bytes, windows)
 
     def stop_reading(self) -> None:
         """Stop the parallel reader, if one runs (the sync is over)."""
@@ -301,6 +303,13 @@ class KlaviyoStream(WindowedStream):
     def reads_on(self, context: Context | None) -> bool:
         """Whether to follow ``links.next`` after the page just emitted (a stream may stop early)."""
         return True
+
+    def reads_whole_chain(self, window: Window) -> bool:
+        """Whether a sync reads every page of the window's ``links.next`` chain (none stops early).
+
+        Then the prefetch (:mod:`tap_klaviyo.prefetch`) may fetch them all ahead.
+        """
+        return type(self).reads_on is KlaviyoStream.reads_on
 
     def skips_partition(self, context: Context | None) -> bool:
         """Whether this run does not read the partition (a resumed run skips what was read in full)."""

@@ -259,6 +259,10 @@ class ReviewsStream(KlaviyoStream):
         return not self._reached_bookmark
 
     @override
+    def reads_whole_chain(self, window: Window) -> bool:
+        return window.lower is None  # nothing to stop at without a bookmark or start_date
+
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         self._reached_bookmark = False
         yield from super().get_records(context)
