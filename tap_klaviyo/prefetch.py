@@ -23,7 +23,8 @@ handling), and a stream takes an answer when it comes to make that very request
   each window's first page fetched ahead; reports (a daily budget), POST requests, child
   streams (their parent's :class:`~tap_klaviyo.parallel.ChildPrefetch`) and streams whose
   contexts take requests to find (list and segment members) are never prefetched here.
-  A prefetch that fails is dropped: the stream makes the request again and handles it.
+  A prefetched request that failed for good (after the connection's retries) raises its
+  error when the stream comes to make it, as the stream's own request would have.
 
 Off at ``max_concurrency`` 1 (one request at a time, as that setting says).
 """
@@ -80,14 +81,15 @@ class _Chain:
 
 
 class _Answer:
-    """A prefetched request: in flight until ``ready``; ``page`` None when it failed."""
+    """A prefetched request: in flight until ``ready``; then its page, or the error it failed with."""
 
-    __slots__ = ("chain", "counted", "page", "ready")
+    __slots__ = ("chain", "counted", "error", "page", "ready")
 
     def __init__(self, chain: _Chain) -> None:
         self.chain = chain
         self.ready = False
         self.page: Page | None = None
+        self.error: Exception | None = None
         self.counted = False  # its bytes are in the buffer's total
 
 
@@ -144,8 +146,8 @@ class StreamPrefetch:
             self._position = position
         if not self._planned:
             self._planned = True
-            # This stream's too: a request it makes first takes its chain over (see take).
-            chains = [chain for later in self.streams[position:] for chain in self._plan(later)]
+            # Not this stream's: it is already reading them.
+            chains = [chain for later in self.streams[position + 1 :] for chain in self._plan(later)]
         else:
             chains = []
         with self._cond:
@@ -193,7 +195,9 @@ class StreamPrefetch:
         """The prefetched answer to this request as a page (waits for one in flight), else None.
 
         None also tells the prefetch that the stream makes this request itself: a chain whose
-        next request it is goes no further (the stream reads on from there).
+        next request it is goes no further (the stream reads on from there). A request that
+        failed for good (after the connection's retries) raises its error here, in the
+        stream's turn, as the stream's own request would have.
         """
         if not (self._answers or self._next):
             return None
@@ -211,6 +215,8 @@ class StreamPrefetch:
                 self._bytes -= answer.page.size if answer.page is not None else 0
                 answer.counted = False
             self._cond.notify_all()  # room for more
+            if answer.error is not None:
+                raise answer.error
             if answer.page is not None:
                 self.taken += 1
             return answer.page
@@ -332,19 +338,17 @@ class StreamPrefetch:
                 self._flying[chain.operation] = self._flying.get(chain.operation, 0) + 1
                 self.requests += 1
                 self._wake_or_spawn()
-            page = self._send(chain.stream, request)
+            page, error = None, None
+            try:
+                page = chain.stream.send_for_page(request)
+            except Exception as exc:  # noqa: BLE001 - raised in the stream's turn (take)
+                error = exc
             with self._cond:
                 self._in_flight -= 1
                 self._flying[chain.operation] -= 1
+                answer.error = error
                 self._arrived(chain, answer, key, page)
                 self._cond.notify_all()
-
-    def _send(self, stream: KlaviyoStream, request: requests.PreparedRequest) -> Page | None:
-        try:
-            return stream.send_for_page(request)
-        except Exception as exc:  # noqa: BLE001 - the stream makes the request again and handles the failure
-            self.logger.debug("Prefetch of a %s page failed (%s); the stream will request it", stream.name, exc)
-            return None
 
     def _arrived(self, chain: _Chain, answer: _Answer, key: RequestKey, page: Page | None) -> None:
         """With the lock held: keep the answer until taken, and plan the chain's next request."""
@@ -353,7 +357,7 @@ class StreamPrefetch:
         if self._closed:
             return
         if page is None:
-            chain.done = True
+            chain.done = True  # it failed: nothing after it is fetched
         elif self._answers.get(key) is answer:  # not taken yet, nor dropped
             answer.counted = True
             self._bytes += page.size

@@ -180,6 +180,7 @@ class PagedStream:
 
     def __init__(self, name: str, pages: int, page_bytes: int = 1000) -> None:
         self.name = name
+        self.fail_on: int | None = None  # the page whose request fails
         self.page_count = pages
         self.page_bytes = page_bytes
         self.sent: list[str] = []
@@ -195,6 +196,8 @@ class PagedStream:
         number = int(str(request.url).rsplit("=", 1)[1])
         with self.lock:
             self.sent.append(str(request.url))
+        if number == self.fail_on:
+            raise requests.HTTPError(f"page {number} refused")
         more = number + 1 < self.page_count
         next_url = f"https://a.klaviyo.com/api/{self.name}?page={number + 1}" if more else None
         return Page(records=[{"id": f"{self.name}-{number}"}], next_url=next_url, full=more, first=None, last=None,
@@ -241,9 +244,10 @@ def test_the_buffer_stays_within_its_bytes_and_every_page_is_read_once_in_order(
 
 
 def test_a_stream_that_asks_first_takes_its_chain_over_and_nothing_is_requested_twice() -> None:
-    slow = PagedStream("slow", 5)
-    prefetch = prefetch_module.StreamPrefetch([t.cast("KlaviyoStream", slow)], workers=1, max_bytes=10**6)
+    now, slow = PagedStream("now", 1), PagedStream("slow", 5)
+    prefetch = prefetch_module.StreamPrefetch(t.cast("list[KlaviyoStream]", [now, slow]), workers=1, max_bytes=10**6)
     with prefetch._cond:  # the stream asks before any worker could send its first request
+        prefetch.reached(t.cast("KlaviyoStream", now))
         prefetch.reached(t.cast("KlaviyoStream", slow))
         request = slow.build_request(None, None, None)
         assert prefetch.take(t.cast("KlaviyoStream", slow), request) is None
@@ -253,6 +257,21 @@ def test_a_stream_that_asks_first_takes_its_chain_over_and_nothing_is_requested_
         prefetch.close()
     assert len(slow.sent) == len(set(slow.sent)) == 5  # each page once, all by the stream
     assert prefetch.requests == 0
+
+
+def test_a_prefetched_request_that_failed_raises_in_the_streams_turn_and_is_not_sent_again() -> None:
+    now, failing = PagedStream("now", 1), PagedStream("failing", 3)
+    failing.fail_on = 1  # its second page fails for good
+    prefetch = prefetch_module.StreamPrefetch(t.cast("list[KlaviyoStream]", [now, failing]), workers=2)
+    try:
+        prefetch.reached(t.cast("KlaviyoStream", now))
+        wait_until_idle(prefetch)
+        prefetch.reached(t.cast("KlaviyoStream", failing))
+        with pytest.raises(requests.HTTPError, match="page 1"):
+            failing.read(prefetch)
+    finally:
+        prefetch.close()
+    assert len(failing.sent) == 2  # pages 0 and 1, once each; nothing after the failure
 
 
 def test_closing_drops_what_was_fetched_ahead() -> None:
