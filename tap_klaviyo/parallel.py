@@ -16,6 +16,7 @@ at a time, but the first pages of its next contexts are fetched ahead (:class:`C
 
 from __future__ import annotations
 
+import threading
 import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -32,6 +33,8 @@ if t.TYPE_CHECKING:
 PassId = tuple[str, int]
 #: ``fetch(context, window, next_url)``: one page (KlaviyoStream.fetch_page).
 FetchPage = t.Callable[["Context | None", Window, "str | None"], Page]
+#: The windows a sync of a context reads (KlaviyoStream.windows, or as planned ahead).
+WindowsOf = t.Callable[["Context | None"], list[Window]]
 
 
 class ParallelPages:
@@ -41,6 +44,9 @@ class ParallelPages:
         self.stream = stream
         self._reader: ParallelReader | None = None
         self._passes: dict[PassId, tuple[Context | None, Window]] = {}
+        self._lock = threading.Lock()  # the SDK's thread, and the prefetch's that starts a reader ahead
+        #: A reader started ahead: its own budgets, given back when the SDK comes to read it.
+        self._budgets_ahead: tuple[int, int, int] | None = None
 
     @property
     def buffered_pages(self) -> int | None:
@@ -50,7 +56,8 @@ class ParallelPages:
         self, context: Context | None, *, heartbeat: t.Callable[[], None] | None = None
     ) -> t.Iterator[tuple[Window, Page]]:
         """The context's pages in key order, window by window."""
-        reader = self._reader_for(context)
+        with self._lock:
+            reader = self._reader_for(context)
         finished = False
         try:
             for pass_id, (_, window) in self._passes_of(context_key(context)):
@@ -66,15 +73,46 @@ class ParallelPages:
             self._reader.close()
             self._reader = None
 
+    def start_ahead(self, context: Context | None, max_bytes: int, windows: WindowsOf) -> None:
+        """Start reading the context (and the partitions after it) before the SDK comes to it.
+
+        For :mod:`tap_klaviyo.prefetch`, from its thread, while the streams before this one
+        sync; ``windows`` are the ones it planned (the stream's own would write the state).
+        The reader is the one the stream would start in its turn, the same requests, but
+        holds at most ``max_bytes`` of pages (however many pages or slices that is) until
+        the SDK reads it; then it gets its usual budgets back, if its windows are the sync's.
+        """
+        with self._lock:
+            if self._reader is not None and not self._reader.closed:
+                return
+            reader = self._new_reader(context, windows)
+            self._budgets_ahead = (reader.max_buffered_pages, reader.max_buffered_bytes, reader.max_slices_ahead)
+            reader.max_buffered_bytes = max_bytes
+            reader.max_buffered_pages = reader.max_slices_ahead = 1 << 30  # only the bytes bound it
+
     def _reader_for(self, context: Context | None) -> ParallelReader:
         """The reader whose next pass is this context's, else a new one planned from it."""
         key = context_key(context)
         reader = self._reader
         if reader is not None and not reader.closed:
             pending = reader.pending_passes()
-            if pending and t.cast("PassId", pending[0])[0] == key:
+            if pending and t.cast("PassId", pending[0])[0] == key and self._read_ahead_fits(key, context):
+                if self._budgets_ahead is not None:  # started ahead: the SDK reads it now
+                    reader.max_buffered_pages, reader.max_buffered_bytes, reader.max_slices_ahead = self._budgets_ahead
+                    self._budgets_ahead = None
                 return reader
             self.close()
+        return self._new_reader(context, self.stream.windows)
+
+    def _read_ahead_fits(self, key: str, context: Context | None) -> bool:
+        """A reader started ahead is used only if the windows it planned are this sync's."""
+        if self._budgets_ahead is None:
+            return True
+        return [window for _, (_, window) in self._passes_of(key)] == self.stream.windows(context)
+
+    def _new_reader(self, context: Context | None, windows: WindowsOf) -> ParallelReader:
+        """A reader planned from this context (and the partitions after it); the current one."""
+        self._budgets_ahead = None
         stream = self.stream
         reader = ParallelReader(
             self._fetch,
@@ -88,7 +126,7 @@ class ParallelPages:
         self._passes = {}
         for each in self._contexts_from(context):
             previous = None
-            for index, window in enumerate(stream.windows(each)):
+            for index, window in enumerate(windows(each)):
                 pass_id = (context_key(each), index)
                 self._passes[pass_id] = (each, window)
                 # A tail pass starts when its main pass is fetched (as when reading one page at a time).

@@ -92,6 +92,9 @@ class KlaviyoStream(WindowedStream):
     #: Read slices of the window in parallel (needs ``sort`` ascending on the slice key,
     #: and filters ``lower_bound_operator``/``less-than`` on it).
     parallel: t.ClassVar[bool] = False
+    #: Whether the tap may fetch this stream's pages ahead, while the streams before it sync
+    #: (:mod:`tap_klaviyo.prefetch`); off where contexts take requests to find.
+    prefetch_ahead: t.ClassVar[bool] = True
 
     @override
     def __init_subclass__(cls, **kwargs: t.Any) -> None:
@@ -194,6 +197,12 @@ class KlaviyoStream(WindowedStream):
     def fetch_page(self, context: Context | None, window: Window, next_url: str | None = None) -> Page:
         """One page (any thread): the window's first when ``next_url`` is None."""
         request = self.build_request(context, window, next_url)
+        prefetch = self.klaviyo_tap.stream_prefetch
+        page = prefetch.take(self, request) if prefetch is not None else None
+        return page if page is not None else self.send_for_page(request)
+
+    def send_for_page(self, request: requests.PreparedRequest) -> Page:
+        """The answer to a request, as a page (any thread)."""
         return self.decode_page(self.connection.send(request, decode=records.decode_page))
 
     def decode_page(self, response: requests.Response) -> Page:
@@ -248,6 +257,9 @@ class KlaviyoStream(WindowedStream):
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         tune_gc()
+        prefetch = self.klaviyo_tap.stream_prefetch
+        if prefetch is not None and self.parent_stream_type is None:
+            prefetch.reached(self)  # the streams after this one are fetched ahead meanwhile
         progress = self._progress_for(context)
         with self.get_http_request_counter() as counter:
             counter.with_context(context)
@@ -280,9 +292,26 @@ class KlaviyoStream(WindowedStream):
                     break
                 next_url = page.next_url  # an empty page with a links.next goes on as well
 
+    def start_reading_ahead(
+        self, context: Context | None, max_bytes: int, windows: t.Callable[[Context | None], list[Window]]
+    ) -> None:
+        """Start the parallel reader on ``context`` before the SDK syncs this stream (tap_klaviyo.prefetch)."""
+        self._parallel.start_ahead(context, max_bytes, windows)
+
+    def stop_reading(self) -> None:
+        """Stop the parallel reader, if one runs (the sync is over)."""
+        self._parallel.close()
+
     def reads_on(self, context: Context | None) -> bool:
         """Whether to follow ``links.next`` after the page just emitted (a stream may stop early)."""
         return True
+
+    def reads_whole_chain(self, window: Window) -> bool:
+        """Whether a sync reads every page of the window's ``links.next`` chain (none stops early).
+
+        Then the prefetch (:mod:`tap_klaviyo.prefetch`) may fetch them all ahead.
+        """
+        return type(self).reads_on is KlaviyoStream.reads_on
 
     def skips_partition(self, context: Context | None) -> bool:
         """Whether this run does not read the partition (a resumed run skips what was read in full)."""

@@ -259,6 +259,10 @@ class ReviewsStream(KlaviyoStream):
         return not self._reached_bookmark
 
     @override
+    def reads_whole_chain(self, window: Window) -> bool:
+        return window.lower is None  # nothing to stop at without a bookmark or start_date
+
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         self._reached_bookmark = False
         yield from super().get_records(context)
@@ -290,6 +294,7 @@ class _MembersStream(KlaviyoStream):
     parallel = True
     slice_key = "joined_group_at"
     sort = "joined_group_at"
+    prefetch_ahead = False  # its contexts (the groups) take requests to find: its own reader is started ahead
 
     @override
     @cached_property
@@ -314,7 +319,10 @@ class _MembersStream(KlaviyoStream):
     def skips_partition(self, context: Context | None) -> bool:
         if not context:
             return False
-        return context.get(self.group_key) in (self.stream_state.get(GROUPS_DONE) or ())
+        # Read without adding the stream's entry to the state (``stream_state`` would): the
+        # prefetch plans the groups while other streams sync (tap_klaviyo.prefetch).
+        stream_state = (self.tap_state.get("bookmarks") or {}).get(self.name) or {}
+        return context.get(self.group_key) in (stream_state.get(GROUPS_DONE) or ())
 
     def _log_resume(self, count: int) -> None:
         if not getattr(self, "_resume_logged", False):
@@ -461,12 +469,12 @@ class FlowMessagesStream(PrefetchedChildMixin, KlaviyoStream):
     sort = "updated"
 
     @override
-    def windows(self, context: Context | None) -> list[Window]:
+    def windows_from(self, start: dt.datetime | None, context: Context | None) -> list[Window]:
         """One pass per action, no tail pass: a second request per action would halve the pace.
 
         (A future-dated ``updated`` is still emitted; the bookmark is capped at the run's start.)
         """
-        return [Window(self.get_starting_timestamp(context), self.end_date)]
+        return [Window(start, self.end_date)]
 
     @override
     def get_url(self, context: Context | None) -> str:

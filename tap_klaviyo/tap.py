@@ -24,6 +24,7 @@ from klaviyo_core.scopes import missing_scopes_error, probe_scopes, scopes_of
 from klaviyo_core.setting_names import check_setting_names
 from klaviyo_core.settings import (
     CONNECTION_SETTINGS,
+    DEFAULT_MAX_CONCURRENCY,
     check_connection_settings,
     config_error,
     redact_config_errors,
@@ -36,6 +37,7 @@ from tap_klaviyo.custom_fields import (
     CustomFieldSource,
     with_custom_fields,
 )
+from tap_klaviyo.prefetch import StreamPrefetch, sync_order
 from tap_klaviyo.sdk_compat import CompatTap
 from tap_klaviyo.state import check_state, move_old_bookmarks
 from tap_klaviyo.stream import load_schema
@@ -237,6 +239,8 @@ class TapKlaviyo(CompatTap):
     # tested here, so batch_config is not offered (a config that sets it gets a one-line error).
     capabilities: t.ClassVar[list] = [c for c in Tap.capabilities if c != PluginCapabilities.BATCH]
     _mapper_pending = False  # set up on first use (see setup_mapper)
+    #: Pages of the streams to sync next, fetched ahead while a sync runs (tap_klaviyo.prefetch).
+    stream_prefetch: StreamPrefetch | None = None
 
     def __init__(self, *args: t.Any, validate_config: bool = True, **kwargs: t.Any) -> None:
         catalog = kwargs.get("catalog")
@@ -523,7 +527,16 @@ class TapKlaviyo(CompatTap):
             for name in left_out:
                 self.streams.pop(name, None)
         self._resolve_report_metrics()  # after the scopes: the streams left out need no metric
-        super().sync_all()
+        workers = int(self.config.get("max_concurrency") or DEFAULT_MAX_CONCURRENCY)
+        if workers > 1:  # max_concurrency 1: one request at a time, none ahead
+            streams = sync_order(t.cast("KlaviyoStream", stream) for stream in self.streams.values())
+            self.stream_prefetch = StreamPrefetch(streams, workers=workers, logger=self.logger)
+        try:
+            super().sync_all()
+        finally:
+            if self.stream_prefetch is not None:
+                self.stream_prefetch.close()
+                self.stream_prefetch = None
 
     def _warn_about_catalog_group_streams(self) -> None:
         catalog = self.input_catalog

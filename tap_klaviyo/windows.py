@@ -100,7 +100,10 @@ class WindowedStream(CompatStream):
         """
         if not self.replication_key:
             return [WHOLE_RANGE]
-        start = self.lower_bound(context)
+        return self.windows_from(self.lower_bound(context), context)
+
+    def windows_from(self, start: dt.datetime | None, context: Context | None) -> list[Window]:
+        """The windows of an incremental sync of the context that starts reading at ``start``."""
         if self.end_date:
             return [Window(start, self.end_date)]
         if not (self.is_sorted and self.bounded_above):

@@ -69,7 +69,7 @@ class FakeKlaviyo:
         self.included: dict[str, list[dict]] = {}
         self.page_cap = page_cap
         self.mocker = mocker
-        self.failures: list[tuple[int, dict[str, str], t.Any]] = []
+        self.failures: list[tuple[int, dict[str, str], t.Any, str | None]] = []
         mocker.get(re.compile(re.escape(BASE_URL) + r"/api/.*"), text=self._serve_text)
         # The tap's scope probes (klaviyo_core.scopes) are answered apart: they neither take an
         # injected failure nor count among a sync's requests. Registered last, so matched first.
@@ -83,9 +83,14 @@ class FakeKlaviyo:
         """Resources the collection at ``path`` returns as ``included`` when asked to include any."""
         self.included.setdefault(path, []).extend(resources)
 
-    def fail_next(self, status: int, headers: dict[str, str] | None = None, body: t.Any = None) -> None:
-        """Answer the next request with this failure instead of data."""
-        self.failures.append((status, headers or {}, body))
+    def fail_next(
+        self, status: int, headers: dict[str, str] | None = None, body: t.Any = None, *, path: str | None = None
+    ) -> None:
+        """Answer the next request (to ``path``, when given) with this failure instead of data.
+
+        With ``path`` the failure waits for its request, whatever the tap fetches ahead meanwhile.
+        """
+        self.failures.append((status, headers or {}, body, path))
 
     @property
     def requests(self) -> list[t.Any]:
@@ -105,15 +110,17 @@ class FakeKlaviyo:
         return body if isinstance(body, str) else json.dumps(body)
 
     def _serve(self, request: t.Any, context: t.Any) -> t.Any:
-        if self.failures:
-            context.status_code, headers, body = self.failures.pop(0)
+        path = urlsplit(request.url).path
+        failure = next((f for f in self.failures if f[3] in (None, path)), None)
+        if failure is not None:
+            self.failures.remove(failure)
+            context.status_code, headers, body, _ = failure
             context.headers.update(headers)
             return (
                 body
                 if body is not None
                 else {"errors": [{"id": "x", "code": "error", "title": "Error", "detail": "injected failure"}]}
             )
-        path = urlsplit(request.url).path
         params = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
         try:
             items = self._select(self.collections.get(path, []), path, params)

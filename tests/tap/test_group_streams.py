@@ -250,7 +250,9 @@ def test_a_list_deleted_since_discovery_is_a_warning_not_a_failed_sync(fake, cap
     seed(fake)
     catalog = select(discover(GROUPS_ON), "list_profiles", "profiles")
     fake.fail_next(
-        404, body={"errors": [{"id": "1", "code": "not_found", "title": "Not found", "detail": "List not found."}]}
+        404,
+        body={"errors": [{"id": "1", "code": "not_found", "title": "Not found", "detail": "List not found."}]},
+        path="/api/lists/L3/profiles",
     )
     with caplog.at_level(logging.WARNING):
         run = sync(catalog, GROUPS_ON)
