@@ -171,6 +171,7 @@ class EndpointLimiter:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._gate = threading.Lock()  # held by the one thread waiting for the next request's turn
         self._paused_until = 0.0
         self._tickets = 0
         self._outstanding: set[int] = set()  # tickets sent and not yet answered
@@ -186,6 +187,13 @@ class EndpointLimiter:
 
     def acquire(self) -> int:
         """Block until one request may be sent, count it as sent, and return its ticket."""
+        # One thread at a time sleeps until the next request may go; the others wait for it
+        # on the gate, woken one by one. Each sleeping on its own, every waiting thread woke
+        # for every request sent, found no room left, and slept again.
+        with self._gate:
+            return self._acquire()
+
+    def _acquire(self) -> int:
         blocked_at: float | None = None
         while True:
             with self._lock:

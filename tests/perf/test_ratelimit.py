@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import random
 import threading
+import time
 
 import pytest
 
@@ -221,3 +222,28 @@ def test_requests_wait_for_a_place_in_flight_but_never_forever():
     start = clock()
     limiter.acquire()
     assert 29.0 <= clock() - start <= 31.0
+
+
+def test_one_thread_at_a_time_sleeps_for_the_next_turn_the_others_queue_behind_it():
+    # Each sleeping on its own, every blocked thread woke for every request sent and slept
+    # again: wake-ups grew with the threads. Real time here: the sleeps must overlap to count.
+    sleeping, peak = 0, 0
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        nonlocal sleeping, peak
+        with lock:
+            sleeping += 1
+            peak = max(peak, sleeping)
+        time.sleep(seconds)
+        with lock:
+            sleeping -= 1
+
+    limiter = EndpointLimiter("op", 10, 1000, sleep=sleep)
+    threads = [threading.Thread(target=lambda: [limiter.acquire() for _ in range(5)]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert limiter.requests == 20 and limiter.waits >= 1
+    assert peak == 1

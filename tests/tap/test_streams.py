@@ -6,7 +6,9 @@ import jsonschema
 import pytest
 
 from tap_klaviyo.stream import load_schema
-from tests.tap.conftest import run_sync
+from tap_klaviyo.tap import TapKlaviyo
+from tap_klaviyo.windows import WHOLE_RANGE
+from tests.tap.conftest import CONFIG, run_sync
 from tests.tap.fake_klaviyo import (
     FakeKlaviyo,
     campaign,
@@ -92,6 +94,10 @@ def test_several_pages_follow_links_next_with_the_filter_kept(mocker, stream):
     first_filter = fake.params(0)["filter"]
     assert all(fake.params(i)["filter"] == first_filter for i in range(3))
     assert "page[cursor]" in fake.params(2)
+    # Every page's request carries the stream's headers and the credentials.
+    for request in fake.requests:
+        assert request.headers["revision"] and request.headers["Accept"] == "application/vnd.api+json"
+        assert request.headers["Authorization"] == f"Klaviyo-API-Key {CONFIG['api_key']}"
 
 
 @pytest.mark.parametrize("stream", sorted(INCREMENTAL))
@@ -259,3 +265,14 @@ def test_end_date_bounds_the_run(fake):
     assert [r["id"] for r in result.records] == ["e1"]
     assert "less-than(datetime,2024-01-05T00:00:00+00:00)" in fake.params(0)["filter"]
     assert len(fake.requests) == 1  # no tail pass beyond an explicit end
+
+
+def test_a_next_page_request_is_a_get_of_links_next_with_headers_of_its_own():
+    stream = TapKlaviyo(config=CONFIG).streams["events"]
+    url = "https://a.klaviyo.com/api/events?filter=greater-or-equal%28datetime%2C2024-01-01%29&page%5Bcursor%5D=b2"
+    first = stream.build_request(None, WHOLE_RANGE, url)
+    first.headers["Authorization"] = "Klaviyo-API-Key changed"  # as credentials are added when sent
+    second = stream.build_request(None, WHOLE_RANGE, url)
+    assert (second.method, second.url, second.body) == ("GET", url, None)
+    assert "Authorization" not in second.headers
+    assert dict(second.headers) == {**stream.http_headers}
