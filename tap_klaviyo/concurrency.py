@@ -188,8 +188,8 @@ class ParallelReader:
         self.logger = logger or logging.getLogger(__name__)
         # One lock, two conditions: a page ready wakes the reader only; work to fetch wakes
         # one idle worker, which wakes the next if more is fetchable. One condition notified
-        # to all woke every idle worker for every page (a profiles sync: 40% more context
-        # switches, docs/operations.md).
+        # to all woke every idle worker for every page (a 20,000-profile sync: 3,071 context
+        # switches against 1,872, docs/operations.md).
         self._lock = threading.Lock()
         self._page_ready = threading.Condition(self._lock)  # the reader waits on it
         self._work_ready = threading.Condition(self._lock)  # idle workers wait on it

