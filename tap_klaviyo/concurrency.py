@@ -106,6 +106,61 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)  # set at import already (tap_klaviyo/__init__.py); again in case it changed
 
 
+T = t.TypeVar("T")
+
+
+class WorkerThreads:
+    """Worker threads that wait for work under their owner's lock, woken one at a time.
+
+    Work to do wakes one idle worker, or starts one (up to ``limit``) when none is idle;
+    a worker that takes work calls :meth:`wake_or_spawn` again if more remains, so
+    workers join one after another. One condition notified to all woke every idle worker
+    for every page (a 20,000-profile sync: 3,071 context switches against 1,872,
+    docs/operations.md). The parallel reader and the stream prefetch both use it.
+    """
+
+    def __init__(
+        self, lock: threading.Lock | threading.RLock, target: t.Callable[[], None], limit: int, name: str
+    ) -> None:
+        self.work_ready = threading.Condition(lock)
+        self.idle = 0  # workers waiting for work
+        self.threads: list[threading.Thread] = []
+        self._target, self._limit, self._name = target, limit, name
+
+    def wake_or_spawn(self) -> None:
+        """With the lock held, when there is work: wake one idle worker, or start one."""
+        if self.idle:
+            self.work_ready.notify()
+        elif len(self.threads) < self._limit:
+            name = f"{self._name}-{len(self.threads) + 1}"
+            thread = threading.Thread(target=self._target, name=name, daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def wait_for(self, find: t.Callable[[], T | None], closed: t.Callable[[], bool]) -> T | None:
+        """With the lock held: what ``find`` returns, waiting while it returns None; None once ``closed``."""
+        while not closed():
+            found = find()
+            if found is not None:
+                return found
+            self.idle += 1
+            self.work_ready.wait()
+            self.idle -= 1
+        return None
+
+    def wake_all(self) -> None:
+        """With the lock held: wake every idle worker (to see that their owner closed)."""
+        self.work_ready.notify_all()
+
+    def join(self, seconds: float) -> None:
+        """Wait up to ``seconds`` in all for the workers (but the calling thread) to exit."""
+        deadline = time.monotonic() + seconds
+        current = threading.current_thread()
+        for thread in self.threads:
+            if thread is not current:
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
 @dataclass
 class Page:
     """One answer: its records (converted), where the chain goes next, the key range."""
@@ -187,19 +242,15 @@ class ParallelReader:
         self.name = name
         self.logger = logger or logging.getLogger(__name__)
         # One lock, two conditions: a page ready wakes the reader only; work to fetch wakes
-        # one idle worker, which wakes the next if more is fetchable. One condition notified
-        # to all woke every idle worker for every page (a 20,000-profile sync: 3,071 context
-        # switches against 1,872, docs/operations.md).
+        # one idle worker (WorkerThreads).
         self._lock = threading.Lock()
         self._page_ready = threading.Condition(self._lock)  # the reader waits on it
-        self._work_ready = threading.Condition(self._lock)  # idle workers wait on it
+        self._workers = WorkerThreads(self._lock, self._work, self.workers, self.name)
         self._slices: list[Slice] = []  # not yet handed over, in order; the head is [0]
         self._buffered = 0  # pages fetched, not yet handed over
         self._buffered_bytes = 0  # their size
         self._page_bytes = 0  # the largest page seen: what a page in flight is expected to hold
         self._in_flight = 0
-        self._idle = 0  # workers waiting for a slice
-        self._threads: list[threading.Thread] = []
         self._closed = False
         # Counters for progress logs and tests.
         self.pages_fetched = 0
@@ -226,15 +277,11 @@ class ParallelReader:
         with self._lock:
             self._closed = True
             self._slices.clear()
-            self._work_ready.notify_all()
+            self._workers.wake_all()
             self._page_ready.notify_all()
         # Idle workers exit at once; one still waiting for an answer is a daemon thread
         # whose page is dropped: do not hold the run up for it.
-        deadline = time.monotonic() + 1.0
-        current = threading.current_thread()
-        for thread in self._threads:
-            if thread is not current:
-                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._workers.join(1.0)
 
     def __enter__(self) -> ParallelReader:
         return self
@@ -304,14 +351,8 @@ class ParallelReader:
 
     def _wake_or_spawn(self) -> None:
         """With the lock held: get a worker onto fetchable work, starting one if none is idle."""
-        if self._closed or self._next_fetchable() is None:
-            return
-        if self._idle:
-            self._work_ready.notify()  # it wakes the next one if more is fetchable
-        elif len(self._threads) < self.workers:
-            thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads) + 1}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        if not self._closed and self._next_fetchable() is not None:
+            self._workers.wake_or_spawn()
 
     def _next_fetchable(self) -> Slice | None:
         """With the lock held: the earliest slice that may fetch a page now, if any."""
@@ -341,14 +382,9 @@ class ParallelReader:
     def _work(self) -> None:
         while True:
             with self._lock:
-                candidate = None if self._closed else self._next_fetchable()
-                while candidate is None:
-                    if self._closed:
-                        return
-                    self._idle += 1
-                    self._work_ready.wait()
-                    self._idle -= 1
-                    candidate = None if self._closed else self._next_fetchable()
+                candidate = self._workers.wait_for(self._next_fetchable, lambda: self._closed)
+                if candidate is None:
+                    return
                 candidate.claimed = True
                 self._in_flight += 1
                 url = candidate.next_url

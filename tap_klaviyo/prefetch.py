@@ -36,6 +36,7 @@ import threading
 import typing as t
 
 from klaviyo_core import dates, endpoints
+from tap_klaviyo.concurrency import WorkerThreads
 from tap_klaviyo.windows import WHOLE_RANGE, Window
 
 if t.TYPE_CHECKING:
@@ -114,7 +115,11 @@ class StreamPrefetch:
         self.max_bytes = max_bytes
         self.logger = logger or logging.getLogger(__name__)
         self._order = {stream.name: index for index, stream in enumerate(self.streams)}
-        self._cond = threading.Condition()
+        # One lock, two conditions: an answer wakes the threads waiting to take one; a request
+        # to send wakes one idle worker (WorkerThreads).
+        self._lock = threading.RLock()  # reentrant, as the Condition it replaced: a caller may hold it across calls
+        self._answer_ready = threading.Condition(self._lock)
+        self._workers = WorkerThreads(self._lock, self._work, self.workers, "prefetch")
         self._planned = False
         self._position = -1  # the stream being synced
         self._closed = False
@@ -125,8 +130,6 @@ class StreamPrefetch:
         self._page_bytes = 0  # the largest answer seen: what one in flight is expected to hold
         self._in_flight = 0
         self._flying: dict[str, int] = {}  # requests in flight per endpoint
-        self._idle = 0
-        self._threads: list[threading.Thread] = []
         self._readers_ahead: list[KlaviyoStream] = []  # streams whose own reader was started ahead
         # Counters for logs and tests.
         self.requests = 0
@@ -142,7 +145,7 @@ class StreamPrefetch:
         position = self._order.get(stream.name)
         if position is None or position <= self._position:
             return  # another context of the stream being synced
-        with self._cond:
+        with self._lock:
             self._position = position
         if not self._planned:
             self._planned = True
@@ -150,7 +153,7 @@ class StreamPrefetch:
             chains = [chain for later in self.streams[position + 1 :] for chain in self._plan(later)]
         else:
             chains = []
-        with self._cond:
+        with self._lock:
             for key, answer in list(self._answers.items()):
                 if answer.chain.order < position:
                     self._drop(key, answer)
@@ -168,13 +171,14 @@ class StreamPrefetch:
 
     def close(self) -> None:
         """Stop: queued requests are not sent, answers are dropped, requests in flight not waited for."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._chains.clear()
             self._next.clear()
             self._answers.clear()
             self._bytes = 0
-            self._cond.notify_all()
+            self._workers.wake_all()
+            self._answer_ready.notify_all()
             readers, self._readers_ahead = self._readers_ahead, []
         for stream in readers:  # read by now, or never to be
             stream.stop_reading()
@@ -202,7 +206,7 @@ class StreamPrefetch:
         if not (self._answers or self._next):
             return None
         key = request_key(stream, request)
-        with self._cond:
+        with self._lock:
             answer = self._answers.pop(key, None)
             if answer is None:
                 chain = self._next.pop(key, None)
@@ -210,11 +214,11 @@ class StreamPrefetch:
                     chain.done = True
                 return None
             while not answer.ready and not self._closed:
-                self._cond.wait()
+                self._answer_ready.wait()
             if answer.counted:
                 self._bytes -= answer.page.size if answer.page is not None else 0
                 answer.counted = False
-            self._cond.notify_all()  # room for more
+            self._wake_or_spawn()  # room for more
             if answer.error is not None:
                 raise answer.error
             if answer.page is not None:
@@ -284,7 +288,7 @@ class StreamPrefetch:
         except Exception as exc:  # noqa: BLE001 - the SDK asks again in the stream's turn, and fails there
             self.logger.debug("Prefetch: %s could not be planned ahead (%s)", stream.name, exc)
             return
-        with self._cond:
+        with self._lock:
             if not self._closed and self._position < self._order[stream.name]:
 
                 def planned(context: Context | None) -> list[Window]:
@@ -297,15 +301,8 @@ class StreamPrefetch:
 
     def _wake_or_spawn(self) -> None:
         """With the lock held: get a worker onto the next request, starting one if none is idle."""
-        if self._closed or self._next_chain() is None:
-            return
-        if self._idle:
-            self._cond.notify_all()
-        elif len(self._threads) < self.workers:
-            name = f"prefetch-{len(self._threads) + 1}"
-            thread = threading.Thread(target=self._work, name=name, daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        if not self._closed and self._next_chain() is not None:
+            self._workers.wake_or_spawn()
 
     def _next_chain(self) -> _Chain | None:
         """With the lock held: the nearest chain with a request to send, if the budget has room."""
@@ -320,15 +317,10 @@ class StreamPrefetch:
 
     def _work(self) -> None:
         while True:
-            with self._cond:
-                chain = None if self._closed else self._next_chain()
-                while chain is None:
-                    if self._closed:
-                        return
-                    self._idle += 1
-                    self._cond.wait()
-                    self._idle -= 1
-                    chain = None if self._closed else self._next_chain()
+            with self._lock:
+                chain = self._workers.wait_for(self._next_chain, lambda: self._closed)
+                if chain is None:
+                    return
                 request, key = t.cast("requests.PreparedRequest", chain.request), t.cast("RequestKey", chain.key)
                 chain.request = chain.key = None
                 self._next.pop(key, None)
@@ -343,12 +335,12 @@ class StreamPrefetch:
                 page = chain.stream.send_for_page(request)
             except Exception as exc:  # noqa: BLE001 - raised in the stream's turn (take)
                 error = exc
-            with self._cond:
+            with self._lock:
                 self._in_flight -= 1
                 self._flying[chain.operation] -= 1
                 answer.error = error
                 self._arrived(chain, answer, key, page)
-                self._cond.notify_all()
+                self._answer_ready.notify_all()  # the stream (or a reader started ahead) taking it
 
     def _arrived(self, chain: _Chain, answer: _Answer, key: RequestKey, page: Page | None) -> None:
         """With the lock held: keep the answer until taken, and plan the chain's next request."""

@@ -70,6 +70,26 @@ def flatten(resource: dict) -> dict:
     return record
 
 
+def link_request(url: str, headers: t.Mapping[str, str]) -> requests.PreparedRequest:
+    """A GET of a link Klaviyo gave (``links.next``), its URL sent as given.
+
+    What ``requests.Request("GET", url, headers=headers).prepare()`` makes, but for the URL:
+    requests parses and re-encodes it character by character in Python (urllib3's
+    ``parse_url``), a tenth of a page request's CPU, for a URL Klaviyo has already encoded.
+    urllib3 still encodes, when it sends the request, any character a request line cannot
+    carry. tests/tap/test_streams.py checks both requests are the same.
+    """
+    request = requests.PreparedRequest()
+    request.prepare_method("GET")
+    request.url = url
+    request.prepare_headers(headers)
+    request.prepare_cookies(None)
+    request.prepare_body(None, None)
+    request.prepare_auth(None, url)
+    request.prepare_hooks(None)
+    return request
+
+
 class KlaviyoStream(WindowedStream):
     """A Klaviyo collection endpoint.
 
@@ -157,9 +177,7 @@ class KlaviyoStream(WindowedStream):
     def build_request(self, context: Context | None, window: Window, next_url: str | None) -> requests.PreparedRequest:
         """The request for a window's first page, or for ``next_url`` (``links.next``, used verbatim)."""
         if next_url:  # links.next already carries filter, sort and cursor
-            # params "" rather than requests' default {}: nothing to add to the query, and
-            # requests checks a dict against its file-like protocol on every request (~20 us)
-            return requests.Request("GET", next_url, headers=self.http_headers, params="").prepare()
+            return link_request(next_url, self.http_headers)
         return requests.Request(
             self.http_method,
             self.get_url(context),

@@ -26,7 +26,7 @@ import sys
 import typing as t
 import weakref
 
-from singer_sdk.singerlib.encoding.simple import Message, RecordMessage, SimpleSingerWriter
+from singer_sdk.singerlib.encoding.simple import Message, RecordMessage, SimpleSingerWriter, StateMessage
 from typing_extensions import override
 
 from tap_klaviyo.typed_decoding import plain_record
@@ -161,7 +161,7 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
         pending = self._pending
         size = len(pending)
         try:
-            self._encoder.encode_into(message.to_dict(), pending, -1)
+            self._encoder.encode_into(_document(message), pending, -1)
         except UnicodeEncodeError:  # a lone surrogate ("\ud83d") in Klaviyo's text: msgspec refuses it
             del pending[size:]  # and leaves half-encoded bytes behind
             built = message.built() if isinstance(message, _Unbuilt) else message
@@ -190,6 +190,14 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
             _write_all(self._raw, self._pending)
             self._pending.clear()
         self._raw.flush()
+
+
+def _document(message: Message | _Unbuilt) -> dict:
+    """``message.to_dict()``; a STATE's without the deep copy of its value the SDK's makes
+    (``dataclasses.asdict``: 0.13 ms a STATE, one STATE a page: a tenth of a profile page's CPU)."""
+    if type(message) is StateMessage:
+        return {"type": message.type, "value": message.value}
+    return message.to_dict()
 
 
 class _Unbuilt:

@@ -21,6 +21,7 @@ from requests.utils import resolve_proxies
 
 from klaviyo_core.client import KlaviyoConnection, new_session
 from klaviyo_core.sdk_compat import read_body
+from tap_klaviyo.stream import link_request
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -90,6 +91,36 @@ def test_proxies_are_requests_own_and_resolved_once_per_origin(clean_proxy_env):
 def test_no_proxy_in_the_environment_means_a_direct_connection(clean_proxy_env):
     connection = KlaviyoConnection({"api_key": "pk_test"})
     assert connection._proxies_for(new_session(), "https://a.klaviyo.com/api/events") == {}
+
+
+LINKS = [
+    "https://a.klaviyo.com/api/events?filter=greater-or-equal%28datetime%2C2024-01-01%29&page%5Bcursor%5D=b2",
+    "https://a.klaviyo.com/api/profiles?page[cursor]=b2&sort=updated&fields[profile]=email,updated",
+    "http://127.0.0.1:8080/api/lists/Xy1/relationships/profiles?page%5Bsize%5D=1000#top",
+]
+
+
+@pytest.mark.parametrize("url", LINKS)
+def test_a_link_request_is_what_requests_prepares_but_for_the_url_re_encoded(url):
+    headers = {"revision": "2026-07-15", "Accept": "application/vnd.api+json", "User-Agent": "klaviyo-singer"}
+    ours, theirs = link_request(url, headers), requests.Request("GET", url, headers=headers).prepare()
+    assert ours.url == url  # as given; urllib3 encodes what must be when sending (the next test)
+    assert (ours.method, ours.body, ours.hooks, dict(ours.headers)) == (
+        theirs.method, theirs.body, theirs.hooks, dict(theirs.headers)
+    )  # fmt: skip
+    assert dict(ours.headers) == headers and ours.headers is not headers  # a copy: credentials added stay its own
+    assert ours._cookies is not None and not list(ours._cookies)  # a redirect adds cookies to a jar of its own
+
+
+@pytest.mark.parametrize("query", ["page[cursor]=a b&filter=equals(email,'é@x.com')", "page%5Bcursor%5D=a%20b"])
+def test_a_link_reaches_the_server_as_the_request_requests_prepares(proxy_server, query):
+    server, seen = proxy_server
+    link = f"{server}/api/profiles?{query}"
+    with requests.Session() as session:
+        assert session.send(link_request(link, {}), stream=True).status_code == 200
+        assert session.send(requests.Request("GET", link).prepare(), stream=True).status_code == 200
+    assert seen[0] == seen[1]
+    assert seen[0].startswith("GET /api/profiles?page%5Bcursor%5D=a%20b")  # what a request line cannot carry, encoded
 
 
 BODY = json.dumps({"data": [{"id": str(i), "attributes": {"x": "y" * 100}} for i in range(12_000)]}).encode()

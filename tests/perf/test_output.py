@@ -34,7 +34,7 @@ def messages() -> list:
         SchemaMessage("events", {"type": "object"}, ["id"], ["datetime"]),
         RecordMessage("events", record, time_extracted=when),
         RecordMessage("events", {**record, "id": "e2"}, version=7, time_extracted=when),
-        StateMessage({"bookmarks": {"events": {"replication_key_value": ts(2)}}}),
+        StateMessage({"bookmarks": {"events": {"replication_key_value": ts(2), "partitions": [], "x": None}}}),
     ]
 
 

@@ -274,10 +274,10 @@ def test_idle_workers_are_woken_one_at_a_time_not_all_for_every_page():
     # notify_all for every event) gave a 20,000-profile sync 3,071 context switches, not 1,872.
     source = Source(range(4000), page_size=20)
     with ParallelReader(source.fetch, key, workers=8, page_size=20, name="wakeups") as reader:
-        reader._work_ready = CountingCondition(reader._lock)
+        reader._workers.work_ready = CountingCondition(reader._lock)
         reader.add_pass("main", None, None)
         records = read_all(reader, ["main"])
-        wakeups = reader._work_ready.wakeups
+        wakeups = reader._workers.work_ready.wakeups
     assert len(records) == 4000
     pages = len(source.requests)
     assert pages == 200

@@ -28,6 +28,7 @@ from tap_klaviyo.reports import ReportStream
 from tap_klaviyo.stream import KlaviyoStream
 from tap_klaviyo.tap import TapKlaviyo
 from tests.conftest import BIN, select
+from tests.perf.test_reader import CountingCondition
 
 REPORT = "campaign_values_report"
 
@@ -217,8 +218,8 @@ class PagedStream:
 
 def wait_until_idle(prefetch: prefetch_module.StreamPrefetch) -> None:
     for _ in range(200):
-        with prefetch._cond:
-            if prefetch._idle == len(prefetch._threads) and not prefetch._in_flight:
+        with prefetch._lock:
+            if prefetch._workers.idle == len(prefetch._workers.threads) and not prefetch._in_flight:
                 return
         threading.Event().wait(0.01)
     raise AssertionError("the prefetch never went idle")
@@ -243,10 +244,40 @@ def test_the_buffer_stays_within_its_bytes_and_every_page_is_read_once_in_order(
     assert prefetch.requests == prefetch.taken  # none wasted
 
 
+class SlowPagedStream(PagedStream):
+    """Its answers take two milliseconds (real ones: time.sleep is virtual here), time for idle
+    workers woken in vain to run."""
+
+    def send_for_page(self, request: requests.PreparedRequest) -> Page:
+        threading.Event().wait(0.002)
+        return super().send_for_page(request)
+
+
+def test_idle_prefetch_workers_are_woken_one_at_a_time_not_all_for_every_answer(monkeypatch) -> None:
+    # Eight one-page streams start eight workers; then one chain is left, one request to send at a
+    # time, so seven workers idle. Notified to all (as before), every answer woke all seven.
+    monkeypatch.setattr(prefetch_module, "_in_flight_cap", lambda operation: 8)
+    short = [PagedStream(f"short{n}", 1) for n in range(8)]
+    now, later = PagedStream("now", 1), SlowPagedStream("later", 60)
+    streams = t.cast("list[KlaviyoStream]", [now, *short, later])
+    prefetch = prefetch_module.StreamPrefetch(streams, workers=8, max_bytes=10**6)
+    prefetch._workers.work_ready = CountingCondition(prefetch._lock)
+    try:
+        prefetch.reached(t.cast("KlaviyoStream", now))
+        wait_until_idle(prefetch)
+        wakeups = prefetch._workers.work_ready.wakeups
+        workers = len(prefetch._workers.threads)
+    finally:
+        prefetch.close()
+    assert prefetch.requests == 8 + 60  # all sent ahead, each once
+    assert workers == 8
+    assert wakeups <= 2 * 60
+
+
 def test_a_stream_that_asks_first_takes_its_chain_over_and_nothing_is_requested_twice() -> None:
     now, slow = PagedStream("now", 1), PagedStream("slow", 5)
     prefetch = prefetch_module.StreamPrefetch(t.cast("list[KlaviyoStream]", [now, slow]), workers=1, max_bytes=10**6)
-    with prefetch._cond:  # the stream asks before any worker could send its first request
+    with prefetch._lock:  # the stream asks before any worker could send its first request
         prefetch.reached(t.cast("KlaviyoStream", now))
         prefetch.reached(t.cast("KlaviyoStream", slow))
         request = slow.build_request(None, None, None)
