@@ -193,6 +193,18 @@ def record_count(log_text: str, stream: str) -> int:
     return total
 
 
+def discover_selecting(config_path: Path, stream: str) -> dict:
+    """The tap's catalog (``--discover`` with this config), ``stream`` alone selected."""
+    catalog = json.loads(subprocess.run(
+        [*TAP, "--config", str(config_path), "--discover"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout)  # fmt: skip
+    for entry in catalog["streams"]:
+        for item in entry["metadata"]:
+            if item["breadcrumb"] == []:
+                item["metadata"]["selected"] = entry["tap_stream_id"] == stream
+    return catalog
+
+
 def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path) -> dict:
     operation = STREAMS[stream][0]
     steady = endpoints.endpoint(operation).steady_per_minute * args.rate_limit_scale  # what the sandbox enforces
@@ -204,15 +216,8 @@ def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path
         }  # fmt: skip
         config_path = work / f"config-{stream}.json"
         config_path.write_text(json.dumps(config))
-        catalog = json.loads(subprocess.run(
-            [*TAP, "--config", str(config_path), "--discover"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout)  # fmt: skip
-        for entry in catalog["streams"]:
-            for item in entry["metadata"]:
-                if item["breadcrumb"] == []:
-                    item["metadata"]["selected"] = entry["tap_stream_id"] == stream
         catalog_path = work / f"catalog-{stream}.json"
-        catalog_path.write_text(json.dumps(catalog))
+        catalog_path.write_text(json.dumps(discover_selecting(config_path, stream)))
         before = sandbox.counters()
         log_path = work / f"tap-{stream}-{scale}.log"
         sandbox_cpu = process_cpu_seconds(sandbox.proc.pid)
