@@ -14,6 +14,10 @@ is the difference of two runs, so start-up cancels out:
   once, output to /dev/null) from sandboxes of the larger and the smaller ``--scales``, divided
   by the difference in records.
 
+Compare like with like: instructions weigh C loops far more than Python code. msgspec splitting a
+profiles page into its resources is ~1.4 million instructions in ~0.1 ms; requests sending the
+request and reading the answer ~1.4 million in ~1 ms.
+
 Both run under valgrind, 30-60 times slower than usual. valgrind is not a project dependency
 (``apt-get install valgrind``). Not a test: nothing is asserted.
 """
