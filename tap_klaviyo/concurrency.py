@@ -109,26 +109,38 @@ def tune_gc() -> None:
 T = t.TypeVar("T")
 
 
-class WorkerThreads:
+class WorkerThreads(t.Generic[T]):
     """Worker threads that wait for work under their owner's lock, woken one at a time.
 
-    Work to do wakes one idle worker, or starts one (up to ``limit``) when none is idle;
-    a worker that takes work calls :meth:`wake_or_spawn` again if more remains, so
-    workers join one after another. One condition notified to all woke every idle worker
-    for every page (a 20,000-profile sync: 3,071 context switches against 1,872,
-    docs/operations.md). The parallel reader and the stream prefetch both use it.
+    ``find`` (called with the lock held) returns the next piece of work, or None while there
+    is none; ``closed`` says the owner stopped. Work to do wakes one idle worker, or starts
+    one (up to ``limit``) when none is idle; a worker that takes work calls
+    :meth:`wake_or_spawn` again, so workers join one after another while more remains. One
+    condition notified to all woke every idle worker for every page (a 20,000-profile sync:
+    3,071 context switches against 1,872, docs/operations.md). The parallel reader and the
+    stream prefetch both use it.
     """
 
     def __init__(
-        self, lock: threading.Lock | threading.RLock, target: t.Callable[[], None], limit: int, name: str
+        self,
+        lock: threading.Lock | threading.RLock,
+        target: t.Callable[[], None],
+        limit: int,
+        name: str,
+        *,
+        find: t.Callable[[], T | None],
+        closed: t.Callable[[], bool],
     ) -> None:
         self.work_ready = threading.Condition(lock)
         self.idle = 0  # workers waiting for work
         self.threads: list[threading.Thread] = []
         self._target, self._limit, self._name = target, limit, name
+        self._find, self._closed = find, closed
 
     def wake_or_spawn(self) -> None:
-        """With the lock held, when there is work: wake one idle worker, or start one."""
+        """With the lock held: if there is work, wake one idle worker, or start one."""
+        if self._closed() or self._find() is None:
+            return
         if self.idle:
             self.work_ready.notify()
         elif len(self.threads) < self._limit:
@@ -137,10 +149,10 @@ class WorkerThreads:
             self.threads.append(thread)
             thread.start()
 
-    def wait_for(self, find: t.Callable[[], T | None], closed: t.Callable[[], bool]) -> T | None:
-        """With the lock held: what ``find`` returns, waiting while it returns None; None once ``closed``."""
-        while not closed():
-            found = find()
+    def next_work(self) -> T | None:
+        """With the lock held: the next piece of work, waiting while there is none; None once closed."""
+        while not self._closed():
+            found = self._find()
             if found is not None:
                 return found
             self.idle += 1
@@ -245,7 +257,9 @@ class ParallelReader:
         # one idle worker (WorkerThreads).
         self._lock = threading.Lock()
         self._page_ready = threading.Condition(self._lock)  # the reader waits on it
-        self._workers = WorkerThreads(self._lock, self._work, self.workers, self.name)
+        self._workers = WorkerThreads(
+            self._lock, self._work, self.workers, self.name, find=self._next_fetchable, closed=lambda: self._closed
+        )
         self._slices: list[Slice] = []  # not yet handed over, in order; the head is [0]
         self._buffered = 0  # pages fetched, not yet handed over
         self._buffered_bytes = 0  # their size
@@ -270,7 +284,7 @@ class ParallelReader:
         """
         with self._lock:
             self._slices.append(Slice(pass_id, lower, upper, after))
-            self._wake_or_spawn()
+            self._workers.wake_or_spawn()
 
     def close(self) -> None:
         """Stop fetching: idle workers exit now, busy ones after their request."""
@@ -329,15 +343,15 @@ class ParallelReader:
                         page = head.pages.popleft()
                         self._buffered -= 1
                         self._buffered_bytes -= page.size
-                        self._wake_or_spawn()  # room for one more page
+                        self._workers.wake_or_spawn()  # room for one more page
                         break
                     if head.error is not None:
                         raise head.error
                     if head.done:
                         self._slices.pop(0)
-                        self._wake_or_spawn()  # one more slice may fetch
+                        self._workers.wake_or_spawn()  # one more slice may fetch
                         continue
-                    self._wake_or_spawn()
+                    self._workers.wake_or_spawn()
                     self._page_ready.wait(poll_seconds)
                     if heartbeat is not None:
                         self._lock.release()
@@ -348,11 +362,6 @@ class ParallelReader:
             yield page
 
     # -- workers ------------------------------------------------------------------------
-
-    def _wake_or_spawn(self) -> None:
-        """With the lock held: get a worker onto fetchable work, starting one if none is idle."""
-        if not self._closed and self._next_fetchable() is not None:
-            self._workers.wake_or_spawn()
 
     def _next_fetchable(self) -> Slice | None:
         """With the lock held: the earliest slice that may fetch a page now, if any."""
@@ -382,14 +391,14 @@ class ParallelReader:
     def _work(self) -> None:
         while True:
             with self._lock:
-                candidate = self._workers.wait_for(self._next_fetchable, lambda: self._closed)
+                candidate = self._workers.next_work()
                 if candidate is None:
                     return
                 candidate.claimed = True
                 self._in_flight += 1
                 url = candidate.next_url
                 # More fetchable work (and no idle worker)? Bring in another worker.
-                self._wake_or_spawn()
+                self._workers.wake_or_spawn()
             try:
                 page = self._fetch(candidate, url)
             except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
@@ -452,7 +461,7 @@ class ParallelReader:
         self._slices[position:position] = pieces
         piece.stop = cut
         self.splits += 1
-        self._wake_or_spawn()
+        self._workers.wake_or_spawn()
 
 
 def _at_or_after(value: float | None, bound: float) -> bool:

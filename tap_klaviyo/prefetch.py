@@ -119,7 +119,9 @@ class StreamPrefetch:
         # to send wakes one idle worker (WorkerThreads).
         self._lock = threading.RLock()  # reentrant, as the Condition it replaced: a caller may hold it across calls
         self._answer_ready = threading.Condition(self._lock)
-        self._workers = WorkerThreads(self._lock, self._work, self.workers, "prefetch")
+        self._workers = WorkerThreads(
+            self._lock, self._work, self.workers, "prefetch", find=self._next_chain, closed=lambda: self._closed
+        )
         self._planned = False
         self._position = -1  # the stream being synced
         self._closed = False
@@ -166,7 +168,7 @@ class StreamPrefetch:
                     self._chains.append(chain)
                     self._next[chain.key] = chain
             self._chains = [chain for chain in self._chains if not chain.done]
-            self._wake_or_spawn()
+            self._workers.wake_or_spawn()
         self._start_readers_ahead(position)
 
     def close(self) -> None:
@@ -218,7 +220,7 @@ class StreamPrefetch:
             if answer.counted:
                 self._bytes -= answer.page.size if answer.page is not None else 0
                 answer.counted = False
-            self._wake_or_spawn()  # room for more
+            self._workers.wake_or_spawn()  # room for more
             if answer.error is not None:
                 raise answer.error
             if answer.page is not None:
@@ -299,11 +301,6 @@ class StreamPrefetch:
 
     # -- workers ------------------------------------------------------------------------------
 
-    def _wake_or_spawn(self) -> None:
-        """With the lock held: get a worker onto the next request, starting one if none is idle."""
-        if not self._closed and self._next_chain() is not None:
-            self._workers.wake_or_spawn()
-
     def _next_chain(self) -> _Chain | None:
         """With the lock held: the nearest chain with a request to send, if the budget has room."""
         for chain in self._chains:
@@ -318,7 +315,7 @@ class StreamPrefetch:
     def _work(self) -> None:
         while True:
             with self._lock:
-                chain = self._workers.wait_for(self._next_chain, lambda: self._closed)
+                chain = self._workers.next_work()
                 if chain is None:
                     return
                 request, key = t.cast("requests.PreparedRequest", chain.request), t.cast("RequestKey", chain.key)
@@ -329,7 +326,7 @@ class StreamPrefetch:
                 self._in_flight += 1
                 self._flying[chain.operation] = self._flying.get(chain.operation, 0) + 1
                 self.requests += 1
-                self._wake_or_spawn()
+                self._workers.wake_or_spawn()
             page, error = None, None
             try:
                 page = chain.stream.send_for_page(request)

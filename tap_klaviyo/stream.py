@@ -77,7 +77,7 @@ def link_request(url: str, headers: t.Mapping[str, str]) -> requests.PreparedReq
     requests parses and re-encodes it character by character in Python (urllib3's
     ``parse_url``), a tenth of a page request's CPU, for a URL Klaviyo has already encoded.
     urllib3 still encodes, when it sends the request, any character a request line cannot
-    carry. tests/tap/test_streams.py checks both requests are the same.
+    carry. tests/test_client_requests.py checks both reach a server as the same request.
     """
     request = requests.PreparedRequest()
     request.prepare_method("GET")

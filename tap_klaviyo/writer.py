@@ -194,7 +194,7 @@ class KlaviyoMessageWriter(SimpleSingerWriter):
 
 def _document(message: Message | _Unbuilt) -> dict:
     """``message.to_dict()``; a STATE's without the deep copy of its value the SDK's makes
-    (``dataclasses.asdict``: 0.13 ms a STATE, one STATE a page: a tenth of a profile page's CPU)."""
+    (``dataclasses.asdict``: ~0.13 ms a STATE under cProfile, and a STATE goes out every page)."""
     if type(message) is StateMessage:
         return {"type": message.type, "value": message.value}
     return message.to_dict()
