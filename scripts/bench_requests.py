@@ -1,6 +1,7 @@
 """CPU the tap spends per HTTP request, against the local sandbox (not a test: nothing is asserted).
 
     .venv/bin/python scripts/bench_requests.py [--requests 400] [--stream profiles] [--gzip] [--profile]
+        [--latency-ms 300] [--layers]
 
 Starts ``python -m klaviyo_sandbox`` (no rate limits) as a subprocess, builds the tap
 with every stream selected, and fetches ``--requests`` pages of one stream the way its
@@ -10,16 +11,28 @@ over at the end. Records are not decoded: that is per-record CPU, not per-reques
 Prints this process's CPU seconds per request (the sandbox's CPU is its own process's).
 ``--profile`` samples the run with py-spy (next to this venv's python) and prints the
 functions that took the most of it.
+
+``--latency-ms`` makes the sandbox wait before each answer, as the benchmark's does: the same code
+then costs about twice the CPU per request (each wait leaves the caches cold). The tap's limiter
+waits too, without latency: it paces to the spec's limits (profiles: 700 a minute), whatever the
+sandbox's. ``--layers`` also sends the same requests (the same ``links.next`` URLs and headers)
+through each layer below the tap alone, unpaced: requests' ``Session.send``, urllib3's connection
+pool and http.client, each reading the whole body: what a transport below requests could save.
+Compare the layers with ``--latency-ms 300``, where every layer waits alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import http.client
 import json
+import math
 import resource
 import subprocess
 import sys
 import time
+import typing as t
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +60,67 @@ def fetch(config: dict, stream_name: str, count: int) -> tuple[float, float]:
     return cpu_seconds() - start_cpu, time.monotonic() - start_wall
 
 
+#: ``--layers``: rounds of the same requests through each layer, interleaved (the best of each is kept).
+ROUNDS = 3
+Send = t.Callable[[t.Any, t.Any], None]  # (links.next or None, its prepared request)
+
+
+def layers(config: dict, stream_name: str, count: int) -> dict[str, float]:
+    """CPU s per request of the stream's pages through the tap and through each HTTP layer below it."""
+    import requests  # noqa: PLC0415 - after sys.path is set
+    import urllib3  # noqa: PLC0415
+
+    from tap_klaviyo.tap import TapKlaviyo  # noqa: PLC0415
+    from tap_klaviyo.windows import WHOLE_RANGE  # noqa: PLC0415
+
+    stream = TapKlaviyo(config=config).streams[stream_name]
+    urls: list[str | None] = [None]
+    while len(urls) < count:  # one chain's links, the first page's request again at its end
+        urls.append(stream.fetch_page(None, WHOLE_RANGE, urls[-1]).next_url)
+    prepared = []
+    for url in urls:
+        request = stream.build_request(None, WHOLE_RANGE, url)
+        stream.connection.auth(request)
+        prepared.append(request)
+    base = urllib3.util.parse_url(config["base_url"])
+    session = requests.Session()
+    pool = urllib3.HTTPConnectionPool(base.host, base.port, maxsize=1)
+    connection = http.client.HTTPConnection(base.host, base.port)
+
+    def by_tap(url: str | None, _request: requests.PreparedRequest) -> None:
+        stream.fetch_page(None, WHOLE_RANGE, url)
+
+    def by_requests(_url: str | None, request: requests.PreparedRequest) -> None:
+        session.send(request, stream=True, proxies={}, timeout=(10, 60)).content  # noqa: B018 - reads the body
+
+    def by_urllib3(_url: str | None, request: requests.PreparedRequest) -> None:
+        pool.urlopen("GET", request.path_url, headers=dict(request.headers), redirect=False, retries=False)
+
+    def by_http_client(_url: str | None, request: requests.PreparedRequest) -> None:
+        connection.request("GET", request.path_url, headers=dict(request.headers))
+        answer = connection.getresponse()
+        body = answer.read()
+        if answer.getheader("Content-Encoding") == "gzip":
+            gzip.decompress(body)  # as the others decode it
+
+    ways: dict[str, Send] = {
+        "the tap (fetch_page: built, paced, sent, read, split)": by_tap,
+        "requests (Session.send)": by_requests,
+        "urllib3 (pool.urlopen)": by_urllib3,
+        "http.client": by_http_client,
+    }
+    for send in ways.values():
+        send(urls[0], prepared[0])  # a connection, caches
+    cpu: dict[str, float] = {}
+    for _ in range(ROUNDS):  # interleaved, the best round of each
+        for name, send in ways.items():
+            start = cpu_seconds()
+            for url, request in zip(urls, prepared):
+                send(url, request)
+            cpu[name] = min(cpu.get(name, math.inf), (cpu_seconds() - start) / len(prepared))
+    return cpu
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400)
@@ -54,14 +128,21 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="sandbox --scale")
     parser.add_argument("--gzip", action="store_true", help="the sandbox gzips answers")
     parser.add_argument("--profile", action="store_true", help="sample with py-spy")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="sandbox --latency-ms")
+    parser.add_argument("--layers", action="store_true", help="also through requests, urllib3, http.client alone")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # config JSON: the measured process
+    parser.add_argument("--child-layers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child and args.child_layers:
+        print(json.dumps(layers(json.loads(args.child), args.stream, args.requests)))
+        return 0
     if args.child:
         cpu, wall = fetch(json.loads(args.child), args.stream, args.requests)
         print(json.dumps({"cpu_s": cpu, "wall_s": wall}))
         return 0
     sandbox_args = [sys.executable, "-m", "klaviyo_sandbox", "--port", "0", "--scale", str(args.scale)]
-    sandbox_args += ["--rate-limit-scale", "0", *(["--gzip"] if args.gzip else [])]
+    sandbox_args += ["--rate-limit-scale", "0", "--latency-ms", str(args.latency_ms)]
+    sandbox_args += ["--gzip"] if args.gzip else []
     sandbox = subprocess.Popen(sandbox_args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         base_url, api_key = sandbox.stdout.readline().split()  # type: ignore[union-attr]
@@ -74,6 +155,10 @@ def main() -> int:
             child = [spy, "record", "--gil", "--rate", "500", "--format", "raw", "--output", str(out), "--", *child]
         output = subprocess.run(child, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         result = json.loads(next(line for line in output.splitlines() if line.startswith("{")))  # py-spy prints too
+        if args.layers:
+            run = [sys.executable, __file__, "--stream", args.stream, "--requests", str(args.requests)]
+            run += ["--child", json.dumps(config), "--child-layers"]
+            by_layer = json.loads(subprocess.run(run, cwd=ROOT, capture_output=True, text=True, check=True).stdout)
     finally:
         sandbox.terminate()
         sandbox.wait(10)
@@ -84,6 +169,10 @@ def main() -> int:
     )
     if args.profile:
         print(top_functions(ROOT / ".bench_requests.txt"))
+    if args.layers:
+        print("CPU per request, the same requests through each layer alone:")
+        for name, seconds in by_layer.items():
+            print(f"  {1e6 * seconds:6.0f} us  {name}")
     return 0
 
 
