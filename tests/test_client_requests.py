@@ -5,6 +5,9 @@
   function once per scheme and host, and passes them to ``send``.
 * Bodies: ``read_body`` reads an answer in one go, holding it once while it is read (reads of
   a fixed size held a page twice: per worker, 1 MB more of peak RSS).
+* Pools: the connection's sessions look each origin's connection pool up once
+  (``OriginPoolAdapter``), with the same pool, request target and request line as requests' own
+  adapter gives.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 from requests.utils import resolve_proxies
 
+from klaviyo_core.adapter import OriginPoolAdapter
 from klaviyo_core.client import KlaviyoConnection, new_session
 from klaviyo_core.sdk_compat import read_body
 from tap_klaviyo.stream import link_request
@@ -117,12 +122,108 @@ def test_a_link_request_is_what_requests_prepares_but_for_the_url_re_encoded(url
 @pytest.mark.parametrize("query", ["page[cursor]=a b&filter=equals(email,'é@x.com')", "page%5Bcursor%5D=a%20b"])
 def test_a_link_reaches_the_server_as_the_request_requests_prepares(proxy_server, query):
     server, seen = proxy_server
-    link = f"{server}/api/profiles?{query}"
-    with requests.Session() as session:
+    link = f"{server}/api/profiles?{query}#fragment"
+    with requests.Session() as session, new_session() as ours:
         assert session.send(link_request(link, {}), stream=True).status_code == 200
         assert session.send(requests.Request("GET", link).prepare(), stream=True).status_code == 200
-    assert seen[0] == seen[1]
+        assert ours.send(link_request(link, {}), stream=True).status_code == 200  # OriginPoolAdapter
+    assert seen[0] == seen[1] == seen[2]
     assert seen[0].startswith("GET /api/profiles?page%5Bcursor%5D=a%20b")  # what a request line cannot carry, encoded
+
+
+TARGETS = [
+    "https://a.klaviyo.com/api/profiles?page%5Bcursor%5D=b2&filter=greater-than(updated,2024-01-01T00:00:00%2B00:00)",
+    "https://a.klaviyo.com/api/profiles/",
+    "https://a.klaviyo.com/api/x?",
+    "https://a.klaviyo.com/api/x??y",
+    "https://a.klaviyo.com/api/x?y#frag",
+    "https://a.klaviyo.com/api/x#frag?z",
+    "https://a.klaviyo.com/a b/[c]?d=é",
+    "HTTPS://A.Klaviyo.com:443/api",
+    "http://127.0.0.1:8080/api/events",
+    "http://[::1]:8080/api/events?x=1",
+    # Shapes left to requests' own method:
+    "https://a.klaviyo.com",
+    "https://a.klaviyo.com?x=/y",
+    "https://a.klaviyo.com#f/g",
+    "https://a.klaviyo.com//double/slash",
+    "https://user:pw@a.klaviyo.com/api",
+    " https://a.klaviyo.com/api ",
+    "https://a.klaviyo.com/api\tx?y=\n1",
+]
+
+
+def _request(url: str) -> requests.PreparedRequest:
+    request = requests.PreparedRequest()
+    request.prepare_method("GET")
+    request.url = url  # as link_request sets it: not re-encoded
+    return request
+
+
+@pytest.mark.parametrize("url", TARGETS)
+def test_origin_pool_adapter_gives_the_request_target_requests_gives(url):
+    request = _request(url)
+    assert OriginPoolAdapter().request_url(request, {}) == HTTPAdapter().request_url(request, {})
+    proxies = {"http": "http://proxy.invalid:3128", "https": "http://proxy.invalid:3128"}
+    assert OriginPoolAdapter().request_url(request, proxies) == HTTPAdapter().request_url(request, proxies)
+
+
+def _pool(adapter: HTTPAdapter, url: str, verify: object = True, proxies: dict | None = None):
+    return adapter.get_connection_with_tls_context(_request(url), verify, proxies or {}, None)
+
+
+def _shape(pool) -> tuple:
+    """What makes a pool the right one: where it connects, and how it checks the certificate."""
+    tls = (pool.cert_reqs, pool.ca_certs) if pool.scheme == "https" else ()
+    proxy = pool.proxy.url if pool.proxy else None
+    return pool.scheme, pool.host, pool.port, proxy, tls
+
+
+def test_origin_pool_adapter_keeps_requests_pool_per_origin_and_tls_settings(tmp_path):
+    adapter, plain = OriginPoolAdapter(), HTTPAdapter()
+    bundle = str(tmp_path / "ca.pem")
+    for url in TARGETS[:10]:
+        for verify in (True, False, bundle):
+            assert _shape(_pool(adapter, url, verify)) == _shape(_pool(plain, url, verify)), (url, verify)
+    first = _pool(adapter, "https://a.klaviyo.com/api/profiles?x=1")
+    assert _pool(adapter, "https://a.klaviyo.com/api/events") is first  # the same origin: looked up once
+    assert _pool(adapter, "https://a.klaviyo.com/api/events", verify=False) is not first
+    assert _pool(adapter, "https://a.klaviyo.com/api/events", verify=bundle).ca_certs == bundle
+    # Origins without a path are not cut (a prefix of one host's URL could be another's).
+    assert _pool(adapter, "https://b.klaviyo.co").host == "b.klaviyo.co"
+    assert _pool(adapter, "https://b.klaviyo.com").host == "b.klaviyo.com"
+    proxied = _pool(adapter, "https://a.klaviyo.com/api", proxies={"https": "http://proxy.invalid:3128"})
+    assert _shape(proxied) == _shape(
+        _pool(plain, "https://a.klaviyo.com/api", proxies={"https": "http://proxy.invalid:3128"})
+    )
+    assert proxied is not first
+    adapter.close()  # closes the manager's pools: the next request gets an open one
+    again = _pool(adapter, "https://a.klaviyo.com/api/events")
+    assert again is not first and again.pool is not None
+
+
+def test_requests_sends_through_the_adapters_pool_and_target(clean_proxy_env, proxy_server):
+    """Fails when requests' ``HTTPAdapter.send`` stops asking the methods the adapter overrides."""
+    server, seen = proxy_server
+    asked: list[str] = []
+
+    def spy(name: str):
+        method = getattr(OriginPoolAdapter, name)
+
+        def asking(self, *args, **kwargs):
+            asked.append(name)
+            return method(self, *args, **kwargs)
+
+        return asking
+
+    for name in ("get_connection_with_tls_context", "request_url"):
+        clean_proxy_env.setattr(OriginPoolAdapter, name, spy(name))
+    with new_session() as session:
+        for _ in range(2):
+            assert session.send(link_request(f"{server}/api/accounts?x=1#f", {}), stream=True).status_code == 200
+        assert len(session.get_adapter(server)._pools) == 1  # type: ignore[attr-defined]
+    assert asked == ["get_connection_with_tls_context", "request_url"] * 2
+    assert seen == ["GET /api/accounts?x=1 HTTP/1.1"] * 2
 
 
 BODY = json.dumps({"data": [{"id": str(i), "attributes": {"x": "y" * 100}} for i in range(12_000)]}).encode()
