@@ -1,7 +1,7 @@
 """Client-side pacing to Klaviyo's per-endpoint limits, shared by every thread.
 
 Klaviyo counts requests per account and endpoint in a one-second (burst) and a
-one-minute (steady) window. Three things pace a request here:
+one-minute (steady) window. Five things pace a request here:
 
 * A sliding-window log per window. Any interval of one window's length then holds
   at most ``limit`` requests, so Klaviyo's fixed windows (and the sandbox's fixed or
@@ -16,6 +16,12 @@ one-minute (steady) window. Three things pace a request here:
   after it, the ones sent before it and not yet answered. This keeps a run that
   shares the account with another client (or follows another process, such as a
   discovery run, into the same minute) from earning 429s.
+* Probes (with ``slow_start``): the first request to an endpoint of a generous burst limit
+  goes alone, and so does the first after a window resets whose count ran out before the
+  published limits did; the others wait for its answer, whose count says how much of the
+  quota others left. Without them, 16 threads starting on 12 lists' members sent 12
+  requests at once against a burst quota of 4 left to the run, and again each time the
+  window reset.
 * Pauses: ``Retry-After`` of a 429 (or an exhausted quota) holds every thread back.
 * Learned pacing (:class:`AdaptivePace`): other integrations share the account's quota,
   so the limit a run really gets can be a small fraction of the published one. A 429
@@ -107,8 +113,8 @@ class AdaptivePace:
     def __init__(self, burst_per_second: int, *, slow_start: bool = False) -> None:
         self.ceiling = float(burst_per_second)
         self.rate: float | None = None  # requests per second
-        first_flight = max(self.SLOW_START, float(int(burst_per_second * self.SLOW_START_BURST_SHARE)))
-        self.in_flight: float | None = first_flight if slow_start else None  # requests in flight
+        self.first_flight = max(self.SLOW_START, float(int(burst_per_second * self.SLOW_START_BURST_SHARE)))
+        self.in_flight: float | None = self.first_flight if slow_start else None  # requests in flight
         self.slow_start = slow_start
 
     def throttled(
@@ -178,6 +184,13 @@ class EndpointLimiter:
         #: (ticket of the answered request, requests left after it, until when) from headers.
         self._budget: tuple[int, float, float] | None = None
         self.pace = AdaptivePace(self.burst_per_second, slow_start=slow_start)
+        self._probes = slow_start  # callers report answers, so a request can wait for one
+        #: The next request goes alone and the others wait for its answer: first, where the first
+        #: flight is a share of a generous burst limit. Not where it is the 4 of slow start: flow
+        #: messages (3 a second) then went out in two waves a second, 1.4 s of a 14 s full sync.
+        self._probe_due = slow_start and self.pace.first_flight > AdaptivePace.SLOW_START
+        self._probe: int | None = None  # the ticket of the probe in flight
+        self._shared_window_reset = False  # probe when Klaviyo's current window resets
         self._last_sent = float("-inf")
         # Counters (read without the lock: approximate values are fine for logs).
         self.requests = 0
@@ -205,6 +218,9 @@ class EndpointLimiter:
                     self._last_sent = now
                     self._tickets += 1
                     self._outstanding.add(self._tickets)
+                    if self._probe_due:
+                        self._probe_due, self._probe = False, self._tickets
+                    self._note_if_used_up(now)
                     self.requests += 1
                     if blocked_at is not None:
                         self.waited_seconds += now - blocked_at
@@ -217,17 +233,35 @@ class EndpointLimiter:
     def _delay(self, now: float, waited: float = 0.0) -> float:
         delay = max(self._paused_until - now, *(w.wait_time(now) for w in self._windows))
         delay = max(delay, self._last_sent + self.pace.interval() - now)
-        # Wait for an answer to free a place, but not forever: a caller that never
-        # reports its answer (or a hung request) must not stop every other thread.
-        if delay <= 0 and waited < _IN_FLIGHT_MAX_WAIT and not self.pace.admits(len(self._outstanding)):
-            delay = _IN_FLIGHT_POLL
         if self._budget is not None:
             ticket, remaining, until = self._budget
-            if now >= until:
-                self._budget = None  # Klaviyo's window has reset
+            if now >= until:  # Klaviyo's window has reset: what is left of the next is unknown
+                self._budget = None
+                self._probe_due = self._probe_due or self._shared_window_reset
+                self._shared_window_reset = False
             elif self._tickets - ticket >= remaining:
                 delay = max(delay, until - now)
+        # Wait for an answer (a probe's, or one to free a place), but not forever: a caller that
+        # never reports its answer (or a hung request) must not stop every other thread.
+        if delay <= 0 and waited < _IN_FLIGHT_MAX_WAIT and self._waits_for_an_answer():
+            delay = _IN_FLIGHT_POLL
         return delay
+
+    def _note_if_used_up(self, now: float) -> None:
+        """When Klaviyo's count of its window has just run out: did the published limits still admit?
+
+        If so, others use the quota (or it is smaller than published), and the first request
+        after the window resets goes alone. Where the published limits ran out as well, the
+        next window admits them in full: probing it would cost a round trip each window of an
+        endpoint whose published limits bind (flow messages, 3 a second).
+        """
+        if self._probes and self._budget is not None:
+            ticket, remaining, until = self._budget
+            if self._tickets - ticket >= remaining and now < until:
+                self._shared_window_reset = all(w.wait_time(now) <= 0 for w in self._windows)
+
+    def _waits_for_an_answer(self) -> bool:
+        return self._probe is not None or not self.pace.admits(len(self._outstanding))
 
     def pause(self, seconds: float) -> None:
         """Hold every thread back for ``seconds`` (Retry-After, or an exhausted quota)."""
@@ -273,12 +307,15 @@ class EndpointLimiter:
                 # Requests sent before this one and still unanswered may reach Klaviyo after it.
                 earlier = sum(1 for sent in self._outstanding if sent < ticket)
                 self._budget = (ticket, max(0.0, remaining - earlier), now + max(0.0, reset))
+                self._note_if_used_up(now)
 
     def answered(self, ticket: int | None) -> None:
         """The request with this ticket has its answer (or failed): it is no longer in flight."""
         if ticket is not None:
             with self._lock:
                 self._outstanding.discard(ticket)
+                if ticket == self._probe:
+                    self._probe = None
 
     def stats(self) -> dict[str, t.Any]:
         return {

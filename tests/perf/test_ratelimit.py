@@ -166,19 +166,28 @@ def test_unanswered_requests_sent_earlier_count_against_what_remains():
 # -- learned pace: a quota smaller than published (issue 18) -------------------------------------
 
 
+def answer_probe(limiter: EndpointLimiter, headers: dict[str, str] | None = None) -> None:
+    """Send a request and answer it as a success (an endpoint of a generous burst limit: its probe)."""
+    probe = limiter.acquire()
+    limiter.observe(headers or {}, probe)
+    limiter.succeeded()
+    limiter.answered(probe)
+
+
 def test_a_429_halves_the_requests_in_flight_and_paces_below_what_the_window_admitted():
     clock = VirtualClock()
     limiter = EndpointLimiter("op", 10, 600, clock=clock, sleep=clock.sleep, slow_start=True)
-    tickets = [limiter.acquire() for _ in range(4)]  # slow start: 4 in flight
-    assert limiter.pace.in_flight == 4.0
-    limiter.throttled_for(1.0)  # burst window ran out after 4 sends in this second
+    answer_probe(limiter)
+    tickets = [limiter.acquire() for _ in range(5)]  # slow start: 4 in flight, +1 for the probe's success
+    assert limiter.pace.in_flight == 5.0
+    limiter.throttled_for(1.0)  # burst window ran out after 6 sends in this second
     for ticket in tickets:
         limiter.answered(ticket)
-    assert limiter.pace.in_flight == 2.0
-    assert limiter.pace.rate == 2.0  # half of the 4 the burst window admitted
+    assert limiter.pace.in_flight == 2.5
+    assert limiter.pace.rate == 3.0  # half of the 6 the burst window admitted
     start = clock()
     first, second = limiter.acquire(), limiter.acquire()
-    assert clock() - start >= 1.0 + 0.5  # the Retry-After, then evenly spaced at 2/s
+    assert clock() - start >= 1.0 + 1 / 3  # the Retry-After, then evenly spaced at 3/s
     limiter.answered(first)
     limiter.answered(second)
 
@@ -205,20 +214,94 @@ def test_slow_start_doubles_per_round_trip_until_the_first_429():
 def test_the_first_flight_is_a_share_of_a_generous_burst_limit():
     clock = VirtualClock()
     profiles = EndpointLimiter("get_profiles", 75, 750, clock=clock, sleep=clock.sleep, slow_start=True)
+    answer_probe(profiles)
     start = clock()
-    tickets = [profiles.acquire() for _ in range(22)]  # a discovery scan's windows, at once
-    assert clock() == start and profiles.pace.in_flight == 22.0
-    assert not profiles.pace.admits(22)  # the 23rd waits for an answer
+    tickets = [profiles.acquire() for _ in range(23)]  # a discovery scan's windows, at once
+    assert clock() == start and profiles.pace.in_flight == 23.0  # 22, +1 for the probe's success
+    assert not profiles.pace.admits(23)  # the 24th waits for an answer
     for ticket in tickets:
         profiles.answered(ticket)
     assert EndpointLimiter("op", 10, 150, slow_start=True).pace.in_flight == 4.0  # small limits: 4
 
 
+def test_an_endpoints_first_request_goes_alone_and_its_count_bounds_the_first_flight():
+    # 16 threads starting on 12 lists' members once sent 12 requests at once against a burst
+    # quota of 4 that other integrations had left: 8 429s before any answer could say so.
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 75, 750, clock=clock, sleep=clock.sleep, slow_start=True)
+    probe = limiter.acquire()
+    start = clock()
+    limiter.acquire()  # nothing answered the probe: waits for it, but not forever
+    assert 29.0 <= clock() - start <= 31.0
+    limiter.answered(probe)
+
+    limiter = EndpointLimiter("op", 75, 750, clock=clock, sleep=clock.sleep, slow_start=True)
+    answer_probe(limiter, {"RateLimit-Remaining": "3", "RateLimit-Reset": "1"})
+    start = clock()
+    for _ in range(3):
+        limiter.acquire()
+    assert clock() == start  # what Klaviyo said remains goes at once
+    limiter.acquire()
+    assert clock() - start >= 1.0  # the fourth waits for the window to reset
+
+
+def test_after_a_window_used_up_below_the_published_limits_resets_one_request_probes_it_again():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 75, 750, clock=clock, sleep=clock.sleep, slow_start=True)
+    answer_probe(limiter, {"RateLimit-Remaining": "1", "RateLimit-Reset": "1"})
+    early = limiter.acquire()
+    start = clock()
+    probe = limiter.acquire()  # waited for the reset: goes alone
+    assert clock() - start >= 1.0
+    start = clock()
+    limiter.acquire()
+    assert clock() - start >= 29.0  # waits on the probe's answer (here: never comes)
+    for ticket in (early, probe):
+        limiter.answered(ticket)
+
+
+def test_a_window_used_up_as_the_published_limits_are_is_not_probed_again():
+    # flow messages (3 a second): probing each second cost a round trip a second, 15% of a full sync
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 3, 750, clock=clock, sleep=clock.sleep, slow_start=True)
+    # Klaviyo rounds its reset up to whole seconds: its window outlasts the published one here
+    answer_probe(limiter, {"RateLimit-Remaining": "2", "RateLimit-Reset": "2"})
+    for ticket in [limiter.acquire() for _ in range(2)]:
+        limiter.answered(ticket)
+    clock.sleep(1.5)
+    start = clock()
+    tickets = [limiter.acquire() for _ in range(3)]  # after the reset, all three at once
+    assert 0.5 <= clock() - start <= 0.6
+    for ticket in tickets:
+        limiter.answered(ticket)
+
+    # a window that was not used up leaves no probe behind either
+    limiter = EndpointLimiter("op", 75, 750, clock=clock, sleep=clock.sleep, slow_start=True)
+    answer_probe(limiter, {"RateLimit-Remaining": "5", "RateLimit-Reset": "1"})
+    clock.sleep(2.0)
+    start = clock()
+    tickets = [limiter.acquire() for _ in range(4)]
+    assert clock() == start
+    for ticket in tickets:
+        limiter.answered(ticket)
+
+
+def test_without_slow_start_nothing_waits_for_an_answer():
+    clock = VirtualClock()
+    limiter = EndpointLimiter("op", 75, 750, clock=clock, sleep=clock.sleep)
+    start = clock()
+    for _ in range(10):
+        limiter.acquire()
+    assert clock() == start
+
+
 def test_requests_wait_for_a_place_in_flight_but_never_forever():
     clock = VirtualClock()
     limiter = EndpointLimiter("op", 10, 600, clock=clock, sleep=clock.sleep, slow_start=True)
+    start = clock()
     for _ in range(4):
         limiter.acquire()  # never answered (a hung request)
+    assert clock() == start  # a small first flight goes without a probe
     start = clock()
     limiter.acquire()
     assert 29.0 <= clock() - start <= 31.0
