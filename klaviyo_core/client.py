@@ -30,7 +30,7 @@ import urllib3
 from requests.utils import resolve_proxies
 
 from klaviyo_core import endpoints
-from klaviyo_core.adapter import OriginPoolAdapter
+from klaviyo_core.adapter import DirectGetAdapter
 from klaviyo_core.auth import KlaviyoAuth, auth_from_config
 from klaviyo_core.errors import (
     KlaviyoAPIError,
@@ -342,11 +342,12 @@ def new_session() -> requests.Session:
     ``Session.send``, which the connection and the SDK call, skips requests' reading of the
     environment (only ``Session.request`` does it): without this the CA of a proxy that
     intercepts TLS (or of a test server) was never trusted. Verification stays on. Its adapters
-    look each origin's connection pool up once (:class:`~klaviyo_core.adapter.OriginPoolAdapter`).
+    send plain GETs through http.client and look each origin's connection pool up once
+    (:class:`~klaviyo_core.adapter.DirectGetAdapter`).
     """
     session = requests.Session()
     for prefix in ("https://", "http://"):
-        session.mount(prefix, OriginPoolAdapter())
+        session.mount(prefix, DirectGetAdapter())
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if bundle:
         session.verify = bundle

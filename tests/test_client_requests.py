@@ -8,14 +8,26 @@
 * Pools: the connection's sessions look each origin's connection pool up once
   (``OriginPoolAdapter``), with the same pool, request target and request line as requests' own
   adapter gives.
+* Plain GETs: ``DirectGetAdapter`` sends them through http.client with the answers and errors
+  requests' own session gives (compared on loopback servers, over TLS too), and closes each
+  thread's connections when the thread ends and at exit.
 """
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
+import socket
+import ssl
+import struct
+import subprocess
+import sys
 import threading
+import time
 import tracemalloc
+import typing as t
+import warnings
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 
 import pytest
@@ -23,9 +35,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import resolve_proxies
 
-from klaviyo_core.adapter import OriginPoolAdapter
+from klaviyo_core import client as client_module
+from klaviyo_core.adapter import DirectGetAdapter, OriginPoolAdapter
 from klaviyo_core.client import KlaviyoConnection, new_session
 from klaviyo_core.sdk_compat import read_body
+from klaviyo_sandbox.server import self_signed_certificate
 from tap_klaviyo.stream import link_request
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -218,7 +232,8 @@ def test_requests_sends_through_the_adapters_pool_and_target(clean_proxy_env, pr
 
     for name in ("get_connection_with_tls_context", "request_url"):
         clean_proxy_env.setattr(OriginPoolAdapter, name, spy(name))
-    with new_session() as session:
+    with requests.Session() as session:
+        session.mount("http://", OriginPoolAdapter())
         for _ in range(2):
             assert session.send(link_request(f"{server}/api/accounts?x=1#f", {}), stream=True).status_code == 200
         assert len(session.get_adapter(server)._pools) == 1  # type: ignore[attr-defined]
@@ -288,3 +303,247 @@ def test_read_body_holds_an_answer_once_while_reading_it(pages_server):
             tracemalloc.stop()
     assert len(body) == len(BODY)
     assert peak < 1.3 * len(BODY)  # was 2x: a buffer per read, then the pieces joined
+
+
+class _Odd(BaseHTTPRequestHandler):
+    """Answers as servers do on a bad day, by path; counts the connections it accepts."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 0.3  # an idle kept-alive connection is closed after this long
+    connections: list[int]
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(1)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        if path == "/slow":
+            time.sleep(1.0)
+        if path == "/reset":  # RST instead of an answer
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        body = json.dumps({"data": [], "path": self.path}).encode()
+        self.send_response(404 if path == "/missing" else 200)
+        self.send_header("Content-Type", "application/vnd.api+json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body) + (50 if path == "/short" else 0)))
+        for value in ("a", "b"):
+            self.send_header("X-Twice", value)
+        if path == "/close":
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        if path == "/short":  # fewer bytes than the length says
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(handler: type, context: ssl.SSLContext | None = None) -> t.Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"{'https' if context else 'http'}://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def odd_server():
+    connections: list[int] = []
+    yield from ((url, connections) for url in _serve(type("Handler", (_Odd,), {"connections": connections})))
+
+
+def _both(url: str, **kwargs: t.Any) -> tuple[t.Any, t.Any]:
+    """What the tap's session and requests' own give for a GET of ``url``: an answer or an error."""
+    results = []
+    for session in (new_session(), requests.Session()):
+        with session:
+            try:
+                results.append(session.send(link_request(url, {}), proxies={}, **kwargs))
+            except requests.RequestException as exc:
+                results.append(exc)
+    return results[0], results[1]
+
+
+@pytest.mark.parametrize("path", ["/ok?page%5Bsize%5D=100&filter=greater-than(updated,2024-01-01)", "/missing"])
+def test_the_direct_adapter_answers_as_requests_does(clean_proxy_env, odd_server, path):
+    url, _ = odd_server
+    direct, usual = _both(url + path)
+    assert isinstance(direct.connection, DirectGetAdapter)
+    assert (direct.status_code, direct.reason, direct.url, direct.encoding) == (
+        usual.status_code, usual.reason, usual.url, usual.encoding,
+    )  # fmt: skip
+    assert direct.content == usual.content and direct.json() == usual.json()
+    assert direct.headers["x-twice"] == usual.headers["X-Twice"] == "a, b"
+    assert {k.lower() for k in direct.headers} == {k.lower() for k in usual.headers}
+    assert direct.request.url == url + path and direct.ok == usual.ok
+
+
+@pytest.mark.parametrize("path", ["/length", "/gzip", "/chunked"])
+def test_the_direct_adapter_reads_every_kind_of_body(clean_proxy_env, pages_server, path):
+    direct, usual = _both(pages_server + path)
+    assert direct.content == usual.content == BODY
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "reason"),
+    [
+        ("/slow", requests.exceptions.ReadTimeout, "Read timed out. (read timeout=0.3)"),
+        ("/short", requests.exceptions.ChunkedEncodingError, "IncompleteRead"),
+        ("/reset", requests.exceptions.ConnectionError, "Connection aborted."),
+    ],
+)
+def test_the_direct_adapter_fails_as_requests_does(clean_proxy_env, odd_server, path, error, reason):
+    url, _ = odd_server
+    direct, usual = _both(url + path, timeout=(2, 0.3))
+    assert type(direct) is type(usual) is error
+    assert reason in client_module._root_cause(direct)
+    assert client_module._is_connect_failure(direct) is client_module._is_connect_failure(usual) is False
+
+
+def test_the_direct_adapter_fails_to_connect_as_requests_does(clean_proxy_env):
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/api/accounts"
+        direct, usual = _both(url, timeout=(2, 2))
+    assert type(direct) is type(usual) is requests.exceptions.ConnectionError
+    assert client_module._is_connect_failure(direct) and client_module._is_connect_failure(usual)
+    assert "Connection refused" in client_module._root_cause(direct)
+
+
+def test_the_direct_adapter_keeps_one_connection_and_replaces_a_closed_one(clean_proxy_env, odd_server):
+    url, connections = odd_server
+    with new_session() as session:
+        for _ in range(3):
+            assert session.send(link_request(url + "/ok", {}), proxies={}).status_code == 200
+        assert len(connections) == 1
+        time.sleep(0.6)  # the server closes the idle connection
+        assert session.send(link_request(url + "/close", {}), proxies={}).status_code == 200
+        assert session.send(link_request(url + "/ok", {}), proxies={}).status_code == 200
+    assert len(connections) == 3
+
+
+def test_what_the_direct_adapter_leaves_to_requests(clean_proxy_env, odd_server, monkeypatch):
+    """Other methods, an odd target, a proxy, a client certificate: requests' own send."""
+    url, _ = odd_server
+    sent: list[str] = []
+    usual = HTTPAdapter.send
+    monkeypatch.setattr(
+        HTTPAdapter, "send", lambda self, request, *a, **k: sent.append(request.url) or usual(self, request, *a, **k)
+    )
+    adapter = DirectGetAdapter()
+    adapter.send(_request(url + "/ok"), proxies={})
+    assert sent == []
+    for request in (requests.Request("POST", url + "/ok", data=b"{}").prepare(), _request(url + "/a%2fb")):
+        adapter.send(request, proxies={})
+    with pytest.raises(requests.RequestException):  # the proxy is not there: requests tried it
+        adapter.send(_request(url + "/ok"), proxies={"http": "http://127.0.0.1:9"}, timeout=1)
+    assert len(sent) == 3
+    adapter.close()
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    cert, key = self_signed_certificate(str(tmp_path_factory.mktemp("tls")))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    connections: list[int] = []
+    for url in _serve(type("Handler", (_Odd,), {"connections": connections}), context):
+        yield url, cert, connections
+
+
+def test_the_direct_adapter_verifies_tls_as_requests_does(clean_proxy_env, tls_server):
+    url, cert, _ = tls_server
+    direct, usual = _both(url + "/ok")  # requests' CA bundle does not know the server's CA
+    assert type(direct) is type(usual) is requests.exceptions.SSLError
+    assert client_module._is_tls_failure(direct) and "CERTIFICATE_VERIFY_FAILED" in client_module._root_cause(direct)
+    direct, usual = _both(url + "/ok", verify=cert)
+    assert direct.status_code == usual.status_code == 200 and direct.content == usual.content
+    direct, usual = _both(url + "/ok", verify=False)
+    assert direct.status_code == usual.status_code == 200
+
+
+def test_the_direct_adapter_keeps_a_tls_connection_alive(clean_proxy_env, tls_server):
+    """TLS 1.3 session tickets arrive after the handshake: an idle connection is not taken as closed."""
+    url, cert, connections = tls_server
+    before = len(connections)
+    with new_session() as session:
+        for _ in range(3):
+            assert session.send(link_request(url + "/ok", {}), proxies={}, verify=cert).status_code == 200
+    assert len(connections) - before == 1
+
+
+def test_a_threads_connections_are_closed_when_the_thread_ends(clean_proxy_env, odd_server):
+    """Not left to the garbage collector, which warns of each unclosed socket (ResourceWarning)."""
+    url, _ = odd_server
+    adapter = DirectGetAdapter()
+    answers: list[int] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(3):  # each thread its own connection, none closed by hand
+            worker = threading.Thread(target=lambda: answers.append(adapter.send(_request(url + "/ok")).status_code))
+            worker.start()
+            worker.join()
+        gc.collect()
+    assert answers == [200] * 3
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+#: A process exiting with connections open in idle daemon threads and in the main thread, its
+#: warnings logged (as Meltano shows them), while a daemon thread logs through a handler that
+#: holds its lock for a while: the interpreter stops that thread at exit with the lock held. A
+#: socket then left to the collector warned into that lock, and the process never exited.
+EXIT_WITH_CONNECTIONS_OPEN = """
+import logging, sys, threading, time, warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from klaviyo_core.client import new_session
+from tap_klaviyo.stream import link_request
+
+class Answer(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *args): pass
+
+class SlowHandler(logging.Handler):
+    def emit(self, record):
+        if "unclosed" in record.getMessage():
+            sys.stderr.write("unclosed socket warned\\n")
+        time.sleep(0.01)  # the lock held, the GIL released
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+server.daemon_threads = True
+threading.Thread(target=server.serve_forever, daemon=True).start()
+url = f"http://127.0.0.1:{server.server_port}/ok"
+logging.getLogger().addHandler(SlowHandler())
+logging.captureWarnings(True)
+warnings.simplefilter("always", ResourceWarning)
+
+def request_then_idle():
+    new_session().send(link_request(url, {}), proxies={})
+    time.sleep(60)
+
+def log_on():
+    while True:
+        logging.getLogger("busy").warning("a line")
+
+for _ in range(4):
+    threading.Thread(target=request_then_idle, daemon=True).start()
+threading.Thread(target=log_on, daemon=True).start()
+kept = new_session()
+kept.send(link_request(url, {}), proxies={})
+time.sleep(0.5)
+"""
+
+
+def test_a_process_exits_with_connections_open_and_its_warnings_logged(clean_proxy_env):
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_CONNECTIONS_OPEN], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "unclosed" not in done.stderr

@@ -103,3 +103,18 @@ def test_read_body_reads_empty_and_large_bodies_whole(body):
     response = requests.Response()
     response.raw = io.BytesIO(body)
     assert core_compat.read_body(response) == body == response.content
+
+
+def test_a_filled_response_is_one_requests_reads_as_its_own():
+    request = requests.Request("GET", "https://a.klaviyo.com/api/x?a=1").prepare()
+    headers = [("Content-Type", "application/json; charset=utf-8"), ("X-Twice", "a"), ("x-twice", "b")]
+    response = core_compat.filled_response(request, 200, "OK", headers, b'{"data": [1]}', adapter=None)
+    assert core_compat.read_body(response) == response.content == b'{"data": [1]}'  # not read again
+    assert response.json() == {"data": [1]} and response.text == '{"data": [1]}' and response.encoding == "utf-8"
+    assert list(response.iter_content(4)) == [b'{"da', b'ta":', b" [1]", b"}"]
+    assert response.headers["x-twice"] == "a, b" and response.url == request.url and response.ok
+    assert not response.is_redirect
+    session = requests.Session()
+    assert list(session.resolve_redirects(response, request)) == []
+    requests.cookies.extract_cookies_to_jar(session.cookies, request, response.raw)  # no cookie, no error
+    response.close()
