@@ -148,7 +148,10 @@ class DirectGetAdapter(OriginPoolAdapter):
         parts = split_origin(request.url or "")
         timeouts = _timeouts(timeout)
         direct = request.method == "GET" and request.body is None and not cert
-        if not direct or timeouts is None or parts is None or select_proxy(request.url or "", dict(proxies or {})):
+        # KlaviyoConnection passes the proxies it resolved once per origin: mostly none, and then
+        # select_proxy (which parses the URL) cannot find one.
+        through_proxy = bool(proxies and select_proxy(request.url or "", dict(proxies)))
+        if not direct or timeouts is None or parts is None or through_proxy:
             return super().send(request, stream, timeout, verify, cert, proxies)
         if not _SENT_AS_IS.fullmatch(parts[1]):  # urllib3 would re-encode it: its send does
             return super().send(request, stream, timeout, verify, cert, proxies)
