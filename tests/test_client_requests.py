@@ -271,15 +271,20 @@ class _Pages(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def pages_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+def _serve(handler: type, context: ssl.SSLContext | None = None) -> t.Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"{'https' if context else 'http'}://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def pages_server():
+    yield from _serve(_Pages)
 
 
 @pytest.mark.parametrize("path", ["/length", "/gzip", "/chunked"])
@@ -339,17 +344,6 @@ class _Odd(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-def _serve(handler: type, context: ssl.SSLContext | None = None) -> t.Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"{'https' if context else 'http'}://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
