@@ -10,6 +10,7 @@ import typing as t
 from pathlib import Path
 
 import click
+import msgspec
 from singer_sdk.exceptions import ConfigValidationError
 from typing_extensions import override
 
@@ -106,7 +107,10 @@ def check_input_file(option: str, path: str) -> None:
     """
     what, fix = _INPUT_FILES[option]
     try:
-        document = json.loads(Path(path).read_bytes())
+        data = Path(path).read_bytes()
+        if _is_json_object(data):
+            return
+        document = json.loads(data)
     except FileNotFoundError:
         raise KlaviyoError(f"{what} {path} does not exist: check the {option} path.") from None
     except OSError as exc:
@@ -119,6 +123,18 @@ def check_input_file(option: str, path: str) -> None:
         raise KlaviyoError(f"{what} {path} is not valid JSON ({detail}{where}): {fix}.") from None
     if not isinstance(document, dict):
         raise KlaviyoError(f"{what} {path} must hold a JSON object, not a {type(document).__name__}: {fix}.")
+
+
+def _is_json_object(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8 JSON holding an object, checked without building it: a catalog
+    with a stream per list and segment is ~10 MB, ~100 MB as Python objects. Any doubt (msgspec
+    refuses a lone surrogate escape that JSON allows) is left to ``json``, which says where."""
+    try:
+        data.decode()
+        msgspec.json.decode(data, type=dict[str, msgspec.Raw])
+    except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return True
 
 
 class _NoSummary(logging.Filter):

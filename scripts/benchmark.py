@@ -19,6 +19,10 @@ once per operation of ``--target-operations`` (add, upsert, subscribe, track, re
 default add), and prints rows/s, requests made per Klaviyo operation, 429s, CPU and RSS. ``remove``
 (by email) and ``remove_ids`` (by profile id) first add the rows to the list, untimed.
 
+``--group-catalog SCALE`` syncs ``tags`` alone from the catalog of every stream with a stream per
+list and segment (``list_and_segment_streams``), as Meltano passes it: what a run pays for the
+streams it does not sync (wall, CPU, peak RSS).
+
 Not a test: nothing is asserted. The sandbox shares the machine's CPUs (it spends
 ~15-20 ms per 1000-event page), so say what binds when quoting the figures.
 """
@@ -385,6 +389,49 @@ def bench_discovery(args: argparse.Namespace, work: Path) -> dict:
     }  # fmt: skip
 
 
+#: Selects one stream of the catalog on stdin, in a process of its own: a catalog of hundreds of
+#: lists is ~100 MB as Python objects, which this process would otherwise hold while the tap runs
+#: (and a child process's peak RSS then counts what its parent held when it was started).
+_SELECT_ONE = """
+import json, sys
+catalog = json.load(sys.stdin)
+for entry in catalog["streams"]:
+    for item in entry["metadata"]:
+        if item["breadcrumb"] == []:
+            item["metadata"]["selected"] = entry["tap_stream_id"] == sys.argv[1]
+json.dump(catalog, sys.stdout)
+print(len(catalog["streams"]), file=sys.stderr)
+"""
+
+
+def bench_group_catalog(scale: float, args: argparse.Namespace, work: Path) -> dict:
+    """A sync of ``tags`` alone from the catalog of every stream with ``list_and_segment_streams``
+    on (25 lists and 12 segments per unit of sandbox scale): what a run pays for the streams it
+    does not sync."""
+    with Sandbox(scale=scale, **sandbox_options(args)) as sandbox:
+        config = {"api_key": sandbox.api_key, "base_url": sandbox.base_url, "list_and_segment_streams": True}
+        config_path, catalog_path = work / "config-groups.json", work / "catalog-groups.json"
+        config_path.write_text(json.dumps(config))
+        found = subprocess.run(
+            [*TAP, "--config", str(config_path), "--discover"], cwd=ROOT, capture_output=True, check=True
+        )
+        with open(catalog_path, "wb") as out:
+            selected = subprocess.run([sys.executable, "-c", _SELECT_ONE, "tags"], input=found.stdout, stdout=out,
+                                      stderr=subprocess.PIPE, check=True)  # fmt: skip
+        del found
+        log_path = work / "tap-groups.log"
+        with open(os.devnull, "wb") as sink, open(log_path, "w") as log:
+            command = [*TAP, "--config", str(config_path), "--catalog", str(catalog_path)]
+            wall, cpu, rss_kb, code = run(command, stdout=sink, stderr=log)
+    if code:
+        raise SystemExit(f"the sync failed (exit {code}); see {log_path}")
+    return {
+        "mode": "one stream from a catalog of lists", "scale": scale, "streams": int(selected.stderr),
+        "catalog_mb": round(catalog_path.stat().st_size / 2**20, 1), "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2), "peak_rss_mb": round(rss_kb / 1024, 1), "log": str(log_path),
+    }  # fmt: skip
+
+
 def bench_full_sync(scale: float, args: argparse.Namespace, work: Path) -> dict:
     """Every stream in one sync (discovery included): requests, 429s and whether it finished.
 
@@ -519,6 +566,14 @@ def main() -> int:
         help="time --discover (default settings) against a sandbox of --discovery-scale",
     )
     parser.add_argument("--discovery-scale", type=float, default=1.0)
+    parser.add_argument(
+        "--group-catalog",
+        type=float,
+        default=0.0,
+        metavar="SCALE",
+        help="sync tags alone from a catalog of every stream and a stream per list and segment "
+        "(sandbox of this --scale: 25 lists and 12 segments each)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--workdir", default=None)
     parser.add_argument(
@@ -575,6 +630,14 @@ def main() -> int:
         print(
             f"\ndiscovery at {found['latency_ms']:g} ms latency: {found['wall_s']} s wall, {found['cpu_s']} s CPU, "
             f"{found['requests']} requests, peak RSS {found['peak_rss_mb']} MB",
+            flush=True,
+        )
+    if args.group_catalog:
+        groups = bench_group_catalog(args.group_catalog, args, work)
+        result["group_catalog"] = groups
+        print(
+            f"\ntags alone from a catalog of {groups['streams']} streams ({groups['catalog_mb']} MB): "
+            f"{groups['wall_s']} s wall, {groups['cpu_s']} s CPU, peak RSS {groups['peak_rss_mb']} MB",
             flush=True,
         )
     if args.full_sync:

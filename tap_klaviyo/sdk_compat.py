@@ -23,6 +23,9 @@ there, by name, rather than somewhere in a sync. One line per use:
   ``_write_state_message`` where the SDK's loop does (the test pins that loop's source).
 * ``PluginBase._handle_termination(signum, frame)``: the SIGINT/SIGTERM handler the SDK
   installs in ``__init__``; overriding it is the only way to exit non-zero after the STATE.
+* ``MetadataMapping._breadcrumb_is_selected(())``: whether a catalog entry selects its stream,
+  without resolving every property's selection (``resolve_selection``): a sync from a catalog
+  builds only the streams it syncs (``TapKlaviyo._builds``, ``tap_klaviyo.sync_catalog``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ if t.TYPE_CHECKING:
     import datetime as dt
 
     from singer_sdk.helpers.types import Context
+    from singer_sdk.singerlib.catalog import MetadataMapping
 
 #: The singer-sdk release this module was written and tested against.
 SDK_VERSION = "0.54.9"
@@ -235,3 +239,8 @@ class CompatTap(Tap):
     def on_termination_signal(self, signum: int) -> None:
         """SIGINT/SIGTERM (the SDK's handler by default: write the STATE, exit 0)."""
         super()._handle_termination(signum, None)
+
+
+def stream_selected(metadata: MetadataMapping) -> bool:
+    """Whether a catalog entry's ``metadata`` selects its stream, by the SDK's rule for the stream itself."""
+    return metadata._breadcrumb_is_selected(())  # noqa: SLF001 - see the module's docstring

@@ -221,3 +221,32 @@ def test_the_short_loop_is_used_only_for_streams_written_directly(fake, monkeypa
     mapped = run_sync("events", config={"stream_maps": {"events": {"id_copy": "id"}}})
     assert [r["id_copy"] for r in mapped.records] == ["e1", "e2"]
     assert used == [("events", True), ("events", False)]  # a map: the SDK's loop
+
+
+@pytest.mark.parametrize("inclusion", [None, "available", "automatic", "unsupported"])
+@pytest.mark.parametrize("selected", [None, True, False])
+@pytest.mark.parametrize("by_default", [None, True, False])
+def test_stream_selected_agrees_with_the_sdks_selection_of_the_stream(inclusion, selected, by_default):
+    from singer_sdk.singerlib import CatalogEntry
+
+    root = {
+        name: value
+        for name, value in {"inclusion": inclusion, "selected": selected, "selected-by-default": by_default}.items()
+        if value is not None
+    }
+    entry = CatalogEntry.from_dict({
+        "tap_stream_id": "s",
+        "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+        "metadata": [{"breadcrumb": [], "metadata": root}, {"breadcrumb": ["properties", "a"], "metadata": {}}],
+    })  # fmt: skip
+    assert sdk_compat.stream_selected(entry.metadata) is entry.metadata.resolve_selection()[()]
+
+
+def test_the_sdks_tap_mapper_is_still_a_plugin_mapper_with_the_catalogs_streams_registered():
+    """TapKlaviyo._map_streams_built does what Tap.setup_mapper does, over the streams a sync built."""
+    assert inspect.getsource(PluginBase.setup_mapper).split('"""')[-1].split() == (
+        ["self._mapper", "=", "PluginMapper(", "plugin_config=dict(self.config),", "logger=self.logger,", ")"]
+    )
+    assert inspect.getsource(Tap.setup_mapper).split('"""')[-1].split() == (
+        ["super().setup_mapper()", "self.mapper.register_raw_streams_from_catalog(self.catalog)"]
+    )
