@@ -1,8 +1,8 @@
 """The catalog a sync reads: deselected list and segment streams cut to what says so.
 
 With ``list_and_segment_streams`` a catalog holds a full profile schema per list and
-segment: 10 MB for 370 of them, ~100 MB once parsed into dicts and as much again as the
-SDK's schema objects, although a sync builds only the streams it syncs (see
+segment: 9.4 MB for 370 of them, over 100 MB once parsed into dicts and the SDK's schema
+objects, although a sync builds only the streams it syncs (see
 ``TapKlaviyo._builds``). Here the file is split with msgspec, each entry's values kept as
 raw JSON, and the entry of a list or segment the catalog deselects keeps its other keys,
 its schema's description and the stream's own metadata (which deselects it and names the
