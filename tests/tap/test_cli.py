@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -108,3 +109,28 @@ def test_a_full_sync_through_the_cli_emits_records_and_final_state(tmp_path, san
     } <= streams
     final = [m for m in messages if m["type"] == "STATE"][-1]["value"]["bookmarks"]
     assert final["events"]["replication_key_value"] and final["profiles"]["replication_key_value"]
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (b'{"streams": []}', None),
+        (b'{"name": "\\ud83d"}', None),  # a lone surrogate escape: JSON allows it, msgspec does not
+        (b'{"streams": [\n  {"a": 1},,\n]}', "is not valid JSON (Expecting value at line 2 column 12)"),
+        (b"[1]", "must hold a JSON object, not a list"),
+        (b'{"name": "caf\xe9"}', "is not UTF-8 text"),
+    ],
+)
+def test_an_input_file_is_checked_without_building_it_and_refused_as_before(tmp_path, content, error):
+    """``check_input_file`` validates with msgspec (a 9.4 MB catalog is ~100 MB as Python objects);
+    anything msgspec refuses goes through ``json`` as before, whose messages say where."""
+    from klaviyo_core.cli import check_input_file
+    from klaviyo_core.errors import KlaviyoError
+
+    path = tmp_path / "catalog.json"
+    path.write_bytes(content)
+    if error is None:
+        check_input_file("--catalog", str(path))
+    else:
+        with pytest.raises(KlaviyoError, match=re.escape(error)):
+            check_input_file("--catalog", str(path))
