@@ -197,16 +197,35 @@ def record_count(log_text: str, stream: str) -> int:
     return total
 
 
-def discover_selecting(config_path: Path, stream: str) -> dict:
-    """The tap's catalog (``--discover`` with this config), ``stream`` alone selected."""
-    catalog = json.loads(subprocess.run(
-        [*TAP, "--config", str(config_path), "--discover"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout)  # fmt: skip
-    for entry in catalog["streams"]:
-        for item in entry["metadata"]:
-            if item["breadcrumb"] == []:
-                item["metadata"]["selected"] = entry["tap_stream_id"] == stream
-    return catalog
+#: Selects one stream of the catalog on stdin (the stream named by its argument) and prints the
+#: number of streams on stderr.
+_SELECT_ONE = """
+import json, sys
+catalog = json.load(sys.stdin)
+for entry in catalog["streams"]:
+    for item in entry["metadata"]:
+        if item["breadcrumb"] == []:
+            item["metadata"]["selected"] = entry["tap_stream_id"] == sys.argv[1]
+json.dump(catalog, sys.stdout)
+print(len(catalog["streams"]), file=sys.stderr)
+"""
+
+
+def discover_selecting(config_path: Path, stream: str, catalog_path: Path) -> int:
+    """Write the tap's catalog (``--discover`` with this config) to ``catalog_path``, ``stream``
+    alone selected; return its number of streams.
+
+    The catalog is selected in a process of its own: with a stream per list and segment it is
+    ~100 MB as Python objects, which this process would otherwise hold while the tap runs (and a
+    child process's peak RSS counts what its parent held when it was started).
+    """
+    found = subprocess.run(
+        [*TAP, "--config", str(config_path), "--discover"], cwd=ROOT, capture_output=True, check=True
+    )
+    with open(catalog_path, "wb") as out:
+        selected = subprocess.run([sys.executable, "-c", _SELECT_ONE, stream], input=found.stdout, stdout=out,
+                                  stderr=subprocess.PIPE, check=True)  # fmt: skip
+    return int(selected.stderr)
 
 
 def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path) -> dict:
@@ -221,7 +240,7 @@ def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path
         config_path = work / f"config-{stream}.json"
         config_path.write_text(json.dumps(config))
         catalog_path = work / f"catalog-{stream}.json"
-        catalog_path.write_text(json.dumps(discover_selecting(config_path, stream)))
+        discover_selecting(config_path, stream, catalog_path)
         before = sandbox.counters()
         log_path = work / f"tap-{stream}-{scale}.log"
         sandbox_cpu = process_cpu_seconds(sandbox.proc.pid)
@@ -389,21 +408,6 @@ def bench_discovery(args: argparse.Namespace, work: Path) -> dict:
     }  # fmt: skip
 
 
-#: Selects one stream of the catalog on stdin, in a process of its own: a catalog of hundreds of
-#: lists is ~100 MB as Python objects, which this process would otherwise hold while the tap runs
-#: (and a child process's peak RSS then counts what its parent held when it was started).
-_SELECT_ONE = """
-import json, sys
-catalog = json.load(sys.stdin)
-for entry in catalog["streams"]:
-    for item in entry["metadata"]:
-        if item["breadcrumb"] == []:
-            item["metadata"]["selected"] = entry["tap_stream_id"] == sys.argv[1]
-json.dump(catalog, sys.stdout)
-print(len(catalog["streams"]), file=sys.stderr)
-"""
-
-
 def bench_group_catalog(scale: float, args: argparse.Namespace, work: Path) -> dict:
     """A sync of ``tags`` alone from the catalog of every stream with ``list_and_segment_streams``
     on (25 lists and 12 segments per unit of sandbox scale): what a run pays for the streams it
@@ -412,13 +416,7 @@ def bench_group_catalog(scale: float, args: argparse.Namespace, work: Path) -> d
         config = {"api_key": sandbox.api_key, "base_url": sandbox.base_url, "list_and_segment_streams": True}
         config_path, catalog_path = work / "config-groups.json", work / "catalog-groups.json"
         config_path.write_text(json.dumps(config))
-        found = subprocess.run(
-            [*TAP, "--config", str(config_path), "--discover"], cwd=ROOT, capture_output=True, check=True
-        )
-        with open(catalog_path, "wb") as out:
-            selected = subprocess.run([sys.executable, "-c", _SELECT_ONE, "tags"], input=found.stdout, stdout=out,
-                                      stderr=subprocess.PIPE, check=True)  # fmt: skip
-        del found
+        streams = discover_selecting(config_path, "tags", catalog_path)
         log_path = work / "tap-groups.log"
         with open(os.devnull, "wb") as sink, open(log_path, "w") as log:
             command = [*TAP, "--config", str(config_path), "--catalog", str(catalog_path)]
@@ -426,7 +424,7 @@ def bench_group_catalog(scale: float, args: argparse.Namespace, work: Path) -> d
     if code:
         raise SystemExit(f"the sync failed (exit {code}); see {log_path}")
     return {
-        "mode": "one stream from a catalog of lists", "scale": scale, "streams": int(selected.stderr),
+        "mode": "one stream from a catalog of lists", "scale": scale, "streams": streams,
         "catalog_mb": round(catalog_path.stat().st_size / 2**20, 1), "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2), "peak_rss_mb": round(rss_kb / 1024, 1), "log": str(log_path),
     }  # fmt: skip

@@ -69,7 +69,7 @@ def per_record(stream: str, scales: list[float], max_concurrency: int, work: Pat
             config_path = work / "config.json"
             config_path.write_text(json.dumps(config))
             catalog_path = work / "catalog.json"
-            catalog_path.write_text(json.dumps(discover_selecting(config_path, stream)))
+            discover_selecting(config_path, stream, catalog_path)
             total, log = instructions([*TAP, "--config", str(config_path), "--catalog", str(catalog_path)])
         totals.append(total)
         records.append(record_count(log, stream))
