@@ -623,11 +623,10 @@ class TapKlaviyo(CompatTap):
                 continue  # only a hand-made catalog can do this
             if not self._builds(group.stream_name):
                 continue
-            base = groups.group_schema(profile_schema, group)
-            schema = (
-                self._schema_with_custom_fields(group.stream_name, PROFILE_FIELDS, base) if self.input_catalog else None
-            )
-            streams.append(groups.GroupProfilesStream(self, group, schema or base))
+            schema = groups.group_schema(profile_schema, group)
+            if self.input_catalog is not None:  # the catalog's own schema of the group
+                schema = self._schema_with_custom_fields(group.stream_name, PROFILE_FIELDS, schema) or schema
+            streams.append(groups.GroupProfilesStream(self, group, schema))
         return streams
 
     @override
