@@ -256,6 +256,10 @@ def valid_revision(value: str | None) -> bool:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as Klaviyo's front end (and any web server) sends: an answer's body is written
+    # after its headers, and with Nagle's algorithm a small body waited for the ACK of the headers,
+    # which clients delay up to 40 ms (tests/sandbox/test_sandbox_transport.py).
+    disable_nagle_algorithm = True
     server_version = "KlaviyoSandbox/1.0"
     sys_version = ""
 
