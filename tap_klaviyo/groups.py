@@ -125,15 +125,21 @@ def groups_from_catalog(catalog: Catalog, raw_catalog: t.Mapping[str, t.Any] | N
     groups = []
     for entry in catalog.streams:
         root = raw_roots.get(entry.tap_stream_id, {})
-        kind, group_id = root.get("klaviyo-group-type"), root.get("klaviyo-group-id")
-        name = root.get("klaviyo-group-name")
-        if not (kind in GROUP_KINDS and group_id):
+        named = group_named_by(root)
+        if named is None:
             matches = _DESCRIPTION_ID.findall(entry.schema.description or "")
             if not matches or not entry.tap_stream_id.startswith(f"{matches[-1][0]}_"):
                 continue
-            kind, group_id = matches[-1]
-        groups.append(Group(kind, str(group_id), str(name or ""), entry.tap_stream_id))
+            named = matches[-1]
+        kind, group_id = named
+        groups.append(Group(kind, group_id, str(root.get("klaviyo-group-name") or ""), entry.tap_stream_id))
     return groups
+
+
+def group_named_by(root: t.Mapping[str, t.Any]) -> tuple[str, str] | None:
+    """The kind and id of the list or segment a stream's root metadata names, if it names one."""
+    kind, group_id = root.get("klaviyo-group-type"), root.get("klaviyo-group-id")
+    return (kind, str(group_id)) if kind in GROUP_KINDS and group_id else None
 
 
 def group_schema(profile_schema: dict, group: Group) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import msgspec
 from singer_sdk.singerlib.catalog import MetadataMapping
 
-from tap_klaviyo.groups import GROUP_KINDS
+from tap_klaviyo.groups import group_named_by
 from tap_klaviyo.sdk_compat import stream_selected
 
 _Values = dict[str, msgspec.Raw]
@@ -55,8 +55,9 @@ def _cut(entry: _Values) -> _Values:
     if root is None:
         return entry
     metadata = msgspec.json.decode(root.metadata, type=dict)
-    is_group = metadata.get("klaviyo-group-type") in GROUP_KINDS and metadata.get("klaviyo-group-id")
-    if not is_group or stream_selected(MetadataMapping.from_iterable([{"breadcrumb": [], "metadata": metadata}])):
+    if group_named_by(metadata) is None:
+        return entry
+    if stream_selected(MetadataMapping.from_iterable([{"breadcrumb": [], "metadata": metadata}])):
         return entry
     schema: dict = {"type": "object", "properties": {}}
     description = msgspec.json.decode(entry.get("schema", b"{}"), type=_Described).description
