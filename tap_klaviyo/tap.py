@@ -270,7 +270,7 @@ class TapKlaviyo(CompatTap):
     def mapper(self) -> PluginMapper:
         if self._mapper_pending:
             self._mapper_pending = False
-            if self._building_for_sync and self.input_catalog is not None:
+            if self._sync_catalog() is not None:
                 self._map_streams_built()
             else:
                 super().setup_mapper()
@@ -441,10 +441,15 @@ class TapKlaviyo(CompatTap):
         deselected lists cut before parsing (tap_klaviyo/sync_catalog.py), 0.57-0.86 s and 69 MB
         (``scripts/benchmark.py --streams '' --group-catalog 10``).
         """
-        if not self._building_for_sync or self.input_catalog is None:
+        catalog = self._sync_catalog()
+        if catalog is None:
             return True
-        entry = self.input_catalog.get_stream(name)
+        entry = catalog.get_stream(name)
         return entry is None or stream_selected(entry.metadata)  # no entry: the SDK's default selection decides
+
+    def _sync_catalog(self) -> Catalog | None:
+        """The input catalog, once ``sync_all`` has started (None outside a sync, or without one)."""
+        return self.input_catalog if self._building_for_sync else None
 
     def _types_to_build(self, stream_types: list[type[KlaviyoStream]]) -> list[type[KlaviyoStream]]:
         """The stream types whose stream is built (see ``_builds``), with their parents: a parent
