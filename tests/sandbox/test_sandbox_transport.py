@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import http.client
 import socket
+from urllib.parse import urlsplit
 
 from klaviyo_sandbox import Sandbox, SandboxConfig
 from klaviyo_sandbox.server import Handler
+
+from .client import Client
 
 
 def test_every_connection_sends_without_waiting_for_acks(monkeypatch):
@@ -22,9 +25,9 @@ def test_every_connection_sends_without_waiting_for_acks(monkeypatch):
 
     monkeypatch.setattr(Handler, "setup", noting_setup)
     with Sandbox(SandboxConfig(seed=1, scale=0.02, rate_limit_scale=0.0)) as box:
-        host, port = box.base_url.removeprefix("http://").split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=10)
-        headers = {"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": "2026-07-15"}
+        origin = urlsplit(box.base_url)
+        connection = http.client.HTTPConnection(origin.hostname, origin.port, timeout=10)
+        headers = Client(box.base_url, api_key=box.api_key).headers  # Client itself opens a connection a request
         for _ in range(3):  # one kept-alive connection
             connection.request("GET", "/api/metrics", headers=headers)
             answer = connection.getresponse()
