@@ -10,7 +10,7 @@ import pytest
 
 from klaviyo_sandbox import Sandbox, SandboxConfig
 
-from .client import Client
+from .client import REVISION, Client
 
 
 def _box(kinds, rate=1.0, seed=1, **kw):
@@ -62,7 +62,7 @@ def test_truncated_body():
     with _box("truncated") as box:
         conn = http.client.HTTPConnection("127.0.0.1", box.port, timeout=5)
         conn.request(
-            "GET", "/api/lists", headers={"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": "2026-07-15"}
+            "GET", "/api/lists", headers={"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": REVISION}
         )
         resp = conn.getresponse()
         assert resp.status == 200

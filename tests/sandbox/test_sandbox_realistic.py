@@ -13,7 +13,9 @@ from klaviyo_sandbox import Sandbox, SandboxConfig
 from klaviyo_sandbox.__main__ import build_parser, config_from_args
 from klaviyo_sandbox.server import accepts_gzip, self_signed_certificate
 
-HEADERS = {"revision": "2026-07-15"}
+from .client import REVISION
+
+HEADERS = {"revision": REVISION}
 
 
 def _get(box: Sandbox, path: str, **kwargs) -> requests.Response:

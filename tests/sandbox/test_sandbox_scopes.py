@@ -6,13 +6,15 @@ import requests
 
 from klaviyo_sandbox import Sandbox, SandboxConfig
 
+from .client import REVISION
+
 KEY = "pk_scoped_0123456789abcdef"
 
 
 def call(box: Sandbox, method: str, path: str, key: str, **kwargs) -> requests.Response:
     headers = {
         "Authorization": f"Klaviyo-API-Key {key}",
-        "revision": "2026-07-15",
+        "revision": REVISION,
         "Accept": "application/vnd.api+json",
     }
     return requests.request(method, box.base_url + path, headers=headers, timeout=10, **kwargs)

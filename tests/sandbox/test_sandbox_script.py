@@ -13,6 +13,8 @@ import requests
 from klaviyo_core import endpoints as core_endpoints
 from klaviyo_sandbox import Sandbox, SandboxConfig, api, endpoints
 
+from .client import REVISION
+
 
 @pytest.fixture
 def box():
@@ -21,7 +23,7 @@ def box():
 
 
 def get(box, path: str, **params) -> requests.Response:
-    headers = {"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": "2026-07-15"}
+    headers = {"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": REVISION}
     return requests.get(f"{box.base_url}{path}", params=params, headers=headers, timeout=10)
 
 
@@ -75,11 +77,11 @@ def test_requests_are_recorded_with_their_query_headers_and_body_only_when_asked
         assert quiet.requests == []
     with Sandbox(SandboxConfig(seed=3, scale=0.01, rate_limit_scale=0.0, record_requests=True)) as box:
         body = {"data": {"type": "list", "attributes": {"name": "Recorded"}}}
-        headers = {"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": "2026-07-15"}
+        headers = {"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": REVISION}
         requests.post(f"{box.base_url}/api/lists", json=body, headers=headers, timeout=10)
         (created,) = box.requests
         assert (created.method, created.path, created.status, created.body) == ("POST", "/api/lists", 201, body)
-        assert created.headers["revision"] == "2026-07-15" and created.raw_size == len(created.raw)
+        assert created.headers["revision"] == REVISION and created.raw_size == len(created.raw)
 
 
 def test_moving_the_clock_lets_an_import_job_finish():
