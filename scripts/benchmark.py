@@ -19,6 +19,13 @@ once per operation of ``--target-operations`` (add, upsert, subscribe, track, re
 default add), and prints rows/s, requests made per Klaviyo operation, 429s, CPU and RSS. ``remove``
 (by email) and ``remove_ids`` (by profile id) first add the rows to the list, untimed.
 
+``--baseline REF`` runs each stream's sync alternately with the tap of git revision REF
+(installed into a venv of its own in the work dir, the libraries at this checkout's locked
+versions; the sandbox and the settings stay this checkout's) and with this checkout's,
+``--pairs`` times, and prints the medians side by side with their ratio: this machine's figure
+against the release's in the same minutes, where absolute CPU seconds move by tens of percent
+between machines and hours.
+
 ``--group-catalog SCALE`` syncs ``tags`` alone from the catalog of every stream with a stream per
 list and segment (``list_and_segment_streams``), as Meltano passes it: what a run pays for the
 streams it does not sync (wall, CPU, peak RSS).
@@ -34,6 +41,7 @@ import compileall
 import json
 import os
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +64,17 @@ TAP = [sys.executable, "-c", "from tap_klaviyo.tap import cli; cli()"]
 #: The tap's entry point as a script (for ``python -m cProfile``).
 TAP_SCRIPT = str(ROOT / "scripts" / "run_tap.py")
 TARGET = [sys.executable, "-c", "from target_klaviyo.target import cli; cli()"]
+
+
+class TapBuild(t.NamedTuple):
+    """A tap to run: its command, the working directory it imports from, its name in the tables."""
+
+    command: list[str]
+    cwd: Path
+    name: str
+
+
+THIS_CHECKOUT = TapBuild(TAP, ROOT, "this checkout")
 
 
 class Sandbox:
@@ -112,11 +131,16 @@ def sandbox_options(args: argparse.Namespace) -> dict[str, t.Any]:
 
 
 def run(
-    command: list[str], *, stdin: t.IO | None = None, stdout: t.IO | None = None, stderr: t.IO | None = None
+    command: list[str],
+    *,
+    stdin: t.IO | None = None,
+    stdout: t.IO | None = None,
+    stderr: t.IO | None = None,
+    cwd: Path = ROOT,
 ) -> tuple[float, float, int, int]:
     """(wall s, CPU s, peak RSS KB, exit code) of one process (rusage from wait4)."""
     start = time.monotonic()
-    proc = subprocess.Popen(command, cwd=ROOT, stdin=stdin, stdout=stdout, stderr=stderr)
+    proc = subprocess.Popen(command, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - start
@@ -211,7 +235,7 @@ print(len(catalog["streams"]), file=sys.stderr)
 """
 
 
-def discover_selecting(config_path: Path, stream: str, catalog_path: Path) -> int:
+def discover_selecting(config_path: Path, stream: str, catalog_path: Path, tap: TapBuild = THIS_CHECKOUT) -> int:
     """Write the tap's catalog (``--discover`` with this config) to ``catalog_path``, ``stream``
     alone selected; return its number of streams.
 
@@ -220,7 +244,7 @@ def discover_selecting(config_path: Path, stream: str, catalog_path: Path) -> in
     child process's peak RSS counts what its parent held when it was started).
     """
     found = subprocess.run(
-        [*TAP, "--config", str(config_path), "--discover"], cwd=ROOT, capture_output=True, check=True
+        [*tap.command, "--config", str(config_path), "--discover"], cwd=tap.cwd, capture_output=True, check=True
     )
     with open(catalog_path, "wb") as out:
         selected = subprocess.run([sys.executable, "-c", _SELECT_ONE, stream], input=found.stdout, stdout=out,
@@ -228,7 +252,10 @@ def discover_selecting(config_path: Path, stream: str, catalog_path: Path) -> in
     return int(selected.stderr)
 
 
-def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path) -> dict:
+def bench_stream(
+    stream: str, scale: float, args: argparse.Namespace, work: Path, tap: TapBuild = THIS_CHECKOUT, label: str = ""
+) -> dict:
+    """One sync of ``stream`` from a fresh sandbox by ``tap`` (``label`` names its files in ``work``)."""
     operation = STREAMS[stream][0]
     steady = endpoints.endpoint(operation).steady_per_minute * args.rate_limit_scale  # what the sandbox enforces
     with Sandbox(scale=scale, **sandbox_options(args)) as sandbox:
@@ -240,23 +267,25 @@ def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path
         config_path = work / f"config-{stream}.json"
         config_path.write_text(json.dumps(config))
         catalog_path = work / f"catalog-{stream}.json"
-        discover_selecting(config_path, stream, catalog_path)
+        discover_selecting(config_path, stream, catalog_path, tap)
         before = sandbox.counters()
-        log_path = work / f"tap-{stream}-{scale}.log"
+        stem = f"{work}/tap-{stream}-{scale}{label and '-' + label}"  # scale has a dot: no with_suffix
+        log_path = Path(f"{stem}.log")
         sandbox_cpu = process_cpu_seconds(sandbox.proc.pid)
         load = os.getloadavg()[0]
-        tap = profiled(TAP, args.profile, work / f"tap-{stream}-{scale}")
+        command = profiled(tap.command, args.profile, Path(stem))
         with open(os.devnull, "wb") as sink, open(log_path, "w") as log:
-            wall, cpu, rss_kb, code = run(
-                [*tap, "--config", str(config_path), "--catalog", str(catalog_path)], stdout=sink, stderr=log
-            )
+            wall, cpu, rss_kb, exit_code = run(
+                [*command, "--config", str(config_path), "--catalog", str(catalog_path)],
+                stdout=sink, stderr=log, cwd=tap.cwd,
+            )  # fmt: skip
         sandbox_cpu = process_cpu_seconds(sandbox.proc.pid) - sandbox_cpu
         after = sandbox.counters()
         request_log = sandbox.get("/__sandbox/requests?limit=100000")
-    if code:
-        raise SystemExit(f"tap failed on {stream} (exit {code}); see {log_path}")
+    if exit_code:
+        raise SystemExit(f"tap failed on {stream} (exit {exit_code}); see {log_path}")
     if args.profile == "py-spy":
-        print(summarize_stacks(work / f"tap-{stream}-{scale}.txt"), flush=True)
+        print(summarize_stacks(Path(f"{stem}.txt")), flush=True)
     records = record_count(log_path.read_text(), stream)
     requests = after.get(f"op:{operation}", 0) - before.get(f"op:{operation}", 0)
     throttled = after.get("status:429", 0) - before.get("status:429", 0)
@@ -270,7 +299,74 @@ def bench_stream(stream: str, scale: float, args: argparse.Namespace, work: Path
         "peak_rss_mb": round(rss_kb / 1024, 1), "tap_cpu_pct": round(100 * cpu / wall),
         "sandbox_cpu_pct": round(100 * sandbox_cpu / wall), "load_before": round(load, 1),
         "load_after": round(os.getloadavg()[0], 1), "max_concurrency": args.max_concurrency, "log": str(log_path),
+        "tap": tap.name,
     }  # fmt: skip
+
+
+def install_baseline(revision: str, work: Path) -> TapBuild:
+    """The tap of git ``revision`` installed into a venv of its own in ``work``: its code and the
+    dependencies it declares, at the versions this checkout's lock pins where the lock names them
+    (so the figures compare the code, not the libraries' releases).
+
+    Run from ``work``, it imports the installed packages, never this checkout's: checked here.
+    """
+    git = ["git", "-C", str(ROOT)]
+    commit = [*git, "rev-parse", "--short", f"{revision}^{{commit}}"]
+    found = subprocess.run(commit, capture_output=True, text=True, check=False)
+    if found.returncode:
+        raise SystemExit(f"--baseline {revision}: not a commit of this repository ({found.stderr.strip()})")
+    short = found.stdout.strip()
+    home = work / f"baseline-{short}"
+    python = home / "venv" / "bin" / "python"
+    if not python.exists():
+        (home / "src").mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run([*git, "archive", short], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(home / "src")], input=archive.stdout, check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True)
+        lock = ROOT / "requirements" / "lock.txt"
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(lock), str(home / "src")], check=True)
+    tap = TapBuild([str(python), *TAP[1:]], work, short)
+    where = subprocess.run([str(python), "-c", "import tap_klaviyo; print(tap_klaviyo.__file__)"],
+                           cwd=tap.cwd, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    if not Path(where).resolve().is_relative_to((home / "venv").resolve()):
+        raise SystemExit(f"--baseline {revision}: its python imports tap_klaviyo from {where}, not its venv")
+    return tap
+
+
+def bench_baseline(stream: str, scale: float, args: argparse.Namespace, work: Path) -> list[dict]:
+    """``--pairs`` syncs of ``stream`` by the baseline's tap, each followed by one by this checkout's."""
+    baseline = install_baseline(args.baseline, work)
+    rows = []
+    for pair in range(1, args.pairs + 1):
+        for tap, label in ((baseline, f"{baseline.name}-{pair}"), (THIS_CHECKOUT, f"this-{pair}")):
+            rows.append(bench_stream(stream, scale, args, work, tap, label))
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def print_baseline_table(rows: list[dict]) -> None:
+    """Per stream, the medians of the baseline's runs and of this checkout's, and their ratio."""
+    header = ("stream", "records", "CPU s/100k", "records/s", "peak RSS MB", "each run")
+    print("| " + " | ".join(("tap", *header)) + " |")
+    print("|" + "|".join("---" for _ in range(len(header) + 1)) + "|")
+    medians: dict[tuple[str, str], dict[str, float]] = {}
+    for stream in dict.fromkeys(r["stream"] for r in rows):
+        for tap in dict.fromkeys(r["tap"] for r in rows if r["stream"] == stream):
+            runs = [r for r in rows if r["stream"] == stream and r["tap"] == tap]
+            figures = {name: statistics.median(r[name] for r in runs)
+                       for name in ("cpu_s_per_100k", "records_per_s", "peak_rss_mb")}  # fmt: skip
+            medians[stream, tap] = figures
+            each = ", ".join(str(r["cpu_s_per_100k"]) for r in runs)
+            print(f"| {tap} | {stream} | {runs[0]['records']:,} | {figures['cpu_s_per_100k']:.2f} | "
+                  f"{figures['records_per_s']:,.0f} | {figures['peak_rss_mb']:.1f} | CPU {each} |")  # fmt: skip
+    for (stream, tap), figures in medians.items():
+        this = medians.get((stream, THIS_CHECKOUT.name))
+        if tap != THIS_CHECKOUT.name and this:
+            cpu = figures["cpu_s_per_100k"] / this["cpu_s_per_100k"]
+            speed = this["records_per_s"] / figures["records_per_s"]
+            print(f"{stream}: this checkout takes {cpu:.2f}x less CPU per record than {tap}, reads {speed:.2f}x "
+                  f"as many records a second, peak RSS {this['peak_rss_mb']:.1f} against "
+                  f"{figures['peak_rss_mb']:.1f} MB")  # fmt: skip
 
 
 def _round(value: float | None) -> float | None:
@@ -475,8 +571,12 @@ def stream_seconds(log_path: Path) -> dict[str, float]:
 
 
 def print_stream_table(rows: list[dict]) -> None:
+    """A row per sync; the tap's name first when the rows are of several (``--baseline``)."""
     header = ("stream", "C", "records", "wall s", "records/s", "req/s", "req/s steady", "steady limit/s",
               "% of limit", "429s", "CPU s/100k", "peak RSS MB", "tap CPU", "sandbox CPU", "load")  # fmt: skip
+    several = len({r["tap"] for r in rows}) > 1
+    if several:
+        header = ("tap", *header)
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for r in rows:
@@ -486,7 +586,7 @@ def print_stream_table(rows: list[dict]) -> None:
                  r["requests_per_s"], r["steady_requests_per_s"], r["steady_limit_per_s"], share, r["status_429"],
                  r["cpu_s_per_100k"], r["peak_rss_mb"], f"{r['tap_cpu_pct']}%", f"{r['sandbox_cpu_pct']}%",
                  f"{r['load_before']}→{r['load_after']}")  # fmt: skip
-        print("| " + " | ".join(str(c) for c in cells) + " |")
+        print("| " + " | ".join(str(c) for c in ((r["tap"], *cells) if several else cells)) + " |")
 
 
 def cache_bytecode() -> None:
@@ -572,6 +672,13 @@ def main() -> int:
         help="sync tags alone from a catalog of every stream and a stream per list and segment "
         "(sandbox of this --scale: 25 lists and 12 segments each)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also sync each stream with the tap of this git revision, alternating with this checkout's "
+        "(--pairs times), and print both medians and their ratio",
+    )
+    parser.add_argument("--pairs", type=int, default=3, help="runs of each tap with --baseline")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--workdir", default=None)
     parser.add_argument(
@@ -581,6 +688,8 @@ def main() -> int:
         "(default: compiled once into their __pycache__, as pip's install does)",
     )
     args = parser.parse_args()
+    if args.baseline and (args.rss_check or args.profile == "cprofile"):
+        parser.error("--baseline runs each stream in pairs: not with --rss-check or --profile cprofile")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="klaviyo-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     args.tls_dir = None
@@ -593,6 +702,9 @@ def main() -> int:
     rows: list[dict] = []
     for stream in [s for s in args.streams.split(",") if s]:
         scale = getattr(args, f"{stream}_scale")
+        if args.baseline:
+            rows += bench_baseline(stream, scale, args, work)
+            continue
         if args.rss_check:
             rows.append(bench_stream(stream, scale / 10, args, work))
             print(json.dumps(rows[-1]), flush=True)
@@ -601,6 +713,9 @@ def main() -> int:
     if rows:
         print()
         print_stream_table(rows)
+        if args.baseline:
+            print()
+            print_baseline_table(rows)
         if args.rss_check:
             for small, big in zip(rows[::2], rows[1::2]):
                 print(

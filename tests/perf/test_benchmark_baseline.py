@@ -1,0 +1,61 @@
+"""scripts/benchmark.py --baseline: the side-by-side figures, and a revision it cannot install."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark = load_benchmark()
+
+
+def row(tap: str, cpu: float, records_per_s: int, rss: float) -> dict:
+    return {
+        "tap": tap, "stream": "profiles", "max_concurrency": 8, "records": 50_000, "wall_s": 30.0,
+        "records_per_s": records_per_s, "requests_per_s": 16.0, "steady_requests_per_s": 15.0,
+        "steady_limit_per_s": 12.5, "status_429": 0, "cpu_s_per_100k": cpu, "peak_rss_mb": rss,
+        "tap_cpu_pct": 8, "sandbox_cpu_pct": 23, "load_before": 0.1, "load_after": 0.2,
+    }  # fmt: skip
+
+
+def test_medians_of_each_tap_and_their_ratio(capsys):
+    rows = [
+        row("80a50cd", 12.0, 1_000, 70.0), row("this checkout", 5.0, 1_600, 58.0),
+        row("80a50cd", 10.0, 1_200, 71.0), row("this checkout", 4.0, 1_500, 57.0),
+        row("80a50cd", 30.0, 800, 69.0), row("this checkout", 6.0, 1_400, 59.0),
+    ]  # fmt: skip
+    benchmark.print_baseline_table(rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert "| 80a50cd | profiles | 50,000 | 12.00 | 1,000 | 70.0 | CPU 12.0, 10.0, 30.0 |" in lines
+    assert "| this checkout | profiles | 50,000 | 5.00 | 1,500 | 58.0 | CPU 5.0, 4.0, 6.0 |" in lines
+    assert lines[-1] == (
+        "profiles: this checkout takes 2.40x less CPU per record than 80a50cd, reads 1.50x as many "
+        "records a second, peak RSS 58.0 against 70.0 MB"
+    )
+
+
+def test_the_stream_table_names_the_tap_only_when_rows_are_of_several(capsys):
+    benchmark.print_stream_table([row("this checkout", 5.0, 1_600, 58.0)])
+    assert capsys.readouterr().out.startswith("| stream | C |")
+    benchmark.print_stream_table([row("80a50cd", 12.0, 1_000, 70.0), row("this checkout", 5.0, 1_600, 58.0)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| tap | stream | C |")
+    assert lines[2].startswith("| 80a50cd | profiles | 8 | 50,000 |")
+
+
+def test_a_revision_the_repository_lacks_is_named(tmp_path):
+    with pytest.raises(SystemExit, match=r"--baseline no-such-ref: not a commit of this repository"):
+        benchmark.install_baseline("no-such-ref", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing installed
