@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/benchmark.py [--streams events,profiles] [--latency-ms 300]
         [--events-scale 250] [--profiles-scale 60] [--max-concurrency 16] [--rss-check]
-        [--target 100000] [--json]
+        [--target 100000] [--baseline 80a50cd [--pairs 3]] [--json]
 
 For each stream a sandbox is started as a subprocess (``python -m klaviyo_sandbox``
 with the stream's ``--scale``, ``--latency-ms`` and ``--rate-limit-scale``), the
@@ -24,7 +24,8 @@ default add), and prints rows/s, requests made per Klaviyo operation, 429s, CPU 
 versions; the sandbox and the settings stay this checkout's) and with this checkout's,
 ``--pairs`` times, and prints the medians side by side with their ratio: this machine's figure
 against the release's in the same minutes, where absolute CPU seconds move by tens of percent
-between machines and hours.
+between machines and hours. ``--baseline HEAD`` weighs uncommitted changes against the last
+commit. The venv is made once per work dir (``--workdir`` keeps it for the next run).
 
 ``--group-catalog SCALE`` syncs ``tags`` alone from the catalog of every stream with a stream per
 list and segment (``list_and_segment_streams``), as Meltano passes it: what a run pays for the
