@@ -41,6 +41,7 @@ import argparse
 import compileall
 import json
 import os
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -319,18 +320,23 @@ def install_baseline(revision: str, work: Path) -> TapBuild:
     short = found.stdout.strip()
     home = work / f"baseline-{short}"
     python = home / "venv" / "bin" / "python"
-    if not python.exists():
-        (home / "src").mkdir(parents=True, exist_ok=True)
+    installed = home / "installed"  # written last: an install cut short is made again
+    if not installed.exists():
+        shutil.rmtree(home, ignore_errors=True)
+        (home / "src").mkdir(parents=True)
         archive = subprocess.run([*git, "archive", short], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(home / "src")], input=archive.stdout, check=True)
         subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True)
         lock = ROOT / "requirements" / "lock.txt"
         subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(lock), str(home / "src")], check=True)
+        installed.touch()
     tap = TapBuild([str(python), *TAP[1:]], work, short)
     where = subprocess.run([str(python), "-c", "import tap_klaviyo; print(tap_klaviyo.__file__)"],
-                           cwd=tap.cwd, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    if not Path(where).resolve().is_relative_to((home / "venv").resolve()):
-        raise SystemExit(f"--baseline {revision}: its python imports tap_klaviyo from {where}, not its venv")
+                           cwd=tap.cwd, capture_output=True, text=True, check=False)  # fmt: skip
+    if where.returncode:
+        raise SystemExit(f"--baseline {revision}: its tap does not import ({where.stderr.strip().splitlines()[-1]})")
+    if not Path(where.stdout.strip()).resolve().is_relative_to((home / "venv").resolve()):
+        raise SystemExit(f"--baseline {revision}: its python imports tap_klaviyo from {where.stdout.strip()}")
     return tap
 
 
@@ -676,8 +682,8 @@ def main() -> int:
     parser.add_argument(
         "--baseline",
         metavar="REF",
-        help="also sync each stream with the tap of this git revision, alternating with this checkout's "
-        "(--pairs times), and print both medians and their ratio",
+        help="sync each stream alternately with the tap of this git revision and with this checkout's "
+        "(--pairs times each), and print both medians and their ratio",
     )
     parser.add_argument("--pairs", type=int, default=3, help="runs of each tap with --baseline")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
