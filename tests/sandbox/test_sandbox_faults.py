@@ -10,7 +10,7 @@ import pytest
 
 from klaviyo_sandbox import Sandbox, SandboxConfig
 
-from .client import REVISION, Client
+from .client import Client
 
 
 def _box(kinds, rate=1.0, seed=1, **kw):
@@ -61,9 +61,7 @@ def test_reset_and_timeout_close_without_response():
 def test_truncated_body():
     with _box("truncated") as box:
         conn = http.client.HTTPConnection("127.0.0.1", box.port, timeout=5)
-        conn.request(
-            "GET", "/api/lists", headers={"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": REVISION}
-        )
+        conn.request("GET", "/api/lists", headers=Client(box.base_url, api_key=box.api_key).headers)
         resp = conn.getresponse()
         assert resp.status == 200
         with pytest.raises(http.client.IncompleteRead):

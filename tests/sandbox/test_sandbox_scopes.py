@@ -6,17 +6,13 @@ import requests
 
 from klaviyo_sandbox import Sandbox, SandboxConfig
 
-from .client import REVISION
+from .client import Client
 
 KEY = "pk_scoped_0123456789abcdef"
 
 
 def call(box: Sandbox, method: str, path: str, key: str, **kwargs) -> requests.Response:
-    headers = {
-        "Authorization": f"Klaviyo-API-Key {key}",
-        "revision": REVISION,
-        "Accept": "application/vnd.api+json",
-    }
+    headers = Client(box.base_url, api_key=key).headers
     return requests.request(method, box.base_url + path, headers=headers, timeout=10, **kwargs)
 
 

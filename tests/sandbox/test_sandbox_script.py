@@ -13,7 +13,7 @@ import requests
 from klaviyo_core import endpoints as core_endpoints
 from klaviyo_sandbox import Sandbox, SandboxConfig, api, endpoints
 
-from .client import REVISION
+from .client import REVISION, Client
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def box():
 
 
 def get(box, path: str, **params) -> requests.Response:
-    headers = {"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": REVISION}
+    headers = Client(box.base_url, api_key=box.api_key).headers
     return requests.get(f"{box.base_url}{path}", params=params, headers=headers, timeout=10)
 
 
@@ -77,7 +77,7 @@ def test_requests_are_recorded_with_their_query_headers_and_body_only_when_asked
         assert quiet.requests == []
     with Sandbox(SandboxConfig(seed=3, scale=0.01, rate_limit_scale=0.0, record_requests=True)) as box:
         body = {"data": {"type": "list", "attributes": {"name": "Recorded"}}}
-        headers = {"Authorization": f"Klaviyo-API-Key {box.api_key}", "revision": REVISION}
+        headers = Client(box.base_url, api_key=box.api_key).headers
         requests.post(f"{box.base_url}/api/lists", json=body, headers=headers, timeout=10)
         (created,) = box.requests
         assert (created.method, created.path, created.status, created.body) == ("POST", "/api/lists", 201, body)
