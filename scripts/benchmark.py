@@ -340,15 +340,19 @@ def install_baseline(revision: str, work: Path) -> TapBuild:
     return tap
 
 
-def bench_baseline(stream: str, scale: float, args: argparse.Namespace, work: Path) -> list[dict]:
-    """``--pairs`` syncs of ``stream`` by the baseline's tap, each followed by one by this checkout's."""
-    baseline = install_baseline(args.baseline, work)
-    rows = []
-    for pair in range(1, args.pairs + 1):
-        for tap, label in ((baseline, f"{baseline.name}-{pair}"), (THIS_CHECKOUT, f"this-{pair}")):
-            rows.append(bench_stream(stream, scale, args, work, tap, label))
-            print(json.dumps(rows[-1]), flush=True)
-    return rows
+def planned_syncs(
+    scale: float, args: argparse.Namespace, baseline: TapBuild | None
+) -> list[tuple[float, TapBuild, str]]:
+    """A stream's syncs as (scale, tap, label): with a baseline, ``--pairs`` of its tap's, each
+    followed by this checkout's; else this checkout's, after one of a tenth of the data for ``--rss-check``."""
+    if baseline is not None:
+        return [
+            (scale, tap, f"{name}-{pair}")
+            for pair in range(1, args.pairs + 1)
+            for tap, name in ((baseline, baseline.name), (THIS_CHECKOUT, "this"))
+        ]
+    smaller = [(scale / 10, THIS_CHECKOUT, "")] if args.rss_check else []
+    return [*smaller, (scale, THIS_CHECKOUT, "")]
 
 
 def print_baseline_table(rows: list[dict]) -> None:
@@ -707,16 +711,11 @@ def main() -> int:
         cache_bytecode()
     print(f"# {' '.join(sys.argv)}  (work files in {work}; {os.cpu_count()} CPUs)", flush=True)
     rows: list[dict] = []
+    baseline = install_baseline(args.baseline, work) if args.baseline else None
     for stream in [s for s in args.streams.split(",") if s]:
-        scale = getattr(args, f"{stream}_scale")
-        if args.baseline:
-            rows += bench_baseline(stream, scale, args, work)
-            continue
-        if args.rss_check:
-            rows.append(bench_stream(stream, scale / 10, args, work))
+        for scale, tap, label in planned_syncs(getattr(args, f"{stream}_scale"), args, baseline):
+            rows.append(bench_stream(stream, scale, args, work, tap, label))
             print(json.dumps(rows[-1]), flush=True)
-        rows.append(bench_stream(stream, scale, args, work))
-        print(json.dumps(rows[-1]), flush=True)
     if rows:
         print()
         print_stream_table(rows)

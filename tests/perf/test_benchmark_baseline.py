@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 
@@ -59,3 +60,17 @@ def test_a_revision_the_repository_lacks_is_named(tmp_path):
     with pytest.raises(SystemExit, match=r"--baseline no-such-ref: not a commit of this repository"):
         benchmark.install_baseline("no-such-ref", tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing installed
+
+
+def test_syncs_alternate_the_baseline_and_this_checkout_pair_by_pair():
+    baseline = benchmark.TapBuild(["python"], ROOT, "80a50cd")
+    args = argparse.Namespace(pairs=2, rss_check=False)
+    planned = [(scale, tap.name, label) for scale, tap, label in benchmark.planned_syncs(25.0, args, baseline)]
+    assert planned == [
+        (25.0, "80a50cd", "80a50cd-1"), (25.0, "this checkout", "this-1"),
+        (25.0, "80a50cd", "80a50cd-2"), (25.0, "this checkout", "this-2"),
+    ]  # fmt: skip
+    alone = benchmark.planned_syncs(25.0, argparse.Namespace(pairs=2, rss_check=True), None)
+    assert [(scale, tap.name, label) for scale, tap, label in alone] == [
+        (2.5, "this checkout", ""), (25.0, "this checkout", "")
+    ]  # fmt: skip
