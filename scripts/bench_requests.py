@@ -62,6 +62,8 @@ def fetch(config: dict, stream_name: str, count: int) -> tuple[float, float]:
 
 #: ``--layers``: rounds of the same requests through each layer, interleaved (the best of each is kept).
 ROUNDS = 3
+#: ``--profile``: the sampling profiler, not a dependency of the plugins, next to this Python.
+PY_SPY = Path(sys.executable).with_name("py-spy")
 Send = t.Callable[[t.Any, t.Any], None]  # (links.next or None, its prepared request)
 
 
@@ -133,6 +135,10 @@ def main() -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)  # config JSON: the measured process
     parser.add_argument("--child-layers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile and not PY_SPY.exists():
+        parser.error(
+            f"--profile: py-spy is not installed next to this Python; run {sys.executable} -m pip install py-spy"
+        )
     if args.child and args.child_layers:
         print(json.dumps(layers(json.loads(args.child), args.stream, args.requests)))
         return 0
@@ -150,9 +156,9 @@ def main() -> int:
         child = [sys.executable, __file__, "--stream", args.stream, "--requests", str(args.requests)]
         child += ["--child", json.dumps(config)]
         if args.profile:
-            spy = str(Path(sys.executable).with_name("py-spy"))
             out = ROOT / ".bench_requests.txt"
-            child = [spy, "record", "--gil", "--rate", "500", "--format", "raw", "--output", str(out), "--", *child]
+            record = ["record", "--gil", "--rate", "500", "--format", "raw", "--output", str(out)]
+            child = [str(PY_SPY), *record, "--", *child]
         output = subprocess.run(child, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         result = json.loads(next(line for line in output.splitlines() if line.startswith("{")))  # py-spy prints too
         if args.layers:

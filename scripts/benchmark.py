@@ -66,6 +66,8 @@ TAP = [sys.executable, "-c", "from tap_klaviyo.tap import cli; cli()"]
 #: The tap's entry point as a script (for ``python -m cProfile``).
 TAP_SCRIPT = str(ROOT / "scripts" / "run_tap.py")
 TARGET = [sys.executable, "-c", "from target_klaviyo.target import cli; cli()"]
+#: ``--profile py-spy``: the sampling profiler, not a dependency of the plugins, next to this Python.
+PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
 class TapBuild(t.NamedTuple):
@@ -157,8 +159,8 @@ def profiled(command: list[str], how: str | None, stem: Path) -> list[str]:
     ``cprofile`` sees the main thread only (``STEM.prof``).
     """
     if how == "py-spy":
-        spy = str(Path(sys.executable).with_name("py-spy"))
-        return [spy, "record", "--gil", "--rate", "200", "--format", "raw", "--output", f"{stem}.txt", "--", *command]
+        record = ["record", "--gil", "--rate", "200", "--format", "raw", "--output", f"{stem}.txt"]
+        return [str(PY_SPY), *record, "--", *command]
     if how == "cprofile":
         return [sys.executable, "-m", "cProfile", "-o", f"{stem}.prof", TAP_SCRIPT, *command[len(TAP) :]]
     return command
@@ -701,6 +703,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.baseline and (args.rss_check or args.profile == "cprofile"):
         parser.error("--baseline runs each stream in pairs: not with --rss-check or --profile cprofile")
+    if args.profile == "py-spy" and not PY_SPY.exists():
+        parser.error(
+            f"--profile py-spy: py-spy is not installed next to this Python; run {sys.executable} -m pip install py-spy"
+        )
     work = Path(args.workdir or tempfile.mkdtemp(prefix="klaviyo-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     args.tls_dir = None

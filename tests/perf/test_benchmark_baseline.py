@@ -1,9 +1,10 @@
-"""scripts/benchmark.py --baseline: the side-by-side figures, and a revision it cannot install."""
+"""scripts/benchmark.py --baseline: the side-by-side figures, and a revision it cannot install; a profiler it lacks."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,15 @@ def test_syncs_alternate_the_baseline_and_this_checkout_pair_by_pair():
     assert [(scale, tap.name, label) for scale, tap, label in alone] == [
         (2.5, "this checkout", ""), (25.0, "this checkout", "")
     ]  # fmt: skip
+
+
+def test_a_profiler_not_installed_is_named_before_any_sync(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(benchmark, "PY_SPY", tmp_path / "py-spy")
+    work = tmp_path / "work"
+    argv = ["benchmark.py", "--streams", "profiles", "--profile", "py-spy", "--workdir", str(work)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stopped:
+        benchmark.main()
+    assert stopped.value.code == 2
+    assert "error: --profile py-spy: py-spy is not installed next to this Python; run " in capsys.readouterr().err
+    assert not work.exists()  # nothing started
