@@ -1,4 +1,5 @@
-"""scripts/benchmark.py --baseline: the side-by-side figures, and a revision it cannot install; a profiler it lacks."""
+"""scripts/benchmark.py --baseline: the side-by-side figures, and a revision it cannot install; a profiler
+the benchmark scripts lack."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-benchmark = load_benchmark()
+benchmark = load_script("benchmark")
 
 
 def row(tap: str, cpu: float, records_per_s: int, rss: float) -> dict:
@@ -77,13 +78,19 @@ def test_syncs_alternate_the_baseline_and_this_checkout_pair_by_pair():
     ]  # fmt: skip
 
 
-def test_a_profiler_not_installed_is_named_before_any_sync(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(benchmark, "PY_SPY", tmp_path / "py-spy")
-    work = tmp_path / "work"
-    argv = ["benchmark.py", "--streams", "profiles", "--profile", "py-spy", "--workdir", str(work)]
-    monkeypatch.setattr(sys, "argv", argv)
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [
+        ("benchmark", ["--streams", "profiles", "--profile", "py-spy"]),
+        ("bench_requests", ["--profile", "--requests", "2"]),
+    ],
+)
+def test_a_profiler_not_installed_is_named_before_anything_starts(script, argv, monkeypatch, capsys, tmp_path):
+    module = load_script(script)
+    monkeypatch.setattr(module, "PY_SPY", tmp_path / "py-spy")
+    monkeypatch.setattr(module.subprocess, "Popen", None)  # no sandbox, no sync: a call would fail
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
     with pytest.raises(SystemExit) as stopped:
-        benchmark.main()
+        module.main()
     assert stopped.value.code == 2
-    assert "error: --profile py-spy: py-spy is not installed next to this Python; run " in capsys.readouterr().err
-    assert not work.exists()  # nothing started
+    assert "py-spy is not installed next to this Python; run " in capsys.readouterr().err.splitlines()[-1]
