@@ -446,8 +446,11 @@ def add_for_removal(sandbox: Sandbox, rows: int, work: Path) -> list[str]:
         "api_key": sandbox.api_key, "base_url": sandbox.base_url, "list_name": "Benchmark",
         "wait_for_completion": True, "rejects_file": str(work / "rejects-remove-setup.jsonl"),
     }))  # fmt: skip
-    with input_path.open("rb") as source, open(os.devnull, "wb") as sink:
-        subprocess.run([*TARGET, "--config", str(config_path)], stdin=source, stdout=sink, cwd=ROOT, check=True)
+    log_path = work / "target-remove-setup.log"
+    with input_path.open("rb") as source, open(os.devnull, "wb") as sink, open(log_path, "w") as log:
+        code = run([*TARGET, "--config", str(config_path)], stdin=source, stdout=sink, stderr=log)[3]
+    if code:
+        raise SystemExit(f"target failed adding the rows to remove (exit {code}); see {log_path}")
     ids: dict[str, str] = {}
     path = "/api/profiles?page[size]=100&fields[profile]=email"
     while path:

@@ -1,5 +1,5 @@
-"""scripts/benchmark.py --baseline: the side-by-side figures, and a revision it cannot install; a profiler
-the benchmark scripts lack."""
+"""The benchmark scripts themselves: --baseline's side-by-side figures and a revision it cannot install,
+a profiler that is not installed, the untimed target run before a removal benchmark."""
 
 from __future__ import annotations
 
@@ -94,3 +94,18 @@ def test_a_profiler_not_installed_is_named_before_anything_starts(script, argv, 
         module.main()
     assert stopped.value.code == 2
     assert "py-spy is not installed next to this Python; run " in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_the_untimed_target_run_before_a_removal_logs_to_a_file_and_fails_in_one_line(monkeypatch, tmp_path):
+    sandbox = argparse.Namespace(api_key="pk_test", base_url="http://127.0.0.1:9")
+    runs: list[dict] = []
+
+    def failing_run(command, **streams):
+        runs.append(streams)
+        return 0.1, 0.1, 1024, 1
+
+    monkeypatch.setattr(benchmark, "run", failing_run)
+    failed = r"^target failed adding the rows to remove \(exit 1\); see .*remove-setup\.log$"
+    with pytest.raises(SystemExit, match=failed):
+        benchmark.add_for_removal(sandbox, 3, tmp_path)
+    assert runs[0]["stderr"].name == str(tmp_path / "target-remove-setup.log")  # not the benchmark's own stderr
