@@ -7,6 +7,7 @@ ROOT is a checkout of this repository (default: this one), so that another versi
 the code can be measured with the same script. Not a test: nothing is asserted.
 """
 
+import argparse
 import json
 import os
 import pathlib
@@ -16,9 +17,13 @@ import sys
 import tempfile
 import time
 
-args = sys.argv[1:]
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("words", nargs="+", metavar="[ROOT] STREAM N SCALE")
+args = parser.parse_args().words
 if len(args) == 3:
     args = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *args]
+if len(args) != 4 or not args[2].isdigit():
+    parser.error("give [ROOT] STREAM N SCALE, N a number of records, e.g. events 7500 1")
 root, stream, kill_after, scale = args[0], args[1], int(args[2]), args[3]
 sys.path.insert(0, root)
 os.chdir(root)

@@ -12,6 +12,7 @@ that Meltano shows them (`meltano config PLUGIN list`) and maps `<PLUGIN>_<SETTI
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -119,6 +120,9 @@ def definition(meltano_yml: str, plugin: str) -> str:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is stale")
+    check = parser.parse_args().check
     current = MELTANO_YML.read_text(encoding="utf-8")
     updated = render(current)
     outputs = {MELTANO_YML: (current, updated)}
@@ -126,7 +130,7 @@ def main() -> int:
         path = definition_path(plugin)
         outputs[path] = (path.read_text(encoding="utf-8") if path.exists() else "", definition(updated, plugin))
     stale = [path.relative_to(ROOT) for path, (old, new) in outputs.items() if old != new]
-    if "--check" in sys.argv[1:]:
+    if check:
         if stale:
             print(f"stale: {', '.join(map(str, stale))}: run python scripts/meltano_settings.py")
             return 1

@@ -8,6 +8,7 @@ and `<!-- /sdk-settings:PLUGIN -->`. Rows come from `PLUGIN --about --format=mar
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -69,6 +70,9 @@ def render(text: str) -> str:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table is stale")
+    check = parser.parse_args().check
     stale = []
     for document in DOCUMENTS:
         if not document.exists():
@@ -77,9 +81,9 @@ def main() -> int:
         updated = render(current)
         if updated != current:
             stale.append(document.relative_to(ROOT))
-            if "--check" not in sys.argv[1:]:
+            if not check:
                 document.write_text(updated, encoding="utf-8")
-    if stale and "--check" in sys.argv[1:]:
+    if stale and check:
         print(f"settings tables are stale in {', '.join(map(str, stale))}: run python scripts/readme_settings.py")
         return 1
     return 0

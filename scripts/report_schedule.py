@@ -10,6 +10,7 @@ The requests counted are those the sandbox received, per report endpoint and UTC
 
 from __future__ import annotations
 
+import argparse
 import collections
 import datetime as dt
 import io
@@ -62,6 +63,7 @@ def schedule(every: dt.timedelta, days: int) -> list[dt.datetime]:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     logging.disable(logging.WARNING)  # deferral warnings would drown the table
     with Sandbox(SandboxConfig(seed=3, scale=0.05, rate_limit_scale=0.0)) as box:
         for label, every in (("daily", dt.timedelta(days=1)), ("hourly", dt.timedelta(hours=1))):
