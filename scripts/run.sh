@@ -8,6 +8,9 @@
 # to `meltano run` (e.g. --full-refresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
 
 has_setting() {  # set in the environment, or as NAME=value in .env
   [ -n "${!1:-}" ] || { [ -f .env ] && grep -Eq "^(export +)?$1=['\"]?[^'\"[:space:]]" .env; }

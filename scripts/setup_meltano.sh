@@ -8,6 +8,15 @@
 # Prints the path of the meltano executable on stdout; progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  ""|--venv-only) ;;
+  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "setup_meltano: unknown option $1 (--venv-only, or none; --help)" >&2; exit 2 ;;
+esac
+if [ $# -gt 1 ]; then
+  echo "setup_meltano: one option at most (--venv-only, or none; --help)" >&2
+  exit 2
+fi
 PYTHON="${PYTHON:-python3}"
 MELTANO_VERSION="${MELTANO_VERSION:-4.4.1}"
 VENV="${MELTANO_VENV:-.venv-meltano}"

@@ -1,4 +1,5 @@
-"""scripts/run.sh checks the key before installing anything, and says what a missing start_date means."""
+"""scripts/run.sh checks the key before installing anything, and says what a missing start_date means;
+run.sh and scripts/setup_meltano.sh answer --help (and setup_meltano.sh an unknown option) without installing."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ def _project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _run(project: Path, **env: str) -> subprocess.CompletedProcess:
+def _run(project: Path, *arguments: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TAP_KLAVIYO_")}
     return subprocess.run(
-        ["bash", str(project / "scripts" / "run.sh")],
+        ["bash", str(project / "scripts" / "run.sh"), *arguments],
         env={**clean, **env},
         capture_output=True,
         text=True,
@@ -57,3 +58,28 @@ def test_with_a_start_date_nothing_is_said_about_history(tmp_path) -> None:
     done = _run(project, TAP_KLAVIYO_API_KEY="pk_x", TAP_KLAVIYO_START_DATE="2024-01-01")
 
     assert "whole history" not in done.stderr and (project / "setup-called").exists()
+
+
+def test_help_describes_the_job_and_installs_nothing(tmp_path) -> None:
+    project = _project(tmp_path)
+    done = _run(project, "--help")
+
+    assert done.returncode == 0 and done.stdout.startswith("Extract a real Klaviyo account into output/*.jsonl")
+    assert "TAP_KLAVIYO_API_KEY" in done.stdout and not (project / "setup-called").exists()
+
+
+def test_setup_meltano_answers_help_and_refuses_an_unknown_option_before_installing(tmp_path) -> None:
+    venv = tmp_path / "venv-meltano"
+
+    def setup(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(ROOT / "scripts" / "setup_meltano.sh"), *arguments],
+            env={**os.environ, "MELTANO_VENV": str(venv)}, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    helped = setup("--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("Set up Meltano for this project")
+    refused = setup("--venv-olny")
+    assert refused.returncode == 2
+    assert refused.stderr == "setup_meltano: unknown option --venv-olny (--venv-only, or none; --help)\n"
+    assert not venv.exists(), "nothing installed"
