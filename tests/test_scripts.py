@@ -1,7 +1,7 @@
-"""Every script in scripts/ answers as a command-line tool should: ``--help`` prints its usage and
-changes nothing; an argument it does not know is one line naming it, exit 2, before any work starts
-(readme_settings.py and meltano_settings.py regenerated their files whatever they were given;
-measure_resume.py stopped with an IndexError without its arguments)."""
+"""Every script in scripts/ answers as a command-line tool should: ``--help`` prints its usage; an
+argument it does not know is one error line, exit 2, naming it (or the arguments missing, where a
+script has some), without a traceback (readme_settings.py and meltano_settings.py regenerated their
+files whatever they were given; measure_resume.py stopped with an IndexError without its arguments)."""
 
 from __future__ import annotations
 
