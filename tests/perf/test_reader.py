@@ -119,6 +119,32 @@ def test_an_unknown_lower_bound_needs_no_probe_and_a_small_range_makes_the_seque
     assert len(source.requests) == 1  # one page: no split, no probe, no extra request
 
 
+def test_a_remainder_is_fetched_before_the_later_pages_of_the_slices_cut_with_it():
+    """Its first page cuts the next slices: fetched last, it left the workers idle behind the head."""
+    source = Source(range(1000), page_size=10)  # a record a second: a page is 10 s
+    fetched = threading.Semaphore(0)
+    fetch = source.fetch
+
+    def counted(piece: Slice, url: str | None) -> Page:
+        page = fetch(piece, url)
+        fetched.release()
+        return page
+
+    # One worker, and the reader waits for three answers: the order is the reader's choice alone.
+    with ParallelReader(counted, key, workers=1, page_size=10, max_buffered_pages=20) as reader:
+        reader.add_pass("main", 0.0, 1000.0)
+        for _ in range(3):
+            assert fetched.acquire(timeout=10)
+        # The first page cut [0, 27) (two more pages), [27, 45) and the rest, [45, 1000).
+        assert [(lower, upper, start) for _, lower, upper, start in source.requests[:3]] == [
+            (0.0, 1000.0, 0),
+            (0.0, 1000.0, 10),  # the slice being read, up to HEAD_PAGES ahead
+            (45.0, 1000.0, 45),  # the remainder's first page, before [0, 27)'s third and [27, 45)'s
+        ]
+        records = read_all(reader, ["main"])
+    assert [r["id"] for r in records] == [r["id"] for r in source.records]
+
+
 def test_slice_boundaries_never_separate_records_that_share_a_timestamp():
     keys = [k for k in range(0, 100_000, 10) for _ in range(3)]  # triples on each timestamp
     source = Source(keys, page_size=20, delay=0.001)
