@@ -264,7 +264,7 @@ class ParallelReader:
         #: Only this many slices from the one being read may fetch: those of the split being
         #: fetched (``workers`` and its remainder) and of the next one, cut from that remainder.
         #: One split's worth idled the workers behind a slow head slice (8 workers at 300 ms:
-        #: 5% fewer events a second); the budgets bound the memory either way.
+        #: 3-10% fewer events and profiles a second); the budgets bound the memory either way.
         self.max_slices_ahead = 2 * self.workers + 2
         self.name = name
         self.logger = logger or logging.getLogger(__name__)
@@ -385,7 +385,7 @@ class ParallelReader:
         budget, the nearest uncut slice's first page, else the earliest slice's next page. An
         uncut slice waiting behind the other slices' later pages split only once they were
         all fetched, and the workers then idled, waiting for the reader (8 workers at 300 ms:
-        6.5 requests in flight on average against 7.2, 14,119 against 16,339 events a second).
+        6.5 requests in flight on average, now 7.1-7.2; docs/operations.md, stop 33).
         """
         room = self._has_room()
         unfinished: set[t.Hashable] = set()  # passes with slices still being fetched

@@ -130,7 +130,7 @@ def test_a_remainder_is_fetched_before_the_later_pages_of_the_slices_cut_with_it
         fetched.release()
         return page
 
-    # One worker, and the reader waits for three answers: the order is the reader's choice alone.
+    # One worker, and nothing is read until three answers came: their order is the scheduling's alone.
     with ParallelReader(counted, key, workers=1, page_size=10, max_buffered_pages=20) as reader:
         reader.add_pass("main", 0.0, 1000.0)
         for _ in range(3):
