@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
-  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -nE '2,/^[^#]/s/^# ?//p' "$0"; exit 0 ;;
 esac
 
 has_setting() {  # set in the environment, or as NAME=value in .env

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
   ""|--venv-only) ;;
-  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -nE '2,/^[^#]/s/^# ?//p' "$0"; exit 0 ;;
   *) echo "setup_meltano: unknown option $1 (--venv-only, or none; --help)" >&2; exit 2 ;;
 esac
 if [ $# -gt 1 ]; then

@@ -66,6 +66,7 @@ def test_help_describes_the_job_and_installs_nothing(tmp_path) -> None:
 
     assert done.returncode == 0 and done.stdout.startswith("Extract a real Klaviyo account into output/*.jsonl")
     assert "TAP_KLAVIYO_API_KEY" in done.stdout and not (project / "setup-called").exists()
+    assert done.stdout.endswith("to `meltano run` (e.g. --full-refresh).\n")  # the whole header comment, no code
 
 
 def test_setup_meltano_answers_help_and_refuses_an_unknown_option_before_installing(tmp_path) -> None:
@@ -79,6 +80,7 @@ def test_setup_meltano_answers_help_and_refuses_an_unknown_option_before_install
 
     helped = setup("--help")
     assert helped.returncode == 0 and helped.stdout.startswith("Set up Meltano for this project")
+    assert helped.stdout.endswith("progress goes to stderr.\n")
     refused = setup("--venv-olny")
     assert refused.returncode == 2
     assert refused.stderr == "setup_meltano: unknown option --venv-olny (--venv-only, or none; --help)\n"
