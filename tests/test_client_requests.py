@@ -11,12 +11,17 @@
 * Plain GETs: ``DirectGetAdapter`` sends them through http.client with the answers and errors
   requests' own session gives (compared on loopback servers, over TLS too), and closes each
   thread's connections when the thread ends and at exit.
+* Headers: it reads a block of plain ``name: value`` lines without the email package's parser,
+  into the same message the email package makes (any other block still goes to it).
 """
 
 from __future__ import annotations
 
+import email.parser
 import gc
 import gzip
+import http.client
+import io
 import json
 import socket
 import ssl
@@ -36,7 +41,7 @@ from requests.adapters import HTTPAdapter
 from requests.utils import resolve_proxies
 
 from klaviyo_core import client as client_module
-from klaviyo_core.adapter import DirectGetAdapter, OriginPoolAdapter
+from klaviyo_core.adapter import DirectGetAdapter, OriginPoolAdapter, PlainHeadersResponse, parse_plain_headers
 from klaviyo_core.client import KlaviyoConnection, new_session
 from klaviyo_core.sdk_compat import read_body
 from klaviyo_sandbox.server import self_signed_certificate
@@ -376,6 +381,47 @@ def test_the_direct_adapter_answers_as_requests_does(clean_proxy_env, odd_server
     assert direct.headers["x-twice"] == usual.headers["X-Twice"] == "a, b"
     assert {k.lower() for k in direct.headers} == {k.lower() for k in usual.headers}
     assert direct.request.url == url + path and direct.ok == usual.ok
+
+
+@pytest.mark.parametrize(
+    ("block", "plain"),
+    [
+        (b"Content-Type: application/json\r\nContent-Length: 12\r\nX-Twice: a\r\nx-twice: b\r\n\r\n", True),
+        (b"A:b\r\nEmpty:\r\nTabbed:\t value \r\nBare-Newline: yes\n\n", True),  # blanks kept at the end
+        (b"Latin: caf\xe9\r\nRateLimit-Limit: 10, 10;w=1, 150;w=60\r\n\r\n", True),
+        (b"Cut: short\r\n", True),  # the connection closed before the blank line (no body)
+        (b"\r\n", True),
+        (b"Folded: one\r\n two\r\nNext: 1\r\n\r\n", False),  # a continuation line
+        (b"Lone: a\rb\r\n\r\n", False),  # a lone CR, which the email package splits at
+        (b"From nobody\r\nA: 1\r\n\r\n", False),  # no colon
+        (b"Bad Name: 1\r\nA: 1\r\n\r\n", False),  # a blank in the name
+        (b": no name\r\n\r\n", False),
+    ],
+)
+def test_plain_headers_are_read_into_the_message_the_email_package_makes(block, plain, monkeypatch):
+    rest = b"" if block.startswith(b"Cut") else b"the body"
+    ours, stdlib = io.BytesIO(block + rest), io.BytesIO(block + rest)
+    usual = http.client.parse_headers(stdlib)
+    parsed: list[str] = []
+    parse = email.parser.Parser.parsestr
+    monkeypatch.setattr(email.parser.Parser, "parsestr", lambda self, text: parsed.append(text) or parse(self, text))
+    fast = parse_plain_headers(ours)
+    assert parsed == ([] if plain else [block.decode("iso-8859-1")])  # plain lines skip the email package
+    assert type(fast) is type(usual) is http.client.HTTPMessage
+    assert fast.items() == usual.items() and fast.keys() == usual.keys()
+    for name in usual:
+        assert fast.get_all(name) == usual.get_all(name) and fast[name.upper()] == usual[name.upper()]
+    assert [type(d) for d in fast.defects] == [type(d) for d in usual.defects]
+    assert ours.read() == stdlib.read()  # both stop at the same byte: the body's first
+
+
+def test_the_direct_adapter_begins_an_answer_with_http_clients_own_code():
+    """``PlainHeadersResponse.begin`` is the stdlib's, rebound: it must still call ``parse_headers``."""
+    stdlib_begin = http.client.HTTPResponse.begin
+    assert "parse_headers" in stdlib_begin.__code__.co_names, "http.client changed: see PlainHeadersResponse"
+    assert PlainHeadersResponse.begin.__code__ is stdlib_begin.__code__
+    assert PlainHeadersResponse.begin.__globals__["parse_headers"] is parse_plain_headers
+    assert DirectGetAdapter()._connection("http://localhost:1", True).response_class is PlainHeadersResponse
 
 
 @pytest.mark.parametrize("path", ["/length", "/gzip", "/chunked"])
