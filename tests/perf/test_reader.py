@@ -12,9 +12,11 @@ import threading
 import time
 import typing as t
 
+import msgspec
 import pytest
 
 from tap_klaviyo.concurrency import HEAD_PAGES, Page, ParallelReader, Slice
+from tap_klaviyo.records import LazyRecords, PackedRecords
 
 
 class Source:
@@ -235,6 +237,39 @@ def test_buffered_bytes_stay_within_the_byte_budget_however_slow_the_reader():
     assert count == len(source.records)
     assert reader.peak_buffered_bytes <= budget + HEAD_PAGES * 50_000  # the head slice may always run ahead
     assert reader.max_buffered_pages == 24 and reader.peak_buffered <= 4 + HEAD_PAGES
+
+
+class JsonSource(Source):
+    """Pages whose records stay JSON until read, as the tap's do (``LazyRecords``), sized by their bytes."""
+
+    def fetch(self, piece: Slice, url: str | None) -> Page:
+        page = super().fetch(piece, url)
+        body = msgspec.json.encode(page.records)
+        page.records, page.size = LazyRecords(msgspec.json.decode(body, type=list[msgspec.Raw]), dict), len(body)
+        return page
+
+
+@pytest.mark.parametrize("budget_binds", [True, False])
+def test_pages_that_wait_are_held_packed_only_when_the_byte_budget_binds(budget_binds):
+    source = JsonSource(range(0, 100_000, 4), page_size=50)  # ~1.4 KB a page
+    budget = 6_000 if budget_binds else 10_000_000  # the page budget (24 pages) would hold ~34 KB
+    handed: list[Page] = []
+    with ParallelReader(source.fetch, key, workers=8, page_size=50, max_buffered_bytes=budget) as reader:
+        reader.add_pass("main", 0.0, 100_000.0)
+        records = []
+        for page in reader.pages("main"):
+            handed.append(page)
+            records.extend(page.records)
+            time.sleep(0.001)
+    assert [r["id"] for r in records] == [r["id"] for r in source.records]
+    packed = [page for page in handed if isinstance(page.records, PackedRecords)]
+    assert all(page.size == page.records.size for page in packed)
+    if budget_binds:  # more pages than the byte budget holds as they came: those behind the head packed
+        assert len(packed) > len(handed) / 2
+        assert reader.peak_buffered > budget / 1_400 + HEAD_PAGES
+        assert reader.peak_buffered_bytes <= budget + HEAD_PAGES * 1_500
+    else:
+        assert not packed
 
 
 def test_a_budget_of_one_page_cannot_deadlock():

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import mmap
 
 import pytest
 import requests
 
 from klaviyo_core.errors import KlaviyoRetriableError
-from tap_klaviyo.records import LazyRecords, decode_page, flat_records, return_large_blocks_to_the_os
+from tap_klaviyo.records import (
+    LazyRecords,
+    PackedRecords,
+    decode_page,
+    flat_records,
+    lazy_records,
+    return_large_blocks_to_the_os,
+)
 from tap_klaviyo.stream import flatten
 
 RESOURCES = [
@@ -69,6 +77,27 @@ def test_realistic_sandbox_events_decoded_in_one_pass_are_those_flatten_makes():
     ]  # fmt: skip
     body = json.dumps({"data": resources}).encode()
     assert list(flat_records(decode_page(answer(body)), flatten)) == [flatten(r) for r in resources]
+
+
+def test_packed_records_are_the_pages_records_held_in_a_fraction_of_its_bytes():
+    from klaviyo_sandbox import gen_events
+    from klaviyo_sandbox.util import Rng
+
+    rng, properties = Rng(3), gen_events.properties
+    resources = [
+        {"type": "event", "id": str(i), "attributes": {"event_properties": properties(rng, name, i, "realistic")},
+         "relationships": {"profile": {"data": {"type": "profile", "id": f"p{i}"}, "links": {"self": "x"}}}}
+        for i, name in enumerate(["Placed Order", "Viewed Product", "Active on Site"] * 30)
+    ] + ODD_RESOURCES  # fmt: skip
+    body = json.dumps({"data": resources}).encode()
+    for made in (flat_records(decode_page(answer(body)), flatten), lazy_records(decode_page(answer(body)), flatten)):
+        assert isinstance(made, LazyRecords)
+        packed, size = made.packed()
+        assert isinstance(packed, PackedRecords) and size == packed.size < len(body) / 3
+        assert isinstance(packed._packed, mmap.mmap)  # a mapping of its own, not the malloc arenas'
+        assert len(packed) == len(resources)
+        assert list(packed) == list(made) == [flatten(r) for r in resources]
+        assert packed[5] == made[5] and packed[-2:] == made[-2:]
 
 
 @pytest.mark.parametrize(
