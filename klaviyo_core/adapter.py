@@ -265,7 +265,7 @@ def parse_plain_headers(
     any other line (folded, odd characters, no colon) goes to the email package as before.
     """
     lines = http.client._read_headers(fp)  # type: ignore[attr-defined]  # noqa: SLF001 - the stdlib's reading and limits
-    fields = lines[:-1] if lines[-1] in (b"\r\n", b"\n", b"") else lines
+    fields = lines[:-1]  # the last is what ended the block: a blank line, or b"" where the stream ended
     if not all(_PLAIN_HEADER.fullmatch(line) for line in fields):
         return email.parser.Parser(_class=_class).parsestr(b"".join(lines).decode("iso-8859-1"))
     message = _class()

@@ -37,12 +37,11 @@ pages' bytes plus those expected of the pages in flight stay under ``max_buffere
 (default :data:`BUFFERED_BYTES`; pages stay raw JSON until read, so a page costs its
 bytes; when the page budget's worth of answers would not fit, the pages behind the slice
 being read are held LZ4-compressed, a fifth of that), and only for the ``2 * workers + 2``
-slices nearest the reader (the slice being
-read may always be :data:`HEAD_PAGES` pages ahead, so it never starves). Workers take the
-slice being read while it is that close to running dry, then the first page of a slice not
-yet cut (the remainder of a split: that page makes the next slices), then the earliest
-slice that may fetch. A slice is only ever fetched by one worker at a time (its next page's
-URL comes from its previous page).
+slices nearest the reader (the slice being read may always be :data:`HEAD_PAGES` pages
+ahead, so it never starves). Workers take the slice being read while it is that close to
+running dry, then the first page of a slice not yet cut (the remainder of a split: that page
+makes the next slices), then the earliest slice that may fetch. A slice is only ever fetched
+by one worker at a time (its next page's URL comes from its previous page).
 
 Several passes can be queued (a tail pass after its main pass; the next lists of
 a per-list stream), so the next ones' first pages are fetched while one is read.
