@@ -392,8 +392,8 @@ class CustomFieldsMixin:
         page = records.decode_page(response)
         typed = self.typed_records
         if typed is None or isinstance(page, records.Decoded):
-            return records.lazy_records(page, self.to_record)
-        return records.LazyRecords(page.data, self._raw_to_record, typed.record)
+            return records.lazy_records(page, self.to_record, response.content)
+        return records.LazyRecords(page.data, self._raw_to_record, typed.record, source=response.content)
 
     def to_record(self, resource: dict) -> dict:
         record = flatten(resource)

@@ -14,7 +14,6 @@ for ~2 ms of CPU a page of 1,000 events.
 
 from __future__ import annotations
 
-import array
 import ctypes
 import ctypes.util
 import functools
@@ -106,19 +105,26 @@ def _decode_then(raw: msgspec.Raw, to_record: t.Callable[[dict], dict]) -> dict:
 
 class LazyRecords(Sequence[dict]):
     """A page's records, each made when read: ``make(raw, to_record)``, by default
-    ``to_record`` of the decoded resource."""
+    ``to_record`` of the decoded resource.
 
-    __slots__ = ("_make", "_raw", "_to_record")
+    ``source`` is the answer's body when ``raw`` is all of its ``data``, in order: what
+    :meth:`packed` compresses, rather than a copy of the spans.
+    """
+
+    __slots__ = ("_make", "_raw", "_source", "_to_record")
 
     def __init__(
         self,
         raw: list[msgspec.Raw],
         to_record: t.Callable[[t.Any], dict],
         make: t.Callable[[msgspec.Raw, t.Callable[[t.Any], dict]], dict] = _decode_then,
+        *,
+        source: bytes | None = None,
     ) -> None:
         self._raw = raw
         self._to_record = to_record
         self._make = make
+        self._source = source
 
     @override
     def __len__(self) -> int:
@@ -146,12 +152,12 @@ class LazyRecords(Sequence[dict]):
 
     def packed(self) -> tuple[PackedRecords, int]:
         """These records held compressed until read (:class:`PackedRecords`), and its bytes."""
-        packed = PackedRecords(self._raw, self._to_record, self._make)
+        document = self._source if self._source is not None else _ENCODE(_Document(self._raw))
+        packed = PackedRecords(document, len(self._raw), self._to_record, self._make)
         return packed, packed.size
 
 
-#: The spans as one JSON array, copied as they are: ``[`` span ``,`` span ... ``]``.
-_ARRAY = msgspec.json.Encoder()
+_ENCODE = msgspec.json.encode
 #: LZ4's fast mode: a fifth less CPU than its default for 6% more bytes (a page of events).
 LZ4_ACCELERATION = 8
 
@@ -161,23 +167,28 @@ class PackedRecords(Sequence[dict]):
 
     The parallel reader buffers the pages of the slices after the one being read until their
     turn: with 16 workers, ~30 answers of ~1 MB of events, a third of the tap's peak RSS.
-    Packed, a page of events holds a fifth of its bytes. It costs ~2 ms of CPU a page of
-    1,000 events (1.2 to copy the spans into one array and compress it, 0.8 to decompress,
-    0.2 to cut the spans out again at their lengths; re-parsing them took 0.6), ~4 ms a page
-    of realistic orders (1.8 MB); zlib's fastest level took 6 ms for the events
-    (docs/operations.md, stop 34).
+    Packed, a page of events holds a fifth of its bytes. What is compressed is the answer's
+    body itself (``document``, a JSON:API document whose ``data`` are the ``count`` records):
+    copying the spans into one array first cost a transient copy of the page per worker
+    packing (16 workers, 200,000 events: 77.3 MB of peak RSS with that copy, 71.5 without;
+    stop 35), and splitting the body again when the page is read costs what building and
+    cutting that array did. It
+    costs ~2 ms of CPU a page of 1,000 events (0.75 to compress, 0.75 to decompress, 0.6 to
+    split), ~4 ms a page of realistic orders (1.8 MB); zlib's fastest level took 6 ms for the
+    events (docs/operations.md, stops 34 and 35).
     """
 
-    __slots__ = ("_lengths", "_make", "_packed", "_to_record")
+    __slots__ = ("_count", "_make", "_packed", "_to_record")
 
     def __init__(
         self,
-        raw: list[msgspec.Raw],
+        document: bytes,
+        count: int,
         to_record: t.Callable[[t.Any], dict],
         make: t.Callable[[msgspec.Raw, t.Callable[[t.Any], dict]], dict],
     ) -> None:
-        self._packed = _own_mapping(lz4.block.compress(_ARRAY.encode(raw), mode="fast", acceleration=LZ4_ACCELERATION))
-        self._lengths = array.array("I", map(len, raw))
+        self._packed = _own_mapping(lz4.block.compress(document, mode="fast", acceleration=LZ4_ACCELERATION))
+        self._count = count
         self._to_record = to_record
         self._make = make
 
@@ -187,17 +198,12 @@ class PackedRecords(Sequence[dict]):
         return len(self._packed)
 
     def unpacked(self) -> LazyRecords:
-        """The records as the page held them: the spans cut out of the array, no copy, no parsing."""
-        array_bytes = memoryview(lz4.block.decompress(self._packed))
-        spans, start = [], 1  # after "["
-        for length in self._lengths:
-            spans.append(msgspec.Raw(array_bytes[start : start + length]))
-            start += length + 1  # and its ","
-        return LazyRecords(spans, self._to_record, self._make)
+        """The records as the page held them: the document split into its resources' spans again."""
+        return LazyRecords(_PAGE.decode(lz4.block.decompress(self._packed)).data, self._to_record, self._make)
 
     @override
     def __len__(self) -> int:
-        return len(self._lengths)
+        return self._count
 
     @override
     def __iter__(self) -> t.Iterator[dict]:
@@ -227,11 +233,13 @@ def _own_mapping(data: bytes) -> mmap.mmap:
     return mapping
 
 
-def lazy_records(page: _Document | Decoded, to_record: t.Callable[[dict], dict]) -> t.Sequence[dict]:
-    """A decoded page's resources as records, each made when read."""
+def lazy_records(
+    page: _Document | Decoded, to_record: t.Callable[[dict], dict], source: bytes | None = None
+) -> t.Sequence[dict]:
+    """A decoded page's resources as records, each made when read (``source``: the page's body)."""
     if isinstance(page, Decoded):
         return [to_record(resource) for resource in page.data]
-    return LazyRecords(page.data, to_record)
+    return LazyRecords(page.data, to_record, source=source)
 
 
 class _Relationship(msgspec.Struct):
@@ -249,8 +257,10 @@ class _Resource(msgspec.Struct):
 _RESOURCE = msgspec.json.Decoder(_Resource)
 
 
-def flat_records(page: _Document | Decoded, flatten: t.Callable[[dict], dict]) -> t.Sequence[dict]:
-    """Like ``lazy_records(page, flatten)`` with the base ``flatten``, decoded in one pass.
+def flat_records(
+    page: _Document | Decoded, flatten: t.Callable[[dict], dict], source: bytes | None = None
+) -> t.Sequence[dict]:
+    """Like ``lazy_records(page, flatten, source)`` with the base ``flatten``, decoded in one pass.
 
     Decoding the resource into a struct builds no dict for the resource, its ``links`` and
     its relationships' ``links`` (a tenth of the decoding). A resource of another shape
@@ -258,7 +268,7 @@ def flat_records(page: _Document | Decoded, flatten: t.Callable[[dict], dict]) -
     """
     if isinstance(page, Decoded):
         return lazy_records(page, flatten)
-    return LazyRecords(page.data, flatten, _flat_record)
+    return LazyRecords(page.data, flatten, _flat_record, source=source)
 
 
 def _flat_record(raw: msgspec.Raw, flatten: t.Callable[[dict], dict]) -> dict:

@@ -243,8 +243,8 @@ class KlaviyoStream(WindowedStream):
         """The answer's records; a collection's stay JSON until read (:mod:`tap_klaviyo.records`)."""
         page = records.decode_page(response)
         if type(self).to_record is KlaviyoStream.to_record:  # plain flattening: decoded in one pass
-            return records.flat_records(page, flatten)
-        return records.lazy_records(page, self.to_record)
+            return records.flat_records(page, flatten, response.content)
+        return records.lazy_records(page, self.to_record, response.content)
 
     def sort_key_seconds(self, record: dict) -> float | None:
         return dates.epoch(dates.parse(record.get(self.range_key)))

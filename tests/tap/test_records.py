@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import mmap
 
+import lz4.block
 import pytest
 import requests
 
 from klaviyo_core.errors import KlaviyoRetriableError
 from tap_klaviyo.records import (
+    LZ4_ACCELERATION,
     LazyRecords,
     PackedRecords,
     decode_page,
@@ -89,11 +91,20 @@ def test_packed_records_are_the_pages_records_held_in_a_fraction_of_its_bytes():
          "relationships": {"profile": {"data": {"type": "profile", "id": f"p{i}"}, "links": {"self": "x"}}}}
         for i, name in enumerate(["Placed Order", "Viewed Product", "Active on Site"] * 30)
     ] + ODD_RESOURCES  # fmt: skip
-    body = json.dumps({"data": resources}).encode()
-    for made in (flat_records(decode_page(answer(body)), flatten), lazy_records(decode_page(answer(body)), flatten)):
+    body = json.dumps({"data": resources, "links": {"next": "https://a.klaviyo.com/api/events?page%5Bcursor%5D=x"}})
+    body = body.encode()
+    whole = len(lz4.block.compress(body, mode="fast", acceleration=LZ4_ACCELERATION))
+    made_from = [
+        (flat_records(decode_page(answer(body)), flatten, body), whole),  # the body itself is compressed
+        (lazy_records(decode_page(answer(body)), flatten, body), whole),
+        (flat_records(decode_page(answer(body)), flatten), None),  # no body: the spans are copied first
+        (lazy_records(decode_page(answer(body)), flatten), None),
+    ]
+    for made, expected_size in made_from:
         assert isinstance(made, LazyRecords)
         packed, size = made.packed()
         assert isinstance(packed, PackedRecords) and size == packed.size < len(body) / 3
+        assert expected_size is None or size == expected_size
         assert isinstance(packed._packed, mmap.mmap)  # a mapping of its own, not the malloc arenas'
         assert len(packed) == len(resources)
         assert list(packed) == list(made) == [flatten(r) for r in resources]
