@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
+from klaviyo_core import endpoints
+from tap_klaviyo import concurrency, records
 from tap_klaviyo.tap import TapKlaviyo
 from target_klaviyo.target import TargetKlaviyo
 from tests.tap.conftest import CONFIG, run_sync
-from tests.tap.fake_klaviyo import event, ts
+from tests.tap.fake_klaviyo import event, profile, ts
 
 TARGET = {"api_key": "pk_test_0123456789abcdef", "list_id": "L1"}
 
@@ -60,6 +62,27 @@ def test_sequential_and_parallel_reads_give_the_same_records_and_state(fake):
         one.states[-1]["bookmarks"]["events"]["replication_key_value"]
         == (eight.states[-1]["bookmarks"]["events"]["replication_key_value"])
     )
+
+
+@pytest.mark.parametrize(
+    ("stream", "config"),
+    [("events", {}), ("profiles", {"discover_custom_fields": True})],  # flat records; custom fields typed
+)
+def test_pages_packed_while_they_wait_give_the_same_records_and_state(fake, monkeypatch, stream, config):
+    page_size_max = endpoints.page_size_max  # pages of 7: full pages, so the reader splits the range into slices
+    monkeypatch.setattr(endpoints, "page_size_max", lambda operation: page_size_max(operation) and 7)
+    fake.page_cap = 7
+    fake.add("/api/events", *(event(f"e{d:02d}{h:02d}", ts(d, h)) for d in range(1, 29) for h in range(0, 24, 5)))
+    fake.add("/api/profiles", *(profile(f"p{d:02d}{h:02d}", ts(d, h)) for d in range(1, 29) for h in range(0, 24, 5)))
+    one = run_sync(stream, config={**config, "max_concurrency": 1})
+    unpacked = []
+    unpack = records.PackedRecords.unpacked
+    monkeypatch.setattr(records.PackedRecords, "unpacked", lambda self: unpacked.append(self) or unpack(self))
+    monkeypatch.setattr(concurrency, "BUFFERED_BYTES", 30_000)  # 7 answers of 4 KB, not the 24 pages: packed
+    eight = run_sync(stream, config={**config, "max_concurrency": 8})
+    assert len(unpacked) > 5
+    assert one.records == eight.records and len(one.records) == 140
+    assert one.states[-1]["bookmarks"][stream] == eight.states[-1]["bookmarks"][stream]
 
 
 @pytest.fixture
