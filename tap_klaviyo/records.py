@@ -70,6 +70,7 @@ class _Document(msgspec.Struct):
 
 _PAGE = msgspec.json.Decoder(_Document)
 _decode = msgspec.json.decode
+_encode = msgspec.json.encode
 
 
 class Decoded(t.NamedTuple):
@@ -152,12 +153,11 @@ class LazyRecords(Sequence[dict]):
 
     def packed(self) -> tuple[PackedRecords, int]:
         """These records held compressed until read (:class:`PackedRecords`), and its bytes."""
-        document = self._source if self._source is not None else _ENCODE(_Document(self._raw))
+        document = self._source if self._source is not None else _encode(_Document(self._raw))
         packed = PackedRecords(document, len(self._raw), self._to_record, self._make)
         return packed, packed.size
 
 
-_ENCODE = msgspec.json.encode
 #: LZ4's fast mode: a fifth less CPU than its default for 6% more bytes (a page of events).
 LZ4_ACCELERATION = 8
 
@@ -172,10 +172,9 @@ class PackedRecords(Sequence[dict]):
     copying the spans into one array first cost a transient copy of the page per worker
     packing (16 workers, 200,000 events: 77.3 MB of peak RSS with that copy, 71.5 without;
     stop 35), and splitting the body again when the page is read costs what building and
-    cutting that array did. It
-    costs ~2 ms of CPU a page of 1,000 events (0.75 to compress, 0.75 to decompress, 0.6 to
-    split), ~4 ms a page of realistic orders (1.8 MB); zlib's fastest level took 6 ms for the
-    events (docs/operations.md, stops 34 and 35).
+    cutting that array did. It costs ~2 ms of CPU a page of 1,000 events (0.75 to compress,
+    0.75 to decompress, 0.6 to split), ~4 ms a page of realistic orders (1.8 MB); zlib's
+    fastest level took 6 ms for the events (docs/operations.md, stops 34 and 35).
     """
 
     __slots__ = ("_count", "_make", "_packed", "_to_record")
